@@ -1,0 +1,3 @@
+from azimds.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The fleet model: VMs and their documents, independent of any wire protocol."""

@@ -1,0 +1,296 @@
+"""The instance document's schema: every field, its type, and the api-version that introduced it.
+
+This is the reference's field tables (section 3, "Schema") as data, the one place that decides
+which field a client sees at which api-version. Three operations use it:
+
+- ``normalize`` turns user input (config, fleet file, admin API) into a complete document:
+  unknown fields are refused with a suggestion, scalars become strings, absent fields are ``""``.
+- ``shape`` cuts a complete document down to what one api-version shows.
+- ``default`` gives the empty value of a node.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+
+class DocumentError(ValueError):
+    """Input that does not fit the schema; ``where`` is a dotted path such as ``compute.zone``."""
+
+    def __init__(self, where: str, problem: str, fix: str) -> None:
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+        self.where = where
+        self.problem = problem
+        self.fix = fix
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    boolean: bool = False  # IMDS sends strings everywhere but in extended.compute.hasCustomData
+
+
+@dataclass(frozen=True, slots=True)
+class Arr:
+    item: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    since: str
+    node: Node
+    # physicalZone: real 2023-11-15 answers omit it on VMs without one (reference section 3).
+    omit_if_empty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Obj:
+    fields: Mapping[str, Field] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # IMDS writes keys in ordinal order; keep the table in that order once.
+        object.__setattr__(self, "fields", dict(sorted(self.fields.items())))
+
+
+Node = Union[Leaf, Arr, Obj]  # noqa: UP007 (a runtime alias used before the classes are complete)
+
+STRING = Leaf()
+BOOLEAN = Leaf(boolean=True)
+
+
+def leaves(since: str, *names: str) -> dict[str, Field]:
+    return {name: Field(since, STRING) for name in names}
+
+
+def obj(since: str, **fields: Field) -> Field:
+    return Field(since, Obj(fields))
+
+
+def arr(since: str, **fields: Field) -> Field:
+    return Field(since, Arr(Obj(fields)))
+
+
+V2017_04 = "2017-04-02"
+V2019_06 = "2019-06-01"
+V2021_11 = "2021-11-01"
+
+
+def _disk_fields() -> dict[str, Field]:
+    """Fields the OS disk and each data disk share."""
+    encryption = obj(
+        V2019_06,
+        enabled=Field(V2019_06, STRING),
+        diskEncryptionKey=obj(
+            V2021_11,
+            secretUrl=Field(V2021_11, STRING),
+            sourceVault=obj(V2021_11, **leaves(V2021_11, "id")),
+        ),
+        keyEncryptionKey=obj(
+            V2021_11,
+            keyUrl=Field(V2021_11, STRING),
+            sourceVault=obj(V2021_11, **leaves(V2021_11, "id")),
+        ),
+    )
+    return {
+        **leaves(V2019_06, "caching", "createOption", "diskSizeGB", "name", "osType"),
+        **leaves(V2019_06, "writeAcceleratorEnabled"),
+        "diffDiskSettings": obj(V2019_06, **leaves(V2019_06, "option")),
+        "encryptionSettings": encryption,
+        "image": obj(V2019_06, **leaves(V2019_06, "uri")),
+        "managedDisk": obj(V2019_06, **leaves(V2019_06, "id", "storageAccountType")),
+        "vhd": obj(V2019_06, **leaves(V2019_06, "uri")),
+    }
+
+
+STORAGE_PROFILE = obj(
+    V2019_06,
+    imageReference=obj(
+        V2019_06,
+        **leaves(V2019_06, "id", "offer", "publisher", "sku", "version"),
+        **leaves("2023-07-01", "communityGalleryImageId", "exactVersion", "sharedGalleryImageId"),
+    ),
+    osDisk=obj(V2019_06, **_disk_fields()),
+    dataDisks=arr(
+        V2019_06,
+        **_disk_fields(),
+        **leaves(V2019_06, "lun"),
+        **leaves(
+            "2021-05-01",
+            "bytesPerSecondThrottle",
+            "diskCapacityBytes",
+            "isSharedDisk",
+            "isUltraDisk",
+            "opsPerSecondThrottle",
+        ),
+    ),
+    resourceDisk=obj("2021-02-01", **leaves("2021-02-01", "size")),
+)
+
+COMPUTE = Obj(
+    {
+        **leaves(
+            V2017_04,
+            "location",
+            "name",
+            "offer",
+            "osType",
+            "platformFaultDomain",
+            "platformUpdateDomain",
+            "publisher",
+            "sku",
+            "version",
+            "vmId",
+            "vmSize",
+        ),
+        **leaves("2017-08-01", "placementGroupId", "resourceGroupName", "subscriptionId", "tags"),
+        **leaves("2017-12-01", "vmScaleSetName", "zone"),
+        "plan": obj("2018-04-02", **leaves("2018-04-02", "name", "product", "publisher")),
+        "publicKeys": arr("2018-04-02", **leaves("2018-04-02", "keyData", "path")),
+        **leaves("2018-10-01", "azEnvironment", "provider"),
+        **leaves("2019-02-01", "customData"),
+        **leaves("2019-03-11", "resourceId"),
+        "storageProfile": STORAGE_PROFILE,
+        "tagsList": arr("2019-06-04", **leaves("2019-06-04", "name", "value")),
+        **leaves("2020-06-01", "isHostCompatibilityLayerVm"),
+        "securityProfile": obj(
+            "2020-06-01",
+            **leaves("2020-06-01", "secureBootEnabled", "virtualTpmEnabled"),
+            **leaves(V2021_11, "encryptionAtHost"),
+            **leaves("2021-12-13", "securityType"),
+        ),
+        "osProfile": obj(
+            "2020-07-15",
+            **leaves("2020-07-15", "adminUsername", "computerName"),
+            **leaves("2020-10-01", "disablePasswordAuthentication"),
+        ),
+        **leaves("2020-09-01", "licenseType"),
+        **leaves("2020-12-01", "evictionPolicy", "priority"),
+        **leaves("2021-01-01", "userData"),
+        "extendedLocation": obj("2021-03-01", **leaves("2021-03-01", "name", "type")),
+        "virtualMachineScaleSet": obj("2021-03-01", **leaves("2021-03-01", "id")),
+        **leaves("2021-10-01", "platformSubFaultDomain"),
+        "additionalCapabilities": obj(V2021_11, **leaves(V2021_11, "hibernationEnabled")),
+        "host": obj("2021-11-15", **leaves("2021-11-15", "id")),
+        "hostGroup": obj("2021-11-15", **leaves("2021-11-15", "id")),
+        # Undocumented; seen in a real 2023-11-15 answer in 2025 (reference section 3).
+        **leaves("2023-11-15", "isVmInStandbyPool"),
+        "physicalZone": Field("2023-11-15", STRING, omit_if_empty=True),
+    }
+)
+
+NETWORK = Obj(
+    {
+        "interface": arr(
+            V2017_04,
+            ipv4=obj(
+                V2017_04,
+                ipAddress=arr(V2017_04, **leaves(V2017_04, "privateIpAddress", "publicIpAddress")),
+                subnet=arr(V2017_04, **leaves(V2017_04, "address", "prefix")),
+            ),
+            ipv6=obj(V2017_04, ipAddress=arr(V2017_04, **leaves(V2017_04, "privateIpAddress"))),
+            macAddress=Field(V2017_04, STRING),
+        )
+    }
+)
+
+INSTANCE = Obj({"compute": Field(V2017_04, COMPUTE), "network": Field(V2017_04, NETWORK)})
+
+# Added by `extended=true` (cloud-init, azure-init); not gated by api-version.
+EXTENDED = Obj(
+    {
+        "compute": Field(
+            V2017_04,
+            Obj({"hasCustomData": Field(V2017_04, BOOLEAN), **leaves(V2017_04, "ppsType")}),
+        )
+    }
+)
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+def default(node: Node) -> Any:
+    if isinstance(node, Leaf):
+        return False if node.boolean else ""
+    if isinstance(node, Arr):
+        return []
+    return {name: default(f.node) for name, f in node.fields.items()}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _normalize_leaf(leaf: Leaf, value: Any, where: str) -> Any:
+    if leaf.boolean:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise DocumentError(
+            where, f"expected true or false, got {_kind(value)}", "write true or false"
+        )
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise DocumentError(
+        where, f"expected a string, got {_kind(value)}", 'give a single value such as ""'
+    )
+
+
+def normalize(node: Node, value: Any, where: str) -> Any:
+    """Validate ``value`` against ``node`` and return the complete, string-valued document."""
+    if isinstance(node, Leaf):
+        return _normalize_leaf(node, value, where)
+    if isinstance(node, Arr):
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise DocumentError(
+                where, f"expected a list, got {_kind(value)}", "write a list (or [])"
+            )
+        return [normalize(node.item, item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if value is None:
+        return default(node)
+    if not isinstance(value, Mapping):
+        raise DocumentError(
+            where, f"expected an object, got {_kind(value)}", "write a mapping of fields"
+        )
+    for key in value:
+        if key not in node.fields:
+            raise DocumentError(f"{where}.{key}", "unknown field", _suggest(str(key), node))
+    return {
+        name: normalize(f.node, value[name], f"{where}.{name}")
+        if name in value
+        else default(f.node)
+        for name, f in node.fields.items()
+    }
+
+
+def _suggest(key: str, node: Obj) -> str:
+    close = difflib.get_close_matches(key, list(node.fields), n=1)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "remove it; known fields are " + ", ".join(node.fields)
+
+
+def shape(node: Node, value: Any, version: str) -> Any:
+    """The part of a normalized document that ``version`` shows, keys in IMDS order."""
+    if isinstance(node, Leaf):
+        return value
+    if isinstance(node, Arr):
+        return [shape(node.item, item, version) for item in value]
+    return {
+        name: shape(f.node, value[name], version)
+        for name, f in node.fields.items()
+        if f.since <= version and not (f.omit_if_empty and value[name] == "")
+    }

@@ -1,0 +1,133 @@
+"""A VM as data: its complete instance document and what azimds serves beside it.
+
+A ``VM`` is immutable. Views of the document per api-version are computed on first use and
+kept, so the guest plane shapes each version once per VM.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from azimds.fleet import schema
+from azimds.fleet.merge_patch import merge_patch
+from azimds.fleet.schema import DocumentError
+
+# Keys of a VM description besides the instance document's own (compute, network).
+VM_KEYS = ("compute", "network", "extended", "reprovisionData")
+
+
+@dataclass(frozen=True, slots=True)
+class VM:
+    document: Mapping[str, Any]  # complete: every field of every api-version, as strings
+    extended: Mapping[str, Any]  # what extended=true adds
+    reprovision_data: str  # OVF XML for /metadata/reprovisiondata ("" = none yet)
+    _views: dict[tuple[str, bool], Mapping[str, Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @property
+    def vm_id(self) -> str:
+        return str(self.document["compute"]["vmId"])
+
+    @property
+    def name(self) -> str:
+        return str(self.document["compute"]["name"])
+
+    def instance(self, version: str, extended: bool) -> Mapping[str, Any]:
+        """The instance document as ``version`` shows it (built once, then reused)."""
+        key = (version, extended)
+        view = self._views.get(key)
+        if view is None:
+            view = schema.shape(schema.INSTANCE, self.document, version)
+            if extended:
+                # After network, as real extended=true answers have it (not alphabetical).
+                view = {**view, "extended": self.extended}
+            self._views[key] = view
+        return view
+
+
+def _tags_from_input(tags: Any, where: str) -> tuple[str, list[dict[str, str]]] | None:
+    """``tags`` may be the IMDS string ("a:b;c:d") or a mapping; give both IMDS forms."""
+    if isinstance(tags, Mapping):
+        pairs = [(str(k), "" if v is None else str(v)) for k, v in tags.items()]
+    elif isinstance(tags, str):
+        pairs = [
+            (item.partition(":")[0], item.partition(":")[2]) for item in tags.split(";") if item
+        ]
+    elif tags is None:
+        return None
+    else:
+        raise DocumentError(
+            where, "expected a string or a mapping", 'write "name:value;name2:value2" or a mapping'
+        )
+    return ";".join(f"{n}:{v}" for n, v in pairs), [{"name": n, "value": v} for n, v in pairs]
+
+
+def _reconcile_tags(compute: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Fill whichever of tags / tagsList is missing from the other, so they always agree."""
+    result = dict(compute)
+    has_list = result.get("tagsList") is not None
+    derived = _tags_from_input(result.get("tags"), f"{where}.tags")
+    if derived is not None:
+        result["tags"] = derived[0]
+        if not has_list:
+            result["tagsList"] = derived[1]
+    elif has_list and isinstance(result["tagsList"], list):
+        items = result["tagsList"]
+        if all(isinstance(i, Mapping) for i in items):
+            result["tags"] = ";".join(f"{i.get('name', '')}:{i.get('value', '')}" for i in items)
+    return result
+
+
+def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
+    """Validate a VM description (the instance document plus extras) and build the VM."""
+    for key in description:
+        if key not in VM_KEYS:
+            raise DocumentError(f"{where}.{key}", "unknown field", "a VM has " + ", ".join(VM_KEYS))
+    document = {
+        "compute": _reconcile_tags(description.get("compute") or {}, f"{where}.compute"),
+        "network": description.get("network"),
+    }
+    reprovision = description.get("reprovisionData") or ""
+    if not isinstance(reprovision, str):
+        raise DocumentError(
+            f"{where}.reprovisionData", "expected a string", "give the OVF XML text"
+        )
+    return VM(
+        document=schema.normalize(schema.INSTANCE, document, where),
+        extended=schema.normalize(
+            schema.EXTENDED, description.get("extended"), f"{where}.extended"
+        ),
+        reprovision_data=reprovision,
+    )
+
+
+def example_description() -> dict[str, Any]:
+    """The documentation's example VM (Linux), with extended=true's usual values."""
+    text = resources.files("azimds.fleet").joinpath("example-vm.json").read_text("utf-8")
+    description: dict[str, Any] = json.loads(text)
+    description["extended"] = {"compute": {"hasCustomData": False, "ppsType": "None"}}
+    return description
+
+
+def vm_from_patch(patch: Mapping[str, Any] | None, where: str = "vm") -> VM:
+    """The example VM changed by a JSON Merge Patch (RFC 7396), as config files describe it."""
+    base = example_description()
+    if patch:
+        compute_patch = patch.get("compute")
+        if isinstance(compute_patch, Mapping):
+            # Setting one form of the tags replaces both, rather than leaving the other stale.
+            touched = {"tags", "tagsList"} & set(compute_patch)
+            if touched:
+                for key in {"tags", "tagsList"} - touched:
+                    base["compute"].pop(key, None)
+        base = merge_patch(base, patch)
+    return build_vm(base, where)
+
+
+def example_vm() -> VM:
+    return vm_from_patch(None)

@@ -1,0 +1,133 @@
+"""The guest plane's error catalogue: every error answer, with its status and exact bytes.
+
+Errors come in three wire shapes (reference sections 1, 5 and 9):
+
+- **IIS front end**: verbs other than GET and POST (400, ``text/xml`` ``InvalidHttpVerb``) and
+  paths outside ``/metadata`` (404, the stock IIS 10 HTML page). ``Server: Microsoft-IIS/10.0``,
+  no request id; these never reach IMDS, so no Metadata-header check precedes them.
+- **Instance family** (instance, attested, versions, load balancer, scheduled events and unknown
+  paths): ``{ "error": "<message>" }`` with the spaces inside the braces that captures show.
+- **Identity family** (``/metadata/identity/...``): the OAuth-style
+  ``{"error":"<code>","error_description":"<message>"}``, compact.
+
+Each message is written once below; the family decides the wrapping. Messages marked
+UNCONFIRMED in the reference are choices documented in ``docs/behaviour.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from html import escape
+from importlib import resources
+
+from azimds.defaults import IIS_SERVER_HEADER
+from azimds.guest import versions
+from azimds.guest.responses import HTML_TYPE, JSON_TYPE, XML_TYPE, Response, compact_json, make
+
+# --- messages -----------------------------------------------------------------------------
+
+METADATA_HEADER_MISSING = "Required metadata header not specified"
+FORWARDED_FOR_PRESENT = "X-Forwarded-For header is not allowed"
+# The [DOC-LB] generic validation messages, which IMDS uses for its query checks.
+UNEXPECTED_QUERY = "Unexpected request. Please check the query parameters and retry."
+API_VERSION_INVALID = (
+    "Bad request. api-version is invalid or was not specified in the request. "
+    "For more information refer to aka.ms/azureimds"
+)
+NOT_FOUND = "Not found"
+
+
+def _bad_parameter_value(name: str, value: str) -> str:
+    return (
+        f'Parameter value is not allowed, or parameter value "{value}" is not allowed for '
+        f'parameter "{name}". Please fix the request and retry.'
+    )
+
+
+def _api_not_found(path: str, method: str) -> str:
+    return f'API is not found: Path = "{path}", Method = "{method}"'
+
+
+def _method_not_allowed(path: str, method: str) -> str:
+    return f'Http method is not allowed: Path = "{path}", Method = "{method}"'
+
+
+# --- families -----------------------------------------------------------------------------
+
+_IDENTITY_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+
+
+class Family(enum.Enum):
+    INSTANCE = "instance"
+    IDENTITY = "identity"
+
+    def error(self, status: int, message: str) -> Response:
+        if self is Family.IDENTITY:
+            body = compact_json({"error": _IDENTITY_CODES[status], "error_description": message})
+        else:
+            # The real service writes this one template with spaces: '{ "error": "..." }'.
+            body = b'{ "error": ' + json.dumps(message, ensure_ascii=False).encode() + b" }"
+        return make(status, JSON_TYPE, body)
+
+    def metadata_header_missing(self) -> Response:
+        if self is Family.INSTANCE:
+            # The odd "Bad request: . " prefix is verbatim from captures (68 bytes in all).
+            return self.error(400, "Bad request: . " + METADATA_HEADER_MISSING)
+        return self.error(400, METADATA_HEADER_MISSING)
+
+    def forwarded_for_present(self) -> Response:
+        if self is Family.INSTANCE:
+            return self.error(400, "Bad request: . " + FORWARDED_FOR_PRESENT)
+        return self.error(400, FORWARDED_FOR_PRESENT)
+
+    def duplicate_query_parameter(self) -> Response:
+        return self.error(400, UNEXPECTED_QUERY)
+
+    def bad_parameter_value(self, name: str, value: str) -> Response:
+        return self.error(400, _bad_parameter_value(name, value))
+
+    def api_not_found(self, path: str, method: str) -> Response:
+        return self.error(404, _api_not_found(path, method))
+
+    def method_not_allowed(self, path: str, method: str) -> Response:
+        return self.error(405, _method_not_allowed(path, method))
+
+
+def api_version_invalid(version_set: versions.VersionSet) -> Response:
+    """400 with the newest versions: clients (MSAL, cloud-init) read ``newest-versions[0]``."""
+    return make(
+        400,
+        JSON_TYPE,
+        compact_json({"error": API_VERSION_INVALID, "newest-versions": list(version_set.newest)}),
+    )
+
+
+INSTANCE_NOT_FOUND = Family.INSTANCE.error(404, NOT_FOUND)
+
+
+# --- the IIS front end --------------------------------------------------------------------
+
+_INVALID_VERB_XML = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<Error xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    'xmlns:xsd="http://www.w3.org/2001/XMLSchema">\n'
+    "    <Code>InvalidHttpVerb</Code>\n"
+    "    <Message>The HTTP verb specified was not recognized by the server.</Message>\n"
+    "    <Details>'{method}' is not a supported verb.</Details>\n"
+    "</Error>"
+)
+
+
+def iis_invalid_verb(method: str) -> Response:
+    body = _INVALID_VERB_XML.replace("{method}", escape(method, quote=False)).encode("utf-8")
+    return make(400, XML_TYPE, body, server=IIS_SERVER_HEADER)
+
+
+# The stock IIS 10 404 page, byte for byte (CRLF line ends; 1245 bytes as captured).
+IIS_NOT_FOUND = make(
+    404,
+    HTML_TYPE,
+    resources.files("azimds.guest").joinpath("iis-404.html").read_bytes(),
+    server=IIS_SERVER_HEADER,
+)

@@ -1,0 +1,81 @@
+"""The validation pipeline: one request in, one pre-rendered response out, no I/O.
+
+The checks run in the reference's order (section 10), and the first that fails answers:
+
+1. IIS front end: a verb other than GET/POST -> 400 XML; a path outside ``/metadata`` -> 404 HTML.
+2. ``Metadata: true`` (value case-insensitive) -> 400, in the family's shape.
+3. No ``X-Forwarded-For`` -> 400.
+4. No duplicate query parameter names -> 400.
+5. api-version: the root ``/metadata`` always answers the 400 with ``newest-versions``;
+   elsewhere a missing, unknown or too-old version does.
+6. Path: an unknown category (or a sub-path where the category has none) -> 404.
+7. Method: POST where the category does not take it -> 405.
+8. Format: a value the category does not offer -> 400.
+Then the endpoint runs; ``/metadata/instance`` answers 404 for unknown keys and 400 for a leaf
+without ``format=text``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from azimds.fleet.vm import VM
+from azimds.guest import errors, versions
+from azimds.guest.query import DuplicateParameter, parse_query
+from azimds.guest.responses import Response
+from azimds.guest.routes import ROUTES, Call
+
+FRONT_END_VERBS = ("GET", "POST")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    response: Response
+    cacheable: bool = True
+
+
+def handle(
+    method: str, path: str, query: bytes, metadata: bytes | None, forwarded: bool, vm: VM
+) -> Outcome:
+    """Answer one guest request. ``metadata`` is the raw header value (None when absent)."""
+    if method not in FRONT_END_VERBS:
+        return Outcome(errors.iis_invalid_verb(method))
+    parts = [segment for segment in path.split("/") if segment]
+    if not parts or parts[0].lower() != "metadata":
+        return Outcome(errors.IIS_NOT_FOUND)
+    below = parts[1:]
+    family = errors.Family.IDENTITY if below[:1] == ["identity"] else errors.Family.INSTANCE
+
+    if metadata is None or metadata.strip().lower() != b"true":
+        return Outcome(family.metadata_header_missing())
+    if forwarded:
+        return Outcome(family.forwarded_for_present())
+    try:
+        params = parse_query(query)
+    except DuplicateParameter:
+        return Outcome(family.duplicate_query_parameter())
+
+    version = params.get("api-version")
+    if not below:
+        return Outcome(errors.api_version_invalid(versions.ANY))
+    route = ROUTES.get(below[0])
+    accepted = route.versions if route is not None else versions.ANY
+    if accepted is not None and not accepted.accepts(version):
+        return Outcome(errors.api_version_invalid(accepted))
+
+    if route is None or (len(below) > 1 and not route.subpaths):
+        return Outcome(family.api_not_found(path, method))
+    if method not in route.methods:
+        return Outcome(family.method_not_allowed(path, method))
+    requested_format = params.get("format")
+    if requested_format is not None and requested_format.lower() not in route.formats:
+        return Outcome(family.bad_parameter_value("format", requested_format))
+
+    call = Call(
+        vm=vm,
+        version=version or "",
+        segments=tuple(below[1:]),
+        params=params,
+        text=requested_format is not None and requested_format.lower() == "text",
+    )
+    return Outcome(route.handler(call), route.cacheable)

@@ -1,0 +1,53 @@
+"""Pre-rendered guest-plane responses: status, headers and body bytes, built once.
+
+A ``Response`` is immutable and carries everything but the per-request ``x-ms-request-id``,
+so the same object can be cached and sent any number of times.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from azimds.defaults import IMDS_SERVER_HEADER
+
+JSON_TYPE = b"application/json; charset=utf-8"
+TEXT_TYPE = b"text/plain; charset=utf-8"
+XML_TYPE = b"text/xml; charset=utf-8"
+HTML_TYPE = b"text/html"
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Headers
+    body: bytes
+    # IMDS itself stamps every answer with a request id; the IIS front end does not.
+    request_id: bool = True
+
+
+def make(
+    status: int, content_type: bytes, body: bytes, server: bytes = IMDS_SERVER_HEADER
+) -> Response:
+    headers = (
+        (b"content-type", content_type),
+        (b"server", server),
+        (b"content-length", str(len(body)).encode("ascii")),
+    )
+    return Response(status, headers, body, request_id=server == IMDS_SERVER_HEADER)
+
+
+def compact_json(value: Any) -> bytes:
+    """IMDS JSON: no whitespace, no trailing newline, UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return make(status, JSON_TYPE, compact_json(value))
+
+
+def text_response(text: str, status: int = 200) -> Response:
+    return make(status, TEXT_TYPE, text.encode("utf-8"))

@@ -1,0 +1,75 @@
+"""The guest plane's route table: each category under /metadata and what it accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from azimds.fleet.vm import VM
+from azimds.guest import errors, instance, versions
+from azimds.guest.responses import XML_TYPE, Response, json_response, make
+
+JSON_ONLY = frozenset({"json"})
+JSON_AND_TEXT = frozenset({"json", "text"})
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request that passed validation, handed to an endpoint."""
+
+    vm: VM
+    version: str
+    segments: tuple[str, ...]  # the path below the category, e.g. ("compute", "vmId")
+    params: dict[str, str]
+    text: bool  # format=text was asked for
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Callable[[Call], Response]
+    versions: versions.VersionSet | None  # None: no api-version needed
+    methods: frozenset[str] = frozenset({"GET"})
+    formats: frozenset[str] = JSON_ONLY
+    subpaths: bool = False  # whether segments below the category are allowed
+    cacheable: bool = True  # same request, same VM -> same bytes
+
+
+def get_versions(call: Call) -> Response:
+    """``/metadata/versions``: every supported api-version, ascending."""
+    return _VERSIONS_RESPONSE
+
+
+_VERSIONS_RESPONSE = json_response({"apiVersions": list(versions.API_VERSIONS)})
+
+
+def get_instance(call: Call) -> Response:
+    """``/metadata/instance``: the version-shaped document, filtered by the route.
+
+    Leaves need ``format=text``; the default json on a leaf is a 400 (reference section 3).
+    """
+    document = call.vm.instance(call.version, call.params.get("extended", "").lower() == "true")
+    node = instance.walk(document, call.segments)
+    if not instance.found(node):
+        return errors.INSTANCE_NOT_FOUND
+    if instance.is_leaf(node) and not call.text:
+        return errors.Family.INSTANCE.bad_parameter_value(
+            "format", call.params.get("format", "json")
+        )
+    return instance.render(node, call.text)
+
+
+def get_reprovision_data(call: Call) -> Response:
+    """``/metadata/reprovisiondata`` (cloud-init, pre-provisioned VMs).
+
+    404 until the VM has reprovision data (cloud-init polls through 404s), then the OVF XML.
+    """
+    if not call.vm.reprovision_data:
+        return errors.INSTANCE_NOT_FOUND
+    return make(200, XML_TYPE, call.vm.reprovision_data.encode("utf-8"))
+
+
+ROUTES: dict[str, Route] = {
+    "versions": Route(get_versions, versions=None),
+    "instance": Route(get_instance, versions.INSTANCE, formats=JSON_AND_TEXT, subpaths=True),
+    "reprovisiondata": Route(get_reprovision_data, versions.INSTANCE),
+}

@@ -1,0 +1,79 @@
+"""Serving ASGI apps on real sockets: granian's HTTP core, embedded in one uvloop event loop.
+
+The only module that knows about granian. Embedding (rather than granian's own process
+manager) lets every listener, and later the control plane and background tasks, share one
+loop and one copy of the fleet data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from granian.constants import Interfaces
+from granian.server.embed import Server
+
+# granian warns on every start that embedding is experimental; the behaviour we rely on is
+# covered by our own tests against real sockets.
+logging.getLogger("_granian").setLevel(logging.ERROR)
+
+
+class ListenError(OSError):
+    pass
+
+
+def claim_port(host: str, port: int) -> int:
+    """Check that ``host:port`` can be bound and return the port (a free one for port 0).
+
+    granian binds with SO_REUSEPORT, which would let a second azimds share a port silently;
+    a plain bind first turns that, and a missing address, into a clear error.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ListenError(f"cannot listen on {host}:{port}: the port is in use") from exc
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ListenError(
+                    f"cannot listen on {host}:{port}: no interface of this host has that address"
+                    f" (add it, e.g. `ip addr add {host}/32 dev lo`, or listen elsewhere)"
+                ) from exc
+            if exc.errno == errno.EACCES:
+                raise ListenError(
+                    f"cannot listen on {host}:{port}: permission denied (ports below 1024 need "
+                    "root or CAP_NET_BIND_SERVICE)"
+                ) from exc
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        bound_port: int = probe.getsockname()[1]
+        return bound_port
+
+
+async def serve(
+    bindings: Sequence[tuple[Any, str, int]],
+    stop: asyncio.Event,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve each (app, host, port) until ``stop`` is set; ports must already be claimed."""
+    servers = [
+        Server(app, address=host, port=port, interface=Interfaces.ASGINL, log_enabled=False)
+        for app, host, port in bindings
+    ]
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    if started is not None:
+        started.set()
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:
+        server.signal_handler_interrupt()  # type: ignore[no-untyped-call]
+    stopping.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task is not stopping and task.exception() is not None:
+            raise ListenError(f"a listener stopped: {task.exception()}")
