@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.http import get
+
+REPO = Path(__file__).resolve().parent.parent
+VECTORS = Path(__file__).resolve().parent / "vectors"
+
+
+class ServerProcess:
+    """``azimds serve`` in a child process on a free loopback port, as a user would run it."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("AZIMDS_LISTEN", None)
+        env.pop("AZIMDS_CONFIG", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "azimds", "serve", "--listen", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.banner = self._read_banner()
+        match = re.search(r"listening on http://127\.0\.0\.1:(\d+)/metadata", self.banner)
+        assert match, self.banner
+        self.port = int(match.group(1))
+        # Keep reading what the server prints, so a full pipe never blocks it.
+        self.output: list[str] = []
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+        self._wait_until_serving()
+
+    def _read_rest(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def _read_banner(self) -> str:
+        assert self.proc.stdout is not None
+        lines = []
+        for line in self.proc.stdout:
+            lines.append(line)
+            if "Ctrl+C" in line:
+                break
+        return "".join(lines)
+
+    def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                get(self.port, "/metadata/versions")
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        code = self.proc.wait(timeout=10)
+        self._drain.join(timeout=5)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return code
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerProcess]:
+    """The default server: no configuration, the documentation's example VM."""
+    process = ServerProcess()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def port(server: ServerProcess) -> int:
+    return server.port

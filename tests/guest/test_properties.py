@@ -1,0 +1,120 @@
+"""Property tests: no path, query or header ever makes the guest plane fail (never a 500)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import quote
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from azimds.fleet.vm import example_vm
+from azimds.guest.asgi import GuestApp, SingleVM
+from azimds.guest.pipeline import handle
+from tests.http import get
+
+VM = example_vm()
+KNOWN_SEGMENTS = [
+    "metadata", "Metadata", "instance", "compute", "network", "interface", "0", "1", "ipv4",
+    "ipAddress", "vmId", "tags", "tagsList", "storageProfile", "dataDisks", "extended",
+    "versions", "identity", "oauth2", "token", "attested", "document", "reprovisiondata", "",
+]  # fmt: skip
+KNOWN_PARAMS = ["api-version", "format", "extended", "resource", "API-VERSION", "nonce"]
+KNOWN_VALUES = ["2021-02-01", "2017-04-02", "2025-04-07", "text", "json", "true", "", "x"]
+
+segments = st.lists(st.one_of(st.sampled_from(KNOWN_SEGMENTS), st.text(max_size=12)), max_size=8)
+paths = st.one_of(
+    segments.map(lambda parts: "/" + "/".join(parts)),
+    segments.map(lambda parts: "/metadata/" + "/".join(parts)),
+)
+pairs = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from(KNOWN_PARAMS), st.text(max_size=10)),
+        st.one_of(st.sampled_from(KNOWN_VALUES), st.text(max_size=20)),
+    ),
+    max_size=6,
+)
+raw_queries = st.one_of(
+    pairs.map(lambda ps: "&".join(f"{quote(k)}={quote(v)}" for k, v in ps).encode()),
+    st.binary(max_size=60),
+)
+methods = st.one_of(
+    st.sampled_from(["GET", "POST", "PUT", "HEAD", "DELETE"]), st.text(min_size=1, max_size=8)
+)
+metadata_values = st.one_of(
+    st.none(), st.sampled_from([b"true", b"True", b"false"]), st.binary(max_size=10)
+)
+
+ALLOWED = {200, 400, 404, 405}
+
+
+@settings(max_examples=3000, deadline=None)
+@given(methods, paths, raw_queries, metadata_values, st.booleans())
+def test_pipeline_always_answers_a_documented_status(
+    method: str, path: str, query: bytes, metadata: bytes | None, forwarded: bool
+) -> None:
+    outcome = handle(method, path, query, metadata, forwarded, VM)
+    response = outcome.response
+    assert response.status in ALLOWED
+    headers = dict(response.headers)
+    assert headers[b"content-length"] == str(len(response.body)).encode()
+    if headers[b"content-type"].startswith(b"application/json"):
+        json.loads(response.body)
+
+
+def run_asgi(app: GuestApp, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+header_lists = st.lists(
+    st.tuples(
+        st.one_of(
+            st.sampled_from([b"metadata", b"x-forwarded-for", b"host"]), st.binary(max_size=8)
+        ),
+        st.binary(max_size=16),
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(methods, paths, raw_queries, header_lists)
+def test_asgi_app_sends_one_complete_answer(
+    method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    app = GuestApp(SingleVM(VM))
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": query,
+        "headers": headers,
+    }
+    sent = run_asgi(app, scope)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["status"] in ALLOWED
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(segments, pairs)
+def test_real_server_never_fails(
+    port: int, parts: list[str], params: list[tuple[str, str]]
+) -> None:
+    target = "/metadata/" + "/".join(quote(p, safe="") for p in parts)
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
+    reply = get(port, f"{target}?{query}" if query else target)
+    assert reply.status in ALLOWED
+    assert reply.headers["content-length"] == str(len(reply.body))

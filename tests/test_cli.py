@@ -1,0 +1,70 @@
+"""The ``azimds`` command as a user runs it."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+from tests.conftest import ServerProcess
+from tests.http import get
+
+
+def azimds(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "azimds", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_help_explains_the_commands() -> None:
+    result = azimds("--help")
+    assert result.returncode == 0
+    assert "Azure Instance Metadata Service" in result.stdout
+    assert "serve" in result.stdout
+    serve = azimds("serve", "--help").stdout
+    for word in ("--config", "--listen", "--log-level", "AZIMDS_LISTEN", "169.254.169.254:80"):
+        assert word in serve
+
+
+def test_version() -> None:
+    assert azimds("--version").stdout.startswith("azimds, version ")
+
+
+def test_banner_tells_how_to_reach_it(server: ServerProcess) -> None:
+    banner = server.banner
+    url = f"http://127.0.0.1:{server.port}"
+    assert f'curl -s -H Metadata:true "{url}/metadata/instance?api-version=2021-02-01"' in banner
+    assert f"export AZURE_POD_IDENTITY_AUTHORITY_HOST={url}\n" in banner
+    assert "vmId 02aab8a4-74ef-476e-8182-f6d2ba4166a6" in banner
+
+
+def test_several_listeners_serve_the_same_vm() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        other = probe.getsockname()[1]
+    process = ServerProcess("--listen", f"127.0.0.1:{other}")
+    try:
+        target = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
+        assert get(process.port, target).body == get(other, target).body == b"examplevmname"
+    finally:
+        process.stop()
+
+
+def test_port_in_use_is_a_clear_error(server: ServerProcess) -> None:
+    result = azimds("serve", "--listen", f"127.0.0.1:{server.port}")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{server.port}: the port is in use" in result.stderr
+
+
+def test_missing_address_is_a_clear_error() -> None:
+    result = azimds("serve", "--listen", "192.0.2.1:16925")  # TEST-NET-1: on no interface
+    assert result.returncode == 1
+    assert "no interface of this host has that address" in result.stderr
+    assert "ip addr add 192.0.2.1/32 dev lo" in result.stderr
+
+
+def test_sigterm_stops_cleanly() -> None:
+    process = ServerProcess()
+    process.proc.send_signal(signal.SIGTERM)
+    assert process.stop() == 0
