@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,21 +21,30 @@ VECTORS = Path(__file__).resolve().parent / "vectors"
 class ServerProcess:
     """``azimds serve`` in a child process on a free loopback port, as a user would run it."""
 
-    def __init__(self, *args: str) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("AZIMDS_LISTEN", None)
-        env.pop("AZIMDS_CONFIG", None)
+    def __init__(self, *args: str, state_dir: Path | None = None, listen: bool = True) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AZIMDS_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="azimds-test-"))
+        command = [sys.executable, "-m", "azimds", "serve", "--state-dir", str(self.state_dir)]
+        if "--admin-listen" not in args:
+            command += ["--admin-listen", "127.0.0.1:0"]
+        if listen:
+            command += ["--listen", "127.0.0.1:0"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "azimds", "serve", "--listen", "127.0.0.1:0", *args],
+            [*command, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
         )
         self.banner = self._read_banner()
-        match = re.search(r"listening on http://127\.0\.0\.1:(\d+)/metadata", self.banner)
+        match = re.search(r"listening on http://[^:]+:(\d+)/metadata", self.banner)
         assert match, self.banner
         self.port = int(match.group(1))
+        admin = re.search(r"control plane (\S+) ", self.banner)
+        assert admin, self.banner
+        self.admin_url = admin.group(1)
+        self.token = (self.state_dir / "admin-token").read_text().strip()
         # Keep reading what the server prints, so a full pipe never blocks it.
         self.output: list[str] = []
         self._drain = threading.Thread(target=self._read_rest, daemon=True)
@@ -53,6 +63,10 @@ class ServerProcess:
             lines.append(line)
             if "Ctrl+C" in line:
                 break
+        else:
+            self.proc.wait(timeout=10)
+            self.proc.stdout.close()
+            raise AssertionError("azimds serve exited:\n" + "".join(lines))
         return "".join(lines)
 
     def _wait_until_serving(self) -> None:

@@ -20,7 +20,7 @@ def write(tmp_path: Path, text: str, name: str = "azimds.yaml") -> Path:
 @pytest.mark.parametrize(
     ("text", "field", "fix"),
     [
-        ("lisen: 127.0.0.1:1\n", "lisen", "known settings are listen, log_level, vm"),
+        ("lisen: 127.0.0.1:1\n", "lisen", "known settings are admin_listen, caller_mode, fleet"),
         ("listen: nonsense\n", "listen", "HOST:PORT"),
         ("listen: 127.0.0.1:70000\n", "listen", "0 to 65535"),
         ("log_level: loud\n", "log_level", "debug, info, warning, error"),
@@ -75,7 +75,7 @@ def test_layering_flags_over_environment_over_file(tmp_path: Path) -> None:
     config = load(path, environ=env)
     assert config.listen == (("127.0.0.2", 3333), ("127.0.0.3", 4444))
     assert config.log_level == "debug"
-    config = load(path, listen=("0.0.0.0:5555",), log_level="error", environ=env)
+    config = load(path, {"listen": ("0.0.0.0:5555",), "log_level": "error"}, environ=env)
     assert (config.listen, config.log_level) == ((("0.0.0.0", 5555),), "error")
 
 

@@ -1,38 +1,149 @@
-"""The composition root: builds the planes from a ``Config`` and runs them. Nothing imports it
-but the CLI and the test kit."""
+"""The composition root: builds a node from a ``Config`` and runs it. Nothing imports it but
+the CLI and the test kit.
+
+A node is: the store, the fleet snapshot it follows, the guest plane on every ``listen``
+address, the control plane on its own address, and (with ``--watch``) the fleet-file watcher.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from azimds import server
-from azimds.config import Config
-from azimds.guest.asgi import GuestApp, SingleVM
+from azimds import server, state
+from azimds.admin.api import AdminAPI
+from azimds.config import Config, ConfigError, read_fleet_file
+from azimds.fleet.operations import FleetError, apply_declarations, set_default_vm
+from azimds.fleet.snapshot import Fleet
+from azimds.guest.asgi import GuestApp
+from azimds.guest.callers import MODES
+from azimds.node import Node
+from azimds.store import Store, StoreError, Transaction, open_store
+
+log = logging.getLogger(__name__)
+
+CONFIG_SOURCE = "config"
+FLEET_FILE_SOURCE = "fleet-file"
+WATCH_INTERVAL = 1.0  # seconds between checks of the fleet file
 
 
-def build_guest_app(config: Config) -> GuestApp:
-    return GuestApp(SingleVM(config.vm))
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What a started node tells its caller."""
+
+    guest: list[tuple[str, int]]
+    admin: str  # the control plane's URL (http://HOST:PORT or unix:PATH)
+    fleet: Fleet
+    token_file: Path
+
+
+def declare(config: Config, store: Store) -> int:
+    """Apply the config's default VM and the fleet file, where their declarations changed."""
+    fleet_vms = read_fleet_file(config.fleet_file) if config.fleet_file else None
+
+    def work(txn: Transaction) -> None:
+        if config.vm_declared:
+            apply_declarations(txn, CONFIG_SOURCE, [config.vm.description()], "vm")
+            set_default_vm(txn, config.vm.vm_id)
+        if fleet_vms is not None:
+            apply_declarations(txn, FLEET_FILE_SOURCE, fleet_vms, "vms")
+
+    try:
+        _, revision = store.transact(work)
+    except FleetError as exc:
+        source = (
+            str(config.fleet_file) if exc.where.startswith("vms") else (config.source or "defaults")
+        )
+        raise ConfigError(
+            source, exc.where or "vms", str(exc), "make every vmId and address unique"
+        ) from exc
+    return revision
+
+
+def _admin_url(host: str, port: int) -> str:
+    if host.startswith("unix:"):
+        return host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _declare_fleet(vms: list[dict[str, Any]]) -> Callable[[Transaction], Any]:
+    return lambda txn: apply_declarations(txn, FLEET_FILE_SOURCE, vms, "vms")
+
+
+async def _watch_fleet_file(path: Path, store: Store, node: Node, stop: asyncio.Event) -> None:
+    """Re-apply the fleet file when it changes: all of it in one transaction, or none."""
+
+    def stamp() -> tuple[float, int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return info.st_mtime, info.st_size
+
+    seen = stamp()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), WATCH_INTERVAL)
+        current = stamp()
+        if current == seen or current is None:
+            continue
+        seen = current
+        try:
+            declared = read_fleet_file(path)
+            _, revision = await asyncio.to_thread(store.transact, _declare_fleet(declared))
+        except (ConfigError, FleetError, StoreError) as exc:
+            log.error("fleet file %s not applied, nothing changed: %s", path, exc)
+            continue
+        await node.caught_up(revision)
+        log.info("fleet file %s applied (revision %d)", path, revision)
 
 
 async def run(
     config: Config,
-    on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
+    on_ready: Callable[[Ready], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or ``stop``); ``on_ready`` gets the bound addresses."""
+    """Serve until SIGINT/SIGTERM (or ``stop``)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    addresses = [(host, server.claim_port(host, port)) for host, port in config.listen]
-    guest = build_guest_app(config)
-    started = asyncio.Event()
-    serving = asyncio.create_task(
-        server.serve([(guest, host, port) for host, port in addresses], stop, started)
-    )
-    await started.wait()
-    if on_ready is not None:
-        on_ready(addresses)
-    await serving
+
+    state.prepare(config.state_dir)
+    guest_addresses = [(host, server.claim(host, port)) for host, port in config.listen]
+    admin_host, admin_port = config.admin_listen
+    admin_port = server.claim(admin_host, admin_port)
+
+    store = await asyncio.to_thread(open_store, config.store, config.state_dir)
+    node = Node(store)
+    try:
+        await asyncio.to_thread(declare, config, store)
+        guest = GuestApp(Fleet(), MODES[config.caller_mode]())
+        node.on_fleet(guest.replace_fleet)
+        fleet = await node.start()
+        token = state.admin_token(config.state_dir)
+        admin = AdminAPI(node, token, config.caller_mode).app()
+
+        bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
+        bindings.append((admin, admin_host, admin_port))
+        started = asyncio.Event()
+        serving = asyncio.create_task(server.serve(bindings, stop, started))
+        await started.wait()
+        admin_url = _admin_url(admin_host, admin_port)
+        state.write_admin_address(config.state_dir, admin_url)
+        watcher = None
+        if config.watch and config.fleet_file is not None:
+            watcher = asyncio.create_task(_watch_fleet_file(config.fleet_file, store, node, stop))
+        if on_ready is not None:
+            on_ready(Ready(guest_addresses, admin_url, fleet, config.state_dir / state.TOKEN_FILE))
+        await serving
+        if watcher is not None:
+            await watcher
+    finally:
+        await asyncio.to_thread(node.stop)

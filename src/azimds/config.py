@@ -1,4 +1,4 @@
-"""Configuration: the settings table, config files, and their validation.
+"""Configuration: the settings table, config and fleet files, and their validation.
 
 Layering, highest first: command-line flags, environment variables, the config file, defaults.
 Every setting is declared once in ``SETTINGS``; the CLI's options and the configuration
@@ -18,9 +18,11 @@ from typing import Any
 
 import yaml
 
-from azimds.defaults import DEFAULT_HOST, DEFAULT_PORT
+from azimds.defaults import DEFAULT_ADMIN_PORT, DEFAULT_HOST, DEFAULT_PORT
 from azimds.fleet.schema import DocumentError
-from azimds.fleet.vm import VM, vm_from_patch
+from azimds.fleet.vm import VM, build_vm, vm_from_patch
+from azimds.guest.callers import MODES
+from azimds.state import default_state_dir
 
 
 class ConfigError(Exception):
@@ -39,7 +41,11 @@ class Setting:
     env: str  # environment variable
     default: str
     help: str
+    choices: tuple[str, ...] = ()
+    multiple: bool = False  # repeatable flag, list in the file, commas in the variable
 
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -47,9 +53,58 @@ SETTINGS: tuple[Setting, ...] = (
         "--listen",
         "AZIMDS_LISTEN",
         f"{DEFAULT_HOST}:{DEFAULT_PORT}",
-        "Address the guest plane listens on, HOST:PORT ([v6]:PORT for IPv6). Repeat the flag, "
-        "list it in the file, or separate with commas in the variable. 169.254.169.254:80 works "
-        "where that address exists on this host. Port 0 picks a free port.",
+        "Address the guest plane (the IMDS API) listens on, HOST:PORT ([v6]:PORT for IPv6). "
+        "169.254.169.254:80 works where that address exists on this host. Port 0 picks a "
+        "free port.",
+        multiple=True,
+    ),
+    Setting(
+        "admin_listen",
+        "--admin-listen",
+        "AZIMDS_ADMIN_LISTEN",
+        f"{DEFAULT_HOST}:{DEFAULT_ADMIN_PORT}",
+        "Address of the control plane (admin API, bearer token): HOST:PORT, or unix:PATH for "
+        "a Unix socket. Never the guest's address.",
+    ),
+    Setting(
+        "caller_mode",
+        "--caller-mode",
+        "AZIMDS_CALLER_MODE",
+        "single",
+        "How a request's VM is found: single (every caller is the default VM) or source-ip "
+        "(the caller's address is a private IP of the VM's NIC).",
+        choices=tuple(MODES),
+    ),
+    Setting(
+        "state_dir",
+        "--state-dir",
+        "AZIMDS_STATE_DIR",
+        "/var/lib/azimds for root, else ~/.local/state/azimds",
+        "Directory for the SQLite database, the admin token and the control plane's address.",
+    ),
+    Setting(
+        "store",
+        "--store",
+        "AZIMDS_STORE",
+        "sqlite:",
+        "Where fleet data lives: sqlite: (azimds.db in the state directory), "
+        "sqlite:///PATH, memory: (lost on exit), or postgresql://USER@HOST/DB for a fleet of "
+        "nodes sharing one database.",
+    ),
+    Setting(
+        "fleet",
+        "--fleet",
+        "AZIMDS_FLEET",
+        "",
+        "YAML or JSON file declaring VMs (vms: [...]), applied at start where changed.",
+    ),
+    Setting(
+        "watch",
+        "--watch",
+        "AZIMDS_WATCH",
+        "false",
+        "Re-apply the fleet file whenever it changes (all of it or, if invalid, none of it).",
+        choices=("true", "false"),
     ),
     Setting(
         "log_level",
@@ -57,39 +112,51 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_LOG_LEVEL",
         "info",
         "How much azimds logs: debug, info, warning or error.",
+        choices=LOG_LEVELS,
     ),
 )
-SETTING_NAMES = {s.name for s in SETTINGS}
-FILE_KEYS = (*sorted(SETTING_NAMES), "vm")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+SETTING = {s.name: s for s in SETTINGS}
+FILE_KEYS = (*sorted(SETTING), "vm")
+
+Address = tuple[str, int]  # (host, port); host "unix:/path" with port 0 for a Unix socket
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    listen: tuple[tuple[str, int], ...]
+    listen: tuple[Address, ...]
+    admin_listen: Address
+    caller_mode: str
+    state_dir: Path
+    store: str
+    fleet_file: Path | None
+    watch: bool
     log_level: str
-    vm: VM
+    vm: VM  # the default VM: the example changed by the file's `vm:`
+    vm_declared: bool  # `vm:` given, or single mode: the default VM is declared at start
     source: str | None  # the config file, if any
 
 
-def parse_listen(text: str, source: str, where: str = "listen") -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPV6]:PORT`` -> (host, port)."""
-    host, sep, port_text = text.strip().rpartition(":")
+def parse_listen(text: str, source: str, where: str = "listen", unix: bool = False) -> Address:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` (or ``unix:PATH`` where allowed) -> (host, port)."""
+    text = text.strip()
+    if unix and text.startswith("unix:") and len(text) > len("unix:"):
+        return text, 0
+    host, sep, port_text = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    fix = "write HOST:PORT, e.g. 127.0.0.1:16925 or [::1]:16925 or 169.254.169.254:80"
+    fix = "write HOST:PORT, e.g. 127.0.0.1:16925 or [::1]:16925" + (
+        ", or unix:/path/to/socket" if unix else ""
+    )
     if not sep or not host or not port_text.isdigit():
         raise ConfigError(source, where, f"'{text}' is not HOST:PORT", fix)
     port = int(port_text)
     if port > 65535:
-        raise ConfigError(
-            source, where, f"port {port} is out of range", "use a port from 0 to 65535"
-        )
+        raise ConfigError(source, where, f"port {port} is out of range", "use 0 to 65535")
     return host, port
 
 
-def read_file(path: Path) -> dict[str, Any]:
-    """Load a YAML or JSON config file (JSON is YAML, but JSON errors read better as JSON)."""
+def read_file(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
+    """Load a YAML or JSON mapping (JSON is YAML, but JSON errors read better as JSON)."""
     source = str(path)
     try:
         text = path.read_text("utf-8")
@@ -100,61 +167,126 @@ def read_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            source, "(syntax)", str(exc).replace("\n", " "), "correct the syntax"
-        ) from exc
+        problem = str(exc).replace("\n", " ")
+        raise ConfigError(source, "(syntax)", problem, "correct the syntax") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            source, "(top level)", "expected a mapping", "write keys such as listen: and vm:"
-        )
+        raise ConfigError(source, "(top level)", "expected a mapping", hint)
     for key in data:
-        if key not in FILE_KEYS:
-            raise ConfigError(
-                source, str(key), "unknown setting", "known settings are " + ", ".join(FILE_KEYS)
-            )
+        if key not in keys:
+            known = ", ".join(keys)
+            raise ConfigError(source, str(key), "unknown setting", f"known settings are {known}")
     return data
 
 
-def _listen_from_file(value: Any, source: str) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return value
-    raise ConfigError(
-        source,
-        "listen",
-        "expected HOST:PORT or a list of them",
-        'write listen: ["127.0.0.1:16925"]',
-    )
+def read_fleet_file(path: Path) -> list[dict[str, Any]]:
+    """The VM descriptions a fleet file declares, each checked against the schema."""
+    data = read_file(path, ("vms",), "write vms: followed by a list of VMs")
+    vms = data.get("vms") or []
+    source = str(path)
+    if not isinstance(vms, list):
+        raise ConfigError(source, "vms", "expected a list", "write vms: - compute: {name: ...}")
+    for index, description in enumerate(vms):
+        where = f"vms[{index}]"
+        if not isinstance(description, dict):
+            raise ConfigError(source, where, "expected a mapping", "describe the VM with compute:")
+        try:
+            vm = build_vm(description, where)
+        except DocumentError as exc:
+            raise ConfigError(source, exc.where, exc.problem, exc.fix) from exc
+        if not vm.name:
+            raise ConfigError(source, f"{where}.compute.name", "missing", "give every VM a name")
+    return vms
+
+
+def _pick(
+    name: str, flag: Any, env: Mapping[str, str], data: Mapping[str, Any], source: str
+) -> tuple[Any, str]:
+    """The value of a setting, and where it came from (for messages)."""
+    setting = SETTING[name]
+    if flag not in (None, (), ""):
+        return flag, setting.flag
+    if env.get(setting.env):
+        value = env[setting.env]
+        return (value.split(",") if setting.multiple else value), setting.env
+    if name in data:
+        return data[name], source
+    return None, "defaults"
+
+
+def _choice(name: str, value: Any, where: str) -> str:
+    setting = SETTING[name]
+    text = str(value).lower() if isinstance(value, str | bool) else repr(value)
+    if text not in setting.choices:
+        raise ConfigError(
+            where, name, f"'{value}' is not allowed", "use " + ", ".join(setting.choices)
+        )
+    return text
 
 
 def load(
     config_file: Path | None,
-    listen: tuple[str, ...] = (),
-    log_level: str | None = None,
+    flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Combine flags, environment, file and defaults into a validated ``Config``."""
+    """Combine flags (by setting name), environment, file and defaults into a ``Config``."""
+    flags = flags or {}
     env = os.environ if environ is None else environ
-    data = read_file(config_file) if config_file is not None else {}
+    hint = "write keys such as listen: and vm:"
+    data = read_file(config_file, FILE_KEYS, hint) if config_file is not None else {}
     source = str(config_file) if config_file is not None else "defaults"
 
-    if listen:
-        listen_texts, listen_source = list(listen), "--listen"
-    elif env.get("AZIMDS_LISTEN"):
-        listen_texts, listen_source = env["AZIMDS_LISTEN"].split(","), "AZIMDS_LISTEN"
-    elif "listen" in data:
-        listen_texts, listen_source = _listen_from_file(data["listen"], source), source
-    else:
-        listen_texts, listen_source = [f"{DEFAULT_HOST}:{DEFAULT_PORT}"], "defaults"
-    addresses = tuple(parse_listen(text, listen_source) for text in listen_texts)
+    def pick(name: str) -> tuple[Any, str]:
+        return _pick(name, flags.get(name), env, data, source)
 
-    level = log_level or env.get("AZIMDS_LOG_LEVEL") or data.get("log_level") or "info"
-    if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
+    listen_value, listen_source = pick("listen")
+    if listen_value is None:
+        listen_value = [SETTING["listen"].default]
+    if isinstance(listen_value, str):
+        listen_value = [listen_value]
+    if not isinstance(listen_value, list | tuple) or not all(
+        isinstance(v, str) for v in listen_value
+    ):
         raise ConfigError(
-            source, "log_level", f"'{level}' is not a level", "use " + ", ".join(LOG_LEVELS)
+            listen_source,
+            "listen",
+            "expected HOST:PORT or a list of them",
+            'write listen: ["127.0.0.1:16925"]',
+        )
+    listen = tuple(parse_listen(text, listen_source) for text in listen_value)
+
+    admin_value, admin_source = pick("admin_listen")
+    admin = parse_listen(
+        str(admin_value or SETTING["admin_listen"].default), admin_source, "admin_listen", unix=True
+    )
+    if admin[1] != 0 and admin in listen:
+        raise ConfigError(
+            admin_source,
+            "admin_listen",
+            "is also a guest address",
+            "give the control plane its own address",
+        )
+
+    mode_value, mode_source = pick("caller_mode")
+    caller_mode = _choice("caller_mode", mode_value or "single", mode_source)
+    level_value, level_source = pick("log_level")
+    log_level = _choice("log_level", level_value or "info", level_source)
+    watch_value, watch_source = pick("watch")
+    watch = (
+        _choice("watch", watch_value if watch_value is not None else "false", watch_source)
+        == "true"
+    )
+
+    state_value, _ = pick("state_dir")
+    state_dir = Path(str(state_value)).expanduser() if state_value else default_state_dir()
+    store_value, _ = pick("store")
+    store = str(store_value or "sqlite:")
+    fleet_value, _ = pick("fleet")
+    fleet_file = Path(str(fleet_value)).expanduser() if fleet_value else None
+    if watch and fleet_file is None:
+        raise ConfigError(
+            watch_source, "watch", "there is no fleet file to watch", "give --fleet FILE"
         )
 
     vm_patch = data.get("vm")
@@ -167,5 +299,15 @@ def load(
     except DocumentError as exc:
         raise ConfigError(source, exc.where, exc.problem, exc.fix) from exc
     return Config(
-        listen=addresses, log_level=level.lower(), vm=vm, source=source if config_file else None
+        listen=listen,
+        admin_listen=admin,
+        caller_mode=caller_mode,
+        state_dir=state_dir,
+        store=store,
+        fleet_file=fleet_file,
+        watch=watch,
+        log_level=log_level,
+        vm=vm,
+        vm_declared=vm_patch is not None or caller_mode == "single",
+        source=source if config_file else None,
     )

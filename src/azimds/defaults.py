@@ -14,3 +14,6 @@ IIS_SERVER_HEADER = b"Microsoft-IIS/10.0"
 
 # Environment variable azure-identity, msal and @azure/identity read for the IMDS address.
 SDK_ENDPOINT_ENV = "AZURE_POD_IDENTITY_AUTHORITY_HOST"
+
+# The control plane's default address: the next port up, on loopback only.
+DEFAULT_ADMIN_PORT = 16926

@@ -12,6 +12,7 @@ import errno
 import logging
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from granian.constants import Interfaces
@@ -24,6 +25,20 @@ logging.getLogger("_granian").setLevel(logging.ERROR)
 
 class ListenError(OSError):
     pass
+
+
+def claim_unix_socket(path: Path) -> None:
+    """Remove a stale socket file left by a process that died; refuse one still in use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()
+            return
+    raise ListenError(f"cannot listen on unix:{path}: another process serves it")
 
 
 def claim_port(host: str, port: int) -> int:
@@ -55,16 +70,34 @@ def claim_port(host: str, port: int) -> int:
         return bound_port
 
 
+def claim(host: str, port: int) -> int:
+    """Check an address (``unix:PATH`` or a host) before serving; returns the port."""
+    if host.startswith("unix:"):
+        claim_unix_socket(Path(host.removeprefix("unix:")))
+        return 0
+    return claim_port(host, port)
+
+
+def _server(app: Any, host: str, port: int) -> Server:
+    if host.startswith("unix:"):
+        server = Server(
+            app,
+            uds=Path(host.removeprefix("unix:")),
+            interface=Interfaces.ASGINL,
+            log_enabled=False,
+        )
+        server.uds_permissions = 0o600  # owner only; the embedded constructor has no such option
+        return server
+    return Server(app, address=host, port=port, interface=Interfaces.ASGINL, log_enabled=False)
+
+
 async def serve(
     bindings: Sequence[tuple[Any, str, int]],
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
 ) -> None:
     """Serve each (app, host, port) until ``stop`` is set; ports must already be claimed."""
-    servers = [
-        Server(app, address=host, port=port, interface=Interfaces.ASGINL, log_enabled=False)
-        for app, host, port in bindings
-    ]
+    servers = [_server(app, host, port) for app, host, port in bindings]
     tasks = [asyncio.create_task(server.serve()) for server in servers]
     if started is not None:
         started.set()

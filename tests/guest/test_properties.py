@@ -10,12 +10,15 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import example_vm
-from azimds.guest.asgi import GuestApp, SingleVM
+from azimds.guest.asgi import GuestApp
+from azimds.guest.callers import SingleVM
 from azimds.guest.pipeline import handle
 from tests.http import get
 
 VM = example_vm()
+FLEET = Fleet(1, {VM.vm_id: VM}, {a: VM for a in VM.addresses}, VM.vm_id)
 KNOWN_SEGMENTS = [
     "metadata", "Metadata", "instance", "compute", "network", "interface", "0", "1", "ipv4",
     "ipAddress", "vmId", "tags", "tagsList", "storageProfile", "dataDisks", "extended",
@@ -93,7 +96,7 @@ header_lists = st.lists(
 def test_asgi_app_sends_one_complete_answer(
     method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    app = GuestApp(SingleVM(VM))
+    app = GuestApp(FLEET, SingleVM())
     scope = {
         "type": "http",
         "method": method,

@@ -294,3 +294,24 @@ def shape(node: Node, value: Any, version: str) -> Any:
         for name, f in node.fields.items()
         if f.since <= version and not (f.omit_if_empty and value[name] == "")
     }
+
+
+def json_schema(node: Node) -> dict[str, Any]:
+    """JSON Schema of what ``normalize`` accepts for ``node`` (for the admin API's OpenAPI)."""
+    if isinstance(node, Leaf):
+        if node.boolean:
+            return {"type": ["boolean", "string"]}
+        return {"type": ["string", "number", "boolean", "null"]}
+    if isinstance(node, Arr):
+        return {"type": ["array", "null"], "items": json_schema(node.item)}
+    return {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "properties": {
+            name: {
+                **json_schema(f.node),
+                "description": f"IMDS shows it from api-version {f.since}",
+            }
+            for name, f in node.fields.items()
+        },
+    }

@@ -6,6 +6,7 @@ kept, so the guest plane shapes each version once per VM.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,9 +26,18 @@ class VM:
     document: Mapping[str, Any]  # complete: every field of every api-version, as strings
     extended: Mapping[str, Any]  # what extended=true adds
     reprovision_data: str  # OVF XML for /metadata/reprovisiondata ("" = none yet)
+    addresses: tuple[str, ...]  # the NICs' private IPv4 and IPv6 addresses, in order
     _views: dict[tuple[str, bool], Mapping[str, Any]] = field(
         default_factory=dict, compare=False, repr=False
     )
+
+    def description(self) -> dict[str, Any]:
+        """The complete description, as stored and as the control plane shows it."""
+        return {
+            **self.document,
+            "extended": self.extended,
+            "reprovisionData": self.reprovision_data,
+        }
 
     @property
     def vm_id(self) -> str:
@@ -97,13 +107,41 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
         raise DocumentError(
             f"{where}.reprovisionData", "expected a string", "give the OVF XML text"
         )
+    normalized = schema.normalize(schema.INSTANCE, document, where)
     return VM(
-        document=schema.normalize(schema.INSTANCE, document, where),
+        document=normalized,
         extended=schema.normalize(
             schema.EXTENDED, description.get("extended"), f"{where}.extended"
         ),
         reprovision_data=reprovision,
+        addresses=_private_addresses(normalized, where),
     )
+
+
+def _private_addresses(document: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """Every NIC's private addresses, validated: source-ip mode finds callers by them."""
+    found: list[str] = []
+    for n, nic in enumerate(document["network"]["interface"]):
+        for family in ("ipv4", "ipv6"):
+            for i, entry in enumerate(nic[family]["ipAddress"]):
+                text = entry["privateIpAddress"]
+                if not text:
+                    continue
+                field = f"{where}.network.interface[{n}].{family}.ipAddress[{i}].privateIpAddress"
+                try:
+                    address = ipaddress.ip_address(text)
+                except ValueError:
+                    raise DocumentError(
+                        field, f"'{text}' is not an IP address", "write e.g. 10.0.0.4"
+                    ) from None
+                if (address.version == 4) != (family == "ipv4"):
+                    raise DocumentError(
+                        field,
+                        f"'{text}' is not an {family} address",
+                        f"put it under {'ipv6' if family == 'ipv4' else 'ipv4'}",
+                    )
+                found.append(str(address))
+    return tuple(found)
 
 
 def example_description() -> dict[str, Any]:
@@ -114,19 +152,28 @@ def example_description() -> dict[str, Any]:
     return description
 
 
+def patch_description(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply a JSON Merge Patch (RFC 7396) to a VM description.
+
+    Setting one form of the tags (``tags`` or ``tagsList``) replaces both, rather than
+    leaving the other stale.
+    """
+    base = dict(base)
+    compute_patch = patch.get("compute")
+    if isinstance(compute_patch, Mapping) and isinstance(base.get("compute"), Mapping):
+        touched = {"tags", "tagsList"} & set(compute_patch)
+        if touched:
+            base["compute"] = {
+                k: v for k, v in base["compute"].items() if k not in {"tags", "tagsList"} - touched
+            }
+    result: dict[str, Any] = merge_patch(base, patch)
+    return result
+
+
 def vm_from_patch(patch: Mapping[str, Any] | None, where: str = "vm") -> VM:
-    """The example VM changed by a JSON Merge Patch (RFC 7396), as config files describe it."""
+    """The example VM changed by a merge patch, as config files describe it."""
     base = example_description()
-    if patch:
-        compute_patch = patch.get("compute")
-        if isinstance(compute_patch, Mapping):
-            # Setting one form of the tags replaces both, rather than leaving the other stale.
-            touched = {"tags", "tagsList"} & set(compute_patch)
-            if touched:
-                for key in {"tags", "tagsList"} - touched:
-                    base["compute"].pop(key, None)
-        base = merge_patch(base, patch)
-    return build_vm(base, where)
+    return build_vm(patch_description(base, patch) if patch else base, where)
 
 
 def example_vm() -> VM:

@@ -7,11 +7,16 @@ runs the pipeline.
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
 
+from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
+from azimds.guest.callers import CallerIdentifier
 from azimds.guest.pipeline import Outcome, handle
 from azimds.guest.responses import Response
 
@@ -22,32 +27,33 @@ Send = Callable[[Message], Awaitable[None]]
 
 # Enough for every (api-version, path, format) a real client asks, per VM, many times over.
 MEMO_LIMIT = 8192
+UNKNOWN_LOG_INTERVAL = 60.0  # seconds
+
+log = logging.getLogger(__name__)
 
 
-class CallerIdentifier(Protocol):
-    """Decides which VM a request comes from (``single`` mode: always the same one)."""
+def request_ids() -> Iterator[bytes]:
+    """GUID-shaped request ids, unique per process: a random v4 prefix and a counter.
 
-    def identify(self, scope: Scope) -> VM: ...
-
-
-class SingleVM:
-    """Every caller is the one VM: the local-development mode."""
-
-    def __init__(self, vm: VM) -> None:
-        self.vm = vm
-
-    def identify(self, scope: Scope) -> VM:
-        return self.vm
+    A fresh uuid4 per request costs more than the rest of a cached answer.
+    """
+    prefix = uuid.uuid4().hex
+    head = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}"
+    for n in itertools.count():
+        yield f"{head}-{(n >> 48) & 0xFFFF:04x}-{n & 0xFFFFFFFFFFFF:012x}".encode("ascii")
 
 
 class GuestApp:
-    def __init__(self, callers: CallerIdentifier) -> None:
+    def __init__(self, fleet: Fleet, callers: CallerIdentifier) -> None:
+        self.fleet = fleet
         self.callers = callers
         self._memo: dict[tuple[Any, ...], Response] = {}
+        self._next_request_id = request_ids().__next__
+        self._unknown_logged: dict[str, float] = {}
 
-    def replace_callers(self, callers: CallerIdentifier) -> None:
-        """Swap in new fleet data; answers rendered from the old data are dropped."""
-        self.callers = callers
+    def replace_fleet(self, fleet: Fleet) -> None:
+        """Serve a new snapshot; answers rendered from the old one are dropped."""
+        self.fleet = fleet
         self._memo = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,25 +71,43 @@ class GuestApp:
                 metadata = value if metadata is None else metadata + b", " + value
             elif name == b"x-forwarded-for":
                 forwarded = True
-        vm = self.callers.identify(scope)
+        caller = self.callers.identify(scope, self.fleet)
         method: str = scope["method"]
         path: str = scope["path"]
         query: bytes = scope["query_string"]
-        key = (id(vm), method, path, query, metadata, forwarded)
-        response = self._memo.get(key)
+        key = (
+            caller.vm_id if isinstance(caller, VM) else None,
+            method,
+            path,
+            query,
+            metadata,
+            forwarded,
+        )
+        response = self._memo.get(key) if key[0] is not None else None
         if response is None:
-            outcome: Outcome = handle(method, path, query, metadata, forwarded, vm)
+            if not isinstance(caller, VM):
+                self._log_unknown(caller)
+            outcome: Outcome = handle(method, path, query, metadata, forwarded, caller)
             response = outcome.response
-            if outcome.cacheable:
+            if outcome.cacheable and key[0] is not None:
                 memo = self._memo
                 if len(memo) >= MEMO_LIMIT:
                     del memo[next(iter(memo))]
                 memo[key] = response
         headers: Any = response.headers
         if response.request_id:
-            headers = [*headers, (b"x-ms-request-id", str(uuid.uuid4()).encode("ascii"))]
+            headers = [*headers, (b"x-ms-request-id", self._next_request_id())]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
+
+    def _log_unknown(self, reason: str) -> None:
+        """Log an unidentified caller, at most once a minute per reason (no log floods)."""
+        now = time.monotonic()
+        if now - self._unknown_logged.get(reason, -UNKNOWN_LOG_INTERVAL) >= UNKNOWN_LOG_INTERVAL:
+            if len(self._unknown_logged) > MEMO_LIMIT:
+                self._unknown_logged.clear()
+            self._unknown_logged[reason] = now
+            log.warning("refused a request: %s (caller mode %s)", reason, self.callers.name)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

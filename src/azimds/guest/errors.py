@@ -55,7 +55,12 @@ def _method_not_allowed(path: str, method: str) -> str:
 
 # --- families -----------------------------------------------------------------------------
 
-_IDENTITY_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+_IDENTITY_CODES = {
+    400: "invalid_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+}
 
 
 class Family(enum.Enum):
@@ -80,6 +85,10 @@ class Family(enum.Enum):
         if self is Family.INSTANCE:
             return self.error(400, "Bad request: . " + FORWARDED_FOR_PRESENT)
         return self.error(400, FORWARDED_FOR_PRESENT)
+
+    def caller_unknown(self, reason: str) -> Response:
+        """azimds's own: the caller is no VM of this node (source-ip mode, or no default VM)."""
+        return self.error(403, f"Forbidden: the caller is not a known VM ({reason})")
 
     def duplicate_query_parameter(self) -> Response:
         return self.error(400, UNEXPECTED_QUERY)

@@ -3,6 +3,7 @@
 The checks run in the reference's order (section 10), and the first that fails answers:
 
 1. IIS front end: a verb other than GET/POST -> 400 XML; a path outside ``/metadata`` -> 404 HTML.
+   Then the caller must be a known VM (``guest/callers.py``) -> 403.
 2. ``Metadata: true`` (value case-insensitive) -> 400, in the family's shape.
 3. No ``X-Forwarded-For`` -> 400.
 4. No duplicate query parameter names -> 400.
@@ -35,9 +36,10 @@ class Outcome:
 
 
 def handle(
-    method: str, path: str, query: bytes, metadata: bytes | None, forwarded: bool, vm: VM
+    method: str, path: str, query: bytes, metadata: bytes | None, forwarded: bool, vm: VM | str
 ) -> Outcome:
-    """Answer one guest request. ``metadata`` is the raw header value (None when absent)."""
+    """Answer one guest request. ``metadata`` is the raw header value (None when absent);
+    ``vm`` is the caller's VM, or why no VM matched the caller."""
     if method not in FRONT_END_VERBS:
         return Outcome(errors.iis_invalid_verb(method))
     parts = [segment for segment in path.split("/") if segment]
@@ -45,6 +47,8 @@ def handle(
         return Outcome(errors.IIS_NOT_FOUND)
     below = parts[1:]
     family = errors.Family.IDENTITY if below[:1] == ["identity"] else errors.Family.INSTANCE
+    if not isinstance(vm, VM):
+        return Outcome(family.caller_unknown(vm), cacheable=False)
 
     if metadata is None or metadata.strip().lower() != b"true":
         return Outcome(family.metadata_header_missing())

@@ -1,0 +1,182 @@
+"""The admin API's OpenAPI document, with the VM schema taken from the fleet model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azimds import __version__
+from azimds.fleet import schema
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "enum": [
+                        "invalid",
+                        "invalid_json",
+                        "unauthorized",
+                        "not_found",
+                        "conflict",
+                        "too_large",
+                        "unsupported_media_type",
+                        "store_unavailable",
+                    ],
+                },
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        }
+    },
+}
+
+
+def _vm_schema() -> dict[str, Any]:
+    compute = schema.json_schema(schema.COMPUTE)
+    compute["properties"]["tags"]["type"] = ["string", "object", "null"]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "compute": compute,
+            "network": schema.json_schema(schema.NETWORK),
+            "extended": schema.json_schema(schema.EXTENDED),
+            "reprovisionData": {"type": ["string", "null"]},
+        },
+    }
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "Invalid input",
+        401: "Missing or wrong bearer token",
+        404: "No such VM",
+        409: "Conflicts with the fleet (vmId or address taken)",
+        413: "Body larger than the limit",
+        415: "Body is not JSON",
+        503: "The store is unreachable; nothing was changed",
+    }
+    return {
+        str(s): {
+            "description": reasons[s],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for s in statuses
+    }
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+VM_PARAMETER = {
+    "name": "vm",
+    "in": "path",
+    "required": True,
+    "description": "The VM's vmId, or its name when no other VM has that name",
+    "schema": {"type": "string"},
+}
+WRITE_ERRORS = (400, 401, 413, 415, 503)
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "azimds control plane",
+            "version": __version__,
+            "description": "Manage the VMs an azimds node serves. Every route but /openapi.json "
+            "and /healthz needs `Authorization: Bearer <token>` (the token is in the node's "
+            "state directory, file admin-token).",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": ERROR,
+                "VM": _vm_schema(),
+                "VMSummary": {
+                    "type": "object",
+                    "properties": {
+                        k: {"type": "string"} for k in ("vmId", "name", "location", "vmSize")
+                    }
+                    | {"addresses": {"type": "array", "items": {"type": "string"}}},
+                },
+                "VMList": {
+                    "type": "object",
+                    "properties": {
+                        "revision": {"type": "integer"},
+                        "vms": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/VMSummary"},
+                        },
+                    },
+                },
+                "Status": {"type": "object"},
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "security": [],
+                    "responses": {"200": {"description": "The node runs"}},
+                }
+            },
+            "/v1/status": {
+                "get": {
+                    "summary": "The node: revision served, store, caller mode, VM count",
+                    "responses": {"200": {"description": "Status", "content": _json("Status")}}
+                    | _errors(401),
+                }
+            },
+            "/v1/vms": {
+                "get": {
+                    "summary": "List VMs",
+                    "responses": {"200": {"description": "The VMs", "content": _json("VMList")}}
+                    | _errors(401),
+                },
+                "post": {
+                    "summary": "Create a VM (fields not given are empty; vmId generated if absent)",
+                    "requestBody": {"required": True, "content": _json("VM")},
+                    "responses": {"201": {"description": "Created", "content": _json("VM")}}
+                    | _errors(*WRITE_ERRORS, 409),
+                },
+            },
+            "/v1/vms/{vm}": {
+                "parameters": [VM_PARAMETER],
+                "get": {
+                    "summary": "A VM's complete description",
+                    "responses": {"200": {"description": "The VM", "content": _json("VM")}}
+                    | _errors(401, 404),
+                },
+                "put": {
+                    "summary": "Replace a VM's description (vmId stays)",
+                    "requestBody": {"required": True, "content": _json("VM")},
+                    "responses": {"200": {"description": "Replaced", "content": _json("VM")}}
+                    | _errors(*WRITE_ERRORS, 404, 409),
+                },
+                "patch": {
+                    "summary": "JSON Merge Patch (RFC 7396) of a VM's description",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/merge-patch+json": {"schema": {"type": "object"}},
+                            "application/json": {"schema": {"type": "object"}},
+                        },
+                    },
+                    "responses": {"200": {"description": "Patched", "content": _json("VM")}}
+                    | _errors(*WRITE_ERRORS, 404, 409),
+                },
+                "delete": {
+                    "summary": "Remove a VM",
+                    "responses": {"204": {"description": "Removed"}} | _errors(401, 404, 503),
+                },
+            },
+        },
+    }

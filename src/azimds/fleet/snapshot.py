@@ -1,0 +1,72 @@
+"""The fleet as one immutable snapshot: every VM at one store revision.
+
+A node swaps whole snapshots, never edits one, so a guest sees the fleet before a change or
+after it, never half of it. ``with_changes`` builds the next snapshot from the store's change
+feed, re-validating only what changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from azimds.fleet.schema import DocumentError
+from azimds.fleet.vm import VM, build_vm
+
+log = logging.getLogger(__name__)
+
+VM_KIND = "vm"
+SETTING_KIND = "setting"
+DEFAULT_VM_SETTING = "default-vm"  # body {"vmId": ...}: the VM `single` mode serves
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    revision: int = 0
+    vms: Mapping[str, VM] = field(default_factory=dict)  # by vmId
+    by_address: Mapping[str, VM] = field(default_factory=dict)  # private IP -> VM
+    default_vm_id: str = ""
+
+    @property
+    def default_vm(self) -> VM | None:
+        return self.vms.get(self.default_vm_id)
+
+    def find(self, key: str) -> VM | None:
+        """A VM by vmId, or by name when exactly one VM has that name."""
+        if key in self.vms:
+            return self.vms[key]
+        named = [vm for vm in self.vms.values() if vm.name == key]
+        return named[0] if len(named) == 1 else None
+
+    def with_changes(self, records: Iterable[Any], revision: int) -> Fleet:
+        """The next snapshot: ``records`` are store records (kind, id, body, deleted)."""
+        vms = dict(self.vms)
+        default_vm_id = self.default_vm_id
+        for record in records:
+            if record.kind == VM_KIND:
+                vms.pop(record.id, None)
+                if not record.deleted:
+                    try:
+                        vms[record.id] = vm_from_record(record.body)
+                    except DocumentError as exc:
+                        # Written by a newer or older azimds: skip it rather than stop serving.
+                        log.error(
+                            "VM %s in the store is invalid and is not served: %s", record.id, exc
+                        )
+            elif record.kind == SETTING_KIND and record.id == DEFAULT_VM_SETTING:
+                default_vm_id = "" if record.deleted else str(record.body.get("vmId", ""))
+        return Fleet(revision, vms, _index(vms.values()), default_vm_id)
+
+
+def vm_from_record(body: Mapping[str, Any]) -> VM:
+    return build_vm(body["description"])
+
+
+def _index(vms: Iterable[VM]) -> dict[str, VM]:
+    by_address: dict[str, VM] = {}
+    for vm in vms:
+        for address in vm.addresses:
+            by_address[address] = vm
+    return by_address

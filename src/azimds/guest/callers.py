@@ -1,0 +1,61 @@
+"""Caller identification: which VM is asking. One class per mode, chosen per node.
+
+A mode maps a request's ASGI scope and the current fleet snapshot to a VM, or to the reason
+none matched. Endpoints never see how the VM was found, so a new mode (a signed header from a
+trusted per-host proxy, say) is one more class here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import MutableMapping
+from typing import Any, Protocol
+
+from azimds.fleet.snapshot import Fleet
+from azimds.fleet.vm import VM
+
+Scope = MutableMapping[str, Any]
+
+
+class CallerIdentifier(Protocol):
+    name: str
+
+    def identify(self, scope: Scope, fleet: Fleet) -> VM | str:
+        """The caller's VM, or why there is none (for the 403 answer and the log)."""
+        ...
+
+
+class SingleVM:
+    """Every caller is the node's default VM: the local-development mode."""
+
+    name = "single"
+
+    def identify(self, scope: Scope, fleet: Fleet) -> VM | str:
+        return fleet.default_vm or "no default VM is set on this azimds node"
+
+
+class SourceAddress:
+    """The TCP peer address is a private IP of exactly one VM's NIC."""
+
+    name = "source-ip"
+
+    def identify(self, scope: Scope, fleet: Fleet) -> VM | str:
+        client = scope.get("client")
+        host = str(client[0]) if client else ""
+        vm = fleet.by_address.get(host)
+        if vm is not None:
+            return vm
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return f"the caller's address '{host}' is not an IP address"
+        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:10.0.0.4 on dual-stack sockets
+        canonical = str(mapped or address)
+        vm = fleet.by_address.get(canonical)
+        return vm or f"no VM of this azimds node has the address {canonical}"
+
+
+MODES: dict[str, type[SingleVM] | type[SourceAddress]] = {
+    SingleVM.name: SingleVM,
+    SourceAddress.name: SourceAddress,
+}

@@ -1,0 +1,59 @@
+"""The state directory: where a node keeps its database, its admin token and its address.
+
+Files are created owner-only (0600) in an owner-only directory (0700): the token guards the
+control plane, and the database holds signing keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+TOKEN_FILE = "admin-token"
+ADMIN_FILE = "admin.json"  # where this node's control plane listens, for the CLI
+
+
+def default_state_dir() -> Path:
+    """``/var/lib/azimds`` for root, else ``$XDG_STATE_HOME/azimds`` (``~/.local/state``)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/azimds")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "azimds"
+
+
+def prepare(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` atomically to an owner-only file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def admin_token(state_dir: Path) -> str:
+    """The control plane's bearer token, created on first start."""
+    path = state_dir / TOKEN_FILE
+    if path.exists():
+        return path.read_text("utf-8").strip()
+    token = secrets.token_urlsafe(32)
+    write_private(path, token + "\n")
+    return token
+
+
+def write_admin_address(state_dir: Path, url: str) -> None:
+    write_private(state_dir / ADMIN_FILE, json.dumps({"url": url}) + "\n")
+
+
+def read_admin(state_dir: Path) -> dict[str, Any]:
+    """What the CLI needs to reach a node: its control-plane URL and token."""
+    address = json.loads((state_dir / ADMIN_FILE).read_text("utf-8"))
+    return {"url": address["url"], "token": (state_dir / TOKEN_FILE).read_text("utf-8").strip()}

@@ -1,0 +1,93 @@
+"""PostgreSQL for fleets: every node of a fleet shares one database.
+
+Writes notify the channel ``azimds_changes`` inside their transaction, so followers hear of a
+change the moment it commits (LISTEN/NOTIFY). When the database is unreachable, reads and
+writes raise ``StoreUnavailable``; the node keeps serving its last snapshot, and the next
+call reconnects.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from azimds.store.base import StoreError, StoreUnavailable
+from azimds.store.sql import SQLStore
+
+try:
+    import psycopg
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+    raise StoreError(
+        "PostgreSQL needs the psycopg package: pip install 'azimds[postgres]'"
+    ) from exc
+
+CHANNEL = "azimds_changes"
+CONNECT_TIMEOUT = 5  # seconds
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+class PostgresStore(SQLStore):
+    paramstyle = "format"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._dsn = url
+        self.url = redact(url)
+        self._db: Any = None
+        self._listener: Any = None
+        self.migrate()
+
+    def _connect(self) -> Any:
+        try:
+            return psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot reach {self.url}: {exc}".strip()) from exc
+
+    def _connection(self) -> Any:
+        if self._db is None or self._db.closed or self._db.broken:
+            self._db = self._connect()
+        return self._db
+
+    def _begin_migration(self, cursor: Any) -> None:
+        # Nodes starting together take turns; the lock ends with the transaction.
+        cursor.execute("SELECT pg_advisory_xact_lock(7469637)")
+
+    def _after_write(self, cursor: Any, revision: int) -> None:
+        cursor.execute(f"NOTIFY {CHANNEL}, '{int(revision)}'")
+
+    def _is_driver_error(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.Error)
+
+    def _translate(self, exc: Exception) -> Exception:
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return StoreUnavailable(f"{self.url} is unreachable: {exc}".strip())
+        return StoreError(f"{self.url}: {exc}")
+
+    def wait_for_change(self, revision: int, timeout: float) -> None:
+        """Block on LISTEN until a notification or the timeout; reconnect if needed."""
+        try:
+            if self._listener is None or self._listener.closed or self._listener.broken:
+                self._listener = psycopg.connect(
+                    self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                )
+                self._listener.execute(f"LISTEN {CHANNEL}")
+                # A change may have committed before LISTEN took effect.
+                if self.revision() > revision:
+                    return
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                return
+        except psycopg.Error as exc:
+            if self._listener is not None:
+                self._listener.close()
+            self._listener = None
+            raise StoreUnavailable(f"{self.url} is unreachable: {exc}".strip()) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in (self._db, self._listener):
+                if connection is not None:
+                    connection.close()
