@@ -18,8 +18,12 @@ class Reply:
         return self.body.decode("utf-8")
 
 
-def send_raw(port: int, raw: bytes, host: str = "127.0.0.1", method: str = "GET") -> Reply:
-    with socket.create_connection((host, port), timeout=5) as sock:
+def send_raw(
+    port: int, raw: bytes, host: str = "127.0.0.1", method: str = "GET", source: str | None = None
+) -> Reply:
+    """``source``: the local address to send from (a VM's address on loopback)."""
+    bind = (source, 0) if source else None
+    with socket.create_connection((host, port), timeout=5, source_address=bind) as sock:
         sock.sendall(raw)
         response = http.client.HTTPResponse(sock, method=method)
         response.begin()
@@ -34,6 +38,7 @@ def get(
     headers: dict[str, str] | None = None,
     method: str = "GET",
     metadata: str | None = "true",
+    source: str | None = None,
 ) -> Reply:
     """One request; ``metadata=None`` leaves the Metadata header out."""
     lines = [f"{method} {target} HTTP/1.1", "Host: 169.254.169.254", "Connection: close"]
@@ -41,4 +46,4 @@ def get(
         lines.append(f"Metadata: {metadata}")
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return send_raw(port, raw, method=method)
+    return send_raw(port, raw, method=method, source=source)

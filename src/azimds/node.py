@@ -18,7 +18,7 @@ from azimds.store.base import Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-WAIT_TIMEOUT = 1.0  # seconds a follower blocks on the feed before checking again
+WAIT_TIMEOUT = 0.25  # seconds a follower blocks on the feed; bounds how long stopping takes
 RETRY_DELAY = 1.0  # seconds between attempts while the store is unreachable
 
 

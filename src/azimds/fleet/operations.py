@@ -150,7 +150,7 @@ def apply_declarations(
     applied; changes made through the control plane to a VM whose declaration did not change
     are kept. VMs this source declared before and no longer does are removed.
     """
-    declared: dict[str, tuple[VM, str]] = {}
+    declared: dict[str, tuple[VM, str, str]] = {}
     for index, description in enumerate(descriptions):
         spot = f"{where}[{index}]"
         if not isinstance(description, Mapping):
@@ -162,18 +162,21 @@ def apply_declarations(
         vm = _validate(_with_vm_id(description, vm_id), spot)
         if vm.vm_id in declared:
             raise FleetError("conflict", f"VM {vm.vm_id} is declared twice", spot)
-        declared[vm.vm_id] = (vm, declaration_hash(description))
+        declared[vm.vm_id] = (vm, declaration_hash(description), spot)
 
     written, removed = [], []
     for record in txn.objects(VM_KIND):
         if record.body.get("source") == source and record.id not in declared:
             delete_vm(txn, record.id)
             removed.append(record.id)
-    for vm_id, (vm, digest) in declared.items():
+    for vm_id, (vm, digest, spot) in declared.items():
         existing = txn.get(VM_KIND, vm_id)
         if existing is not None and existing.body.get("declared") == digest:
             continue
-        _write(txn, vm, vm_from_record(existing.body) if existing else None, source, digest)
+        try:
+            _write(txn, vm, vm_from_record(existing.body) if existing else None, source, digest)
+        except FleetError as exc:
+            raise FleetError(exc.kind, str(exc), exc.where or spot) from exc
         written.append(vm_id)
     return Applied(tuple(written), tuple(removed))
 

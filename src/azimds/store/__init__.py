@@ -10,7 +10,8 @@ __all__ = ["Record", "Store", "StoreError", "StoreUnavailable", "Transaction", "
 
 
 def open_store(url: str, state_dir: Path) -> Store:
-    """``memory:``, ``sqlite:///PATH`` (or ``sqlite:`` for the state directory's file), or
+    """``memory:``, ``sqlite:`` (the state directory's file), ``sqlite:///PATH`` (``////`` for an
+    absolute PATH, as in SQLAlchemy), or
     ``postgresql://...``. Opening applies the schema migrations."""
     if url == "memory:":
         from azimds.store.memory import MemoryStore
@@ -22,7 +23,8 @@ def open_store(url: str, state_dir: Path) -> Store:
         return PostgresStore(url)
     if url.startswith("sqlite:"):
         path = url.removeprefix("sqlite:")
-        path = path.removeprefix("//")  # sqlite:///abs/path -> /abs/path
+        if path.startswith("///"):  # as SQLAlchemy: sqlite:///rel.db, sqlite:////abs/path.db
+            path = path[3:]
         from azimds.store.sqlite import SQLiteStore
 
         return SQLiteStore(Path(path) if path else state_dir / "azimds.db")

@@ -1,0 +1,198 @@
+"""The control plane's REST API against a real node."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.admin.client import call, new_vm
+from tests.conftest import ServerProcess
+from tests.http import get
+
+EXAMPLE_ID = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
+FIRST_IP = "vm.network.interface[0].ipv4.ipAddress[0]"
+
+
+@pytest.fixture
+def node() -> Iterator[ServerProcess]:
+    process = ServerProcess("--store", "memory:")
+    yield process
+    process.stop()
+
+
+def guest_text(node: ServerProcess, path: str) -> bytes:
+    reply = get(node.port, f"/metadata/instance{path}?api-version=2021-02-01&format=text")
+    assert reply.status == 200, reply.body
+    return reply.body
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "x" * 43])
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/v1/vms"), ("DELETE", "/v1/vms/x"), ("GET", "/v1/status")]
+)
+def test_missing_or_wrong_token_is_401(
+    node: ServerProcess, token: str | None, method: str, path: str
+) -> None:
+    status, headers, body = call(node, method, path, token=token)
+    assert status == 401
+    assert headers["www-authenticate"] == 'Bearer realm="azimds"'
+    assert body["error"]["code"] == "unauthorized"
+
+
+def test_token_file_is_private(node: ServerProcess) -> None:
+    mode = (node.state_dir / "admin-token").stat().st_mode & 0o777
+    assert mode == 0o600
+    assert (node.state_dir.stat().st_mode & 0o777) == 0o700
+
+
+def test_openapi_and_health_need_no_token(node: ServerProcess) -> None:
+    status, _, document = call(node, "GET", "/openapi.json", token=None)
+    assert status == 200
+    assert document["openapi"].startswith("3.")
+    assert {"/v1/vms", "/v1/vms/{vm}", "/v1/status"} <= set(document["paths"])
+    assert "vmId" in document["components"]["schemas"]["VM"]["properties"]["compute"]["properties"]
+    assert call(node, "GET", "/healthz", token=None)[0] == 200
+
+
+def test_list_and_show_the_default_vm(node: ServerProcess) -> None:
+    status, _, listing = call(node, "GET", "/v1/vms")
+    assert status == 200
+    assert [vm["vmId"] for vm in listing["vms"]] == [EXAMPLE_ID]
+    assert listing["vms"][0]["addresses"] == ["10.144.133.132"]
+    for key in (EXAMPLE_ID, "examplevmname"):
+        status, _, vm = call(node, "GET", f"/v1/vms/{key}")
+        assert status == 200
+        assert vm["compute"]["vmId"] == EXAMPLE_ID
+        assert vm["compute"]["userData"] == ""  # complete: every field
+        assert vm["extended"] == {"compute": {"hasCustomData": False, "ppsType": "None"}}
+
+
+def test_create_fills_every_field_and_generates_a_vm_id(node: ServerProcess) -> None:
+    status, headers, vm = call(
+        node, "POST", "/v1/vms", new_vm("web-1", "10.0.0.4", location="westus")
+    )
+    assert status == 201
+    vm_id = vm["compute"]["vmId"]
+    assert headers["location"] == f"/v1/vms/{vm_id}"
+    assert vm["compute"]["location"] == "westus"
+    assert vm["compute"]["offer"] == ""  # not the example's: a new VM starts empty
+    assert vm["compute"]["tagsList"] == []
+    assert call(node, "GET", "/v1/vms/web-1")[2] == vm
+
+
+def test_merge_patch_changes_what_the_guest_sees_at_once(node: ServerProcess) -> None:
+    status, _, vm = call(
+        node,
+        "PATCH",
+        "/v1/vms/examplevmname",
+        {"compute": {"location": "northeurope", "zone": 3, "plan": None, "tags": {"env": "ci"}}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200
+    assert vm["compute"]["plan"] == {"name": "", "product": "", "publisher": ""}
+    assert vm["compute"]["tagsList"] == [{"name": "env", "value": "ci"}]
+    assert vm["compute"]["name"] == "examplevmname"  # untouched fields stay
+    # The answer came after this node served the change: the guest sees it already.
+    assert guest_text(node, "/compute/location") == b"northeurope"
+    assert guest_text(node, "/compute/zone") == b"3"
+    assert guest_text(node, "/compute/tags") == b"env:ci"
+
+
+def test_replace_keeps_the_vm_id(node: ServerProcess) -> None:
+    status, _, vm = call(node, "PUT", f"/v1/vms/{EXAMPLE_ID}", new_vm("renamed", "10.1.1.1"))
+    assert status == 200
+    assert vm["compute"]["vmId"] == EXAMPLE_ID
+    assert vm["compute"]["location"] == ""  # a replacement, not a merge
+    assert guest_text(node, "/compute/name") == b"renamed"
+    status, _, body = call(
+        node, "PUT", f"/v1/vms/{EXAMPLE_ID}", {"compute": {"name": "x", "vmId": "other"}}
+    )
+    assert (status, body["error"]["field"]) == (400, "vm.compute.vmId")
+
+
+def test_delete(node: ServerProcess) -> None:
+    call(node, "POST", "/v1/vms", new_vm("doomed", "10.0.0.9"))
+    status, _, body = call(node, "DELETE", "/v1/vms/doomed")
+    assert (status, body) == (204, None)
+    assert call(node, "GET", "/v1/vms/doomed")[0] == 404
+    assert call(node, "DELETE", "/v1/vms/doomed")[0] == 404
+    # Its address is free again.
+    assert call(node, "POST", "/v1/vms", new_vm("reborn", "10.0.0.9"))[0] == 201
+
+
+def test_deleting_the_default_vm_leaves_single_mode_callers_unknown(node: ServerProcess) -> None:
+    assert call(node, "DELETE", "/v1/vms/examplevmname")[0] == 204
+    reply = get(node.port, "/metadata/instance?api-version=2021-02-01")
+    assert reply.status == 403
+    reason = "no default VM is set on this azimds node"
+    assert json.loads(reply.body) == {
+        "error": f"Forbidden: the caller is not a known VM ({reason})"
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"compute": {"nmae": "x"}}, "vm.compute.nmae", "did you mean 'name'?"),
+        ({"compute": {"zone": [1]}}, "vm.compute.zone", "expected a string"),
+        (new_vm("n", "10.0.0.300"), f"{FIRST_IP}.privateIpAddress", "is not an IP address"),
+        (new_vm("n", "fd00::1"), f"{FIRST_IP}.privateIpAddress", "is not an ipv4 address"),
+        ({"compute": {}}, "vm.compute.name", "every VM needs a name"),
+        ({"disks": []}, "vm.disks", "unknown field"),
+    ],
+)  # fmt: skip
+def test_invalid_descriptions_are_400_and_change_nothing(
+    node: ServerProcess, body: dict[str, object], field: str, words: str
+) -> None:
+    before = call(node, "GET", "/v1/status")[2]["revision"]
+    if "name" not in body.get("compute", {"name": 1}) and body != {"compute": {}}:
+        body = {**body, "compute": {"name": "n", **body.get("compute", {})}}  # type: ignore[dict-item]
+    status, _, answer = call(node, "POST", "/v1/vms", body)
+    assert status == 400
+    assert answer["error"]["code"] == "invalid"
+    assert answer["error"]["field"] == field
+    assert words in answer["error"]["message"]
+    assert call(node, "GET", "/v1/status")[2]["revision"] == before
+
+
+def test_conflicts_are_409(node: ServerProcess) -> None:
+    status, _, body = call(node, "POST", "/v1/vms", new_vm("twin", "10.144.133.132"))
+    assert status == 409
+    assert "address 10.144.133.132 already belongs to VM " + EXAMPLE_ID in body["error"]["message"]
+    status, _, body = call(node, "POST", "/v1/vms", {"compute": {"name": "x", "vmId": EXAMPLE_ID}})
+    assert (status, body["error"]["code"]) == (409, "conflict")
+
+
+def test_body_limits_and_types(node: ServerProcess) -> None:
+    huge = b'{"compute": {"name": "' + b"x" * (1024 * 1024) + b'"}}'
+    status, _, body = call(node, "POST", "/v1/vms", raw=huge)
+    assert (status, body["error"]["code"]) == (413, "too_large")
+    status, _, body = call(node, "POST", "/v1/vms", raw=b"{not json")
+    assert (status, body["error"]["code"]) == (400, "invalid_json")
+    status, _, body = call(node, "POST", "/v1/vms", raw=b"name: x", content_type="application/yaml")
+    assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
+    status, _, body = call(node, "POST", "/v1/vms", raw=b"[1, 2]")
+    assert status == 400
+
+
+def test_unknown_routes_and_methods(node: ServerProcess) -> None:
+    assert call(node, "GET", "/v1/nothing")[0] == 404
+    assert call(node, "POST", "/v1/vms/examplevmname", {})[0] == 405
+
+
+def test_status(node: ServerProcess) -> None:
+    status, _, body = call(node, "GET", "/v1/status")
+    assert status == 200
+    assert body["store"] == "memory:"
+    assert body["callerMode"] == "single"
+    assert body["storeReachable"] is True
+    assert body["vms"] == 1
+    assert body["defaultVm"] == EXAMPLE_ID
+
+
+def test_control_plane_is_not_on_the_guest_listener(node: ServerProcess) -> None:
+    reply = get(node.port, "/v1/vms", metadata=None)
+    assert reply.status == 404  # the guest's IIS 404 page, not the admin API
+    assert reply.headers["server"] == "Microsoft-IIS/10.0"

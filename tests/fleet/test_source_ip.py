@@ -1,0 +1,70 @@
+"""source-ip mode on loopback: each VM is one 127.x address, and sees only its own data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from tests.admin.client import call, new_vm
+from tests.conftest import ServerProcess
+from tests.http import get
+
+FLEET = {
+    "vms": [
+        new_vm("vm-a", "127.0.10.1", vmId="aaaaaaaa-0000-0000-0000-000000000001"),
+        new_vm("vm-b", "127.0.10.2", vmId="bbbbbbbb-0000-0000-0000-000000000002"),
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    fleet = tmp_path_factory.mktemp("fleet") / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(FLEET))
+    process = ServerProcess(
+        "--caller-mode", "source-ip", "--fleet", str(fleet), "--store", "memory:"
+    )
+    yield process
+    process.stop()
+
+
+def name_seen_from(node: ServerProcess, source: str) -> tuple[int, bytes]:
+    target = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
+    reply = get(node.port, target, source=source)
+    return reply.status, reply.body
+
+
+def test_each_vm_sees_its_own_document(node: ServerProcess) -> None:
+    assert name_seen_from(node, "127.0.10.1") == (200, b"vm-a")
+    assert name_seen_from(node, "127.0.10.2") == (200, b"vm-b")
+    document = get(node.port, "/metadata/instance?api-version=2021-02-01", source="127.0.10.1").body
+    assert b"vm-b" not in document and b"127.0.10.2" not in document
+
+
+def test_unknown_caller_is_refused_and_logged(node: ServerProcess) -> None:
+    reply = get(node.port, "/metadata/instance?api-version=2021-02-01", source="127.0.10.9")
+    assert reply.status == 403
+    assert json.loads(reply.body) == {
+        "error": "Forbidden: the caller is not a known VM "
+        "(no VM of this azimds node has the address 127.0.10.9)"
+    }
+    identity = get(node.port, "/metadata/identity/oauth2/token", source="127.0.10.9", metadata=None)
+    assert identity.status == 403
+    assert json.loads(identity.body)["error"] == "forbidden"
+    assert any("127.0.10.9" in line for line in node.output)
+
+
+def test_the_example_vm_is_not_declared_in_source_ip_mode(node: ServerProcess) -> None:
+    assert [vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]] == ["vm-a", "vm-b"]
+
+
+def test_a_new_vm_is_served_at_its_address_at_once(node: ServerProcess) -> None:
+    assert call(node, "POST", "/v1/vms", new_vm("vm-c", "127.0.10.3"))[0] == 201
+    assert name_seen_from(node, "127.0.10.3") == (200, b"vm-c")
+    moved = {"network": new_vm("vm-c", "127.0.10.4")["network"]}
+    assert call(node, "PATCH", "/v1/vms/vm-c", moved)[0] == 200
+    assert name_seen_from(node, "127.0.10.4") == (200, b"vm-c")
+    assert name_seen_from(node, "127.0.10.3")[0] == 403
