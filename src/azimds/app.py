@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,9 @@ from azimds.store import Store, StoreError, Transaction, open_store
 
 log = logging.getLogger(__name__)
 
-CONFIG_SOURCE = "config"
-FLEET_FILE_SOURCE = "fleet-file"
+# Declarations are grouped by where they come from, host included, so hosts sharing one
+# database each keep their own fleet file's VMs.
+CONFIG_SOURCE = f"config:{socket.gethostname()}"
 WATCH_INTERVAL = 1.0  # seconds between checks of the fleet file
 
 
@@ -43,6 +45,10 @@ class Ready:
     token_file: Path
 
 
+def fleet_file_source(path: Path) -> str:
+    return f"fleet-file:{socket.gethostname()}:{path.resolve()}"
+
+
 def declare(config: Config, store: Store) -> int:
     """Apply the config's default VM and the fleet file, where their declarations changed."""
     fleet_vms = read_fleet_file(config.fleet_file) if config.fleet_file else None
@@ -51,8 +57,8 @@ def declare(config: Config, store: Store) -> int:
         if config.vm_declared:
             apply_declarations(txn, CONFIG_SOURCE, [config.vm.description()], "vm")
             set_default_vm(txn, config.vm.vm_id)
-        if fleet_vms is not None:
-            apply_declarations(txn, FLEET_FILE_SOURCE, fleet_vms, "vms")
+        if fleet_vms is not None and config.fleet_file is not None:
+            apply_declarations(txn, fleet_file_source(config.fleet_file), fleet_vms, "vms")
 
     try:
         _, revision = store.transact(work)
@@ -72,8 +78,8 @@ def _admin_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _declare_fleet(vms: list[dict[str, Any]]) -> Callable[[Transaction], Any]:
-    return lambda txn: apply_declarations(txn, FLEET_FILE_SOURCE, vms, "vms")
+def _declare_fleet(path: Path, vms: list[dict[str, Any]]) -> Callable[[Transaction], Any]:
+    return lambda txn: apply_declarations(txn, fleet_file_source(path), vms, "vms")
 
 
 async def _watch_fleet_file(path: Path, store: Store, node: Node, stop: asyncio.Event) -> None:
@@ -96,7 +102,7 @@ async def _watch_fleet_file(path: Path, store: Store, node: Node, stop: asyncio.
         seen = current
         try:
             declared = read_fleet_file(path)
-            _, revision = await asyncio.to_thread(store.transact, _declare_fleet(declared))
+            _, revision = await asyncio.to_thread(store.transact, _declare_fleet(path, declared))
         except (ConfigError, FleetError, StoreError) as exc:
             log.error("fleet file %s not applied, nothing changed: %s", path, exc)
             continue

@@ -88,8 +88,8 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_STORE",
         "sqlite:",
         "Where fleet data lives: sqlite: (azimds.db in the state directory), "
-        "sqlite:///PATH, memory: (lost on exit), or postgresql://USER@HOST/DB for a fleet of "
-        "nodes sharing one database.",
+        "sqlite:////ABSOLUTE/PATH, memory: (lost on exit), or postgresql://USER@HOST/DB for a "
+        "fleet of nodes sharing one database.",
     ),
     Setting(
         "fleet",
