@@ -296,14 +296,7 @@ def vm_add(
 @click.pass_context
 def vm_set(ctx: click.Context, vm_key: str, assignments: tuple[str, ...]) -> None:
     """Set fields of a VM: `compute.location=westus`; `PATH=null` empties a field."""
-    answer = _call(
-        ctx,
-        "PATCH",
-        f"/v1/vms/{vm_key}",
-        _assignments(assignments),
-        content_type="application/merge-patch+json",
-    )
-    click.echo(f"changed VM {answer['compute']['name']} (vmId {answer['compute']['vmId']})")
+    _merge_patch(ctx, vm_key, _assignments(assignments))
 
 
 @vm.command("patch")
@@ -312,13 +305,12 @@ def vm_set(ctx: click.Context, vm_key: str, assignments: tuple[str, ...]) -> Non
 @click.pass_context
 def vm_patch(ctx: click.Context, vm_key: str, source: str) -> None:
     """Apply a JSON Merge Patch (RFC 7396), written in YAML or JSON, to a VM."""
-    answer = _call(
-        ctx,
-        "PATCH",
-        f"/v1/vms/{vm_key}",
-        _read_document(source),
-        content_type="application/merge-patch+json",
-    )
+    _merge_patch(ctx, vm_key, _read_document(source))
+
+
+def _merge_patch(ctx: click.Context, vm_key: str, patch: Any) -> None:
+    content_type = "application/merge-patch+json"
+    answer = _call(ctx, "PATCH", f"/v1/vms/{vm_key}", patch, content_type=content_type)
     click.echo(f"changed VM {answer['compute']['name']} (vmId {answer['compute']['vmId']})")
 
 
