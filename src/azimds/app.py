@@ -43,6 +43,7 @@ class Ready:
     admin: str  # the control plane's URL (http://HOST:PORT or unix:PATH)
     fleet: Fleet
     token_file: Path
+    store: str  # the store's URL, password hidden
 
 
 def fleet_file_source(path: Path) -> str:
@@ -147,7 +148,8 @@ async def run(
         if config.watch and config.fleet_file is not None:
             watcher = asyncio.create_task(_watch_fleet_file(config.fleet_file, store, node, stop))
         if on_ready is not None:
-            on_ready(Ready(guest_addresses, admin_url, fleet, config.state_dir / state.TOKEN_FILE))
+            token_file = config.state_dir / state.TOKEN_FILE
+            on_ready(Ready(guest_addresses, admin_url, fleet, token_file, store.url))
         await serving
         if watcher is not None:
             await watcher

@@ -41,7 +41,7 @@ def _announce(config: Config, ready: Any) -> None:
     lines += [f"  listening on {_url(host, port)}/metadata" for host, port in ready.guest]
     lines += [
         f"  control plane {ready.admin} (token in {ready.token_file})",
-        f"  store {config.store} (state in {config.state_dir})",
+        f"  store {ready.store} (state in {config.state_dir})",
         "  try:",
         f'    curl -s -H Metadata:true "{first}/metadata/instance?api-version=2021-02-01"',
         "  point Azure SDKs (azure-identity, msal) here with:",

@@ -179,6 +179,8 @@ class SQLStore:
             try:
                 connection = self._connection()
                 cursor = connection.cursor()
+            except StoreError:
+                raise
             except Exception as exc:
                 raise self._translate(exc) from exc
             try:

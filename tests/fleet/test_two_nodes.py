@@ -1,0 +1,195 @@
+"""Two ``azimds serve`` processes sharing one PostgreSQL database: a fleet of two nodes.
+
+A change made through either node's control plane shows on the other within a second
+(LISTEN/NOTIFY); while PostgreSQL is down both keep serving their last snapshot, refuse
+writes with 503, and say so; when it returns they catch up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.http import get
+from tests.pg import Postgres
+
+NAME = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
+DEFAULT_VM_NAME = b"examplevmname"  # the documentation's example VM (single caller mode)
+VM_A = {
+    "compute": {"name": "vm-a", "location": "westus"},
+    "network": {"interface": [{"ipv4": {"ipAddress": [{"privateIpAddress": "10.9.0.4"}]}}]},
+}
+
+
+def admin(
+    node: ServerProcess,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = "application/json",
+) -> tuple[int, Any]:
+    """One control-plane request; returns the status and the decoded JSON answer (or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(node.admin_url + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {node.token}")
+    if data is not None:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            status, raw = error.code, error.read()
+    return status, json.loads(raw) if raw else None
+
+
+def status(node: ServerProcess) -> dict[str, Any]:
+    code, answer = admin(node, "GET", "/v1/status")
+    assert code == 200, answer
+    return answer  # type: ignore[no-any-return]
+
+
+def within(seconds: float, condition: Callable[[], bool], what: str) -> float:
+    """Poll ``condition`` until it holds; fail after ``seconds``. Returns the time it took."""
+    started = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - started
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"not within {seconds}s: {what}")
+        time.sleep(0.01)
+
+
+def shows(node: ServerProcess, vm: str, check: Callable[[Any], bool] = lambda _: True) -> bool:
+    code, answer = admin(node, "GET", f"/v1/vms/{vm}")
+    return code == 200 and check(answer)
+
+
+@pytest.fixture
+def fleet(postgres: Postgres) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Nodes A and B on a fresh database, both in single caller mode."""
+    url = postgres.new_database()
+    nodes: list[ServerProcess] = []
+    try:
+        for _ in range(2):
+            nodes.append(ServerProcess("--store", url, "--caller-mode", "single"))
+        yield nodes[0], nodes[1]
+    finally:
+        postgres.start()  # whatever a failed test left behind
+        for node in nodes:
+            node.stop()
+
+
+def test_a_change_through_one_node_shows_on_the_other(
+    fleet: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = fleet
+    for node in (a, b):
+        reply = get(node.port, NAME)
+        assert (reply.status, reply.body) == (200, DEFAULT_VM_NAME)
+        answer = status(node)
+        assert answer["storeReachable"] is True
+        assert answer["store"].startswith("postgresql://")
+        assert answer["callerMode"] == "single"
+
+    code, created = admin(a, "POST", "/v1/vms", VM_A)
+    assert code == 201, created
+    elapsed = within(1.0, lambda: shows(b, "vm-a"), "vm-a created on A is on B")
+    assert elapsed < 1.0
+    _, on_b = admin(b, "GET", "/v1/vms/vm-a")
+    assert on_b["compute"]["vmId"] == created["compute"]["vmId"]
+    assert on_b["compute"]["location"] == "westus"
+
+    patch = {"compute": {"location": "eastus", "zone": "2"}}
+    code, patched = admin(b, "PATCH", "/v1/vms/vm-a", patch, "application/merge-patch+json")
+    assert code == 200, patched
+    elapsed = within(
+        1.0,
+        lambda: shows(a, "vm-a", lambda vm: vm["compute"]["location"] == "eastus"),
+        "the patch made through B is on A",
+    )
+    assert elapsed < 1.0
+    _, on_a = admin(a, "GET", "/v1/vms/vm-a")
+    assert on_a["compute"]["zone"] == "2"
+    assert status(a)["revision"] == status(b)["revision"]
+
+
+def test_nodes_ride_out_a_database_outage(
+    postgres: Postgres, fleet: tuple[ServerProcess, ServerProcess]
+) -> None:
+    a, b = fleet
+    assert admin(a, "POST", "/v1/vms", VM_A)[0] == 201
+    within(1.0, lambda: shows(b, "vm-a"), "vm-a created on A is on B")
+    before = {node.port: get(node.port, NAME) for node in fleet}
+
+    postgres.stop()
+    try:
+        for node in fleet:  # the guest plane serves the last snapshot
+            reply = get(node.port, NAME)
+            assert (reply.status, reply.body) == (200, before[node.port].body)
+        for node in fleet:
+            within(5.0, lambda n=node: status(n)["storeReachable"] is False, "outage noticed")
+            reply = get(node.port, NAME)
+            assert (reply.status, reply.body) == (200, DEFAULT_VM_NAME)
+            assert shows(node, "vm-a")  # reads of the control plane too
+        vm_b = {"compute": {"name": "vm-b", "location": "westus"}}
+        for node, body in ((a, vm_b), (b, vm_b)):
+            code, answer = admin(node, "POST", "/v1/vms", body)
+            assert code == 503, answer
+            assert answer["error"]["code"] == "store_unavailable"
+        code, answer = admin(
+            b, "PATCH", "/v1/vms/vm-a", {"compute": {"zone": "3"}}, "application/merge-patch+json"
+        )
+        assert code == 503, answer
+        assert answer["error"]["code"] == "store_unavailable"
+        for node in fleet:
+            logged = "".join(node.output)
+            assert "store unreachable" in logged, logged
+    finally:
+        postgres.start()
+
+    for node in fleet:
+        within(5.0, lambda n=node: status(n)["storeReachable"] is True, "the store is back")
+    code, answer = admin(
+        a, "PATCH", "/v1/vms/vm-a", {"compute": {"zone": "1"}}, "application/merge-patch+json"
+    )
+    assert code == 200, answer
+    elapsed = within(
+        1.0,
+        lambda: shows(b, "vm-a", lambda vm: vm["compute"]["zone"] == "1"),
+        "a write through A after the outage is on B",
+    )
+    assert elapsed < 1.0
+    assert not shows(a, "vm-b") and not shows(b, "vm-b")  # refused writes left no trace
+    for node in fleet:
+        assert "reachable again" in "".join(node.output)
+        reply = get(node.port, NAME)
+        assert (reply.status, reply.body) == (200, DEFAULT_VM_NAME)
+
+
+def test_a_password_in_the_store_url_never_shows(postgres: Postgres) -> None:
+    """The store URL may carry a password: neither the banner, nor the log, nor the status
+    show it (trust auth, so the password is not checked)."""
+    url = postgres.new_database().replace("azimds@", "azimds:s3cret-pw@", 1)
+    node = ServerProcess("--store", url)
+    try:
+        answer = status(node)
+        assert "s3cret-pw" not in answer["store"]
+        assert answer["store"].startswith("postgresql://azimds:***@")
+        with postgres.outage():
+            within(5.0, lambda: status(node)["storeReachable"] is False, "outage noticed")
+            code, refused = admin(node, "POST", "/v1/vms", VM_A)
+            assert code == 503
+            assert "s3cret-pw" not in json.dumps(refused)
+        within(5.0, lambda: status(node)["storeReachable"] is True, "the store is back")
+    finally:
+        node.stop()
+    assert "s3cret-pw" not in "".join(node.output)
+    assert "s3cret-pw" not in node.banner, node.banner
