@@ -67,9 +67,9 @@ def declare(config: Config, store: Store) -> int:
         source = (
             str(config.fleet_file) if exc.where.startswith("vms") else (config.source or "defaults")
         )
-        raise ConfigError(
-            source, exc.where or "vms", str(exc), "make every vmId and address unique"
-        ) from exc
+        problem, _, fix = str(exc).partition(". Fix: ")
+        fix = fix or "make every vmId and address unique"
+        raise ConfigError(source, exc.where or "vms", problem, fix) from exc
     return revision
 
 

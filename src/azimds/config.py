@@ -20,7 +20,7 @@ import yaml
 
 from azimds.defaults import DEFAULT_ADMIN_PORT, DEFAULT_HOST, DEFAULT_PORT
 from azimds.fleet.schema import DocumentError
-from azimds.fleet.vm import VM, build_vm, vm_from_patch
+from azimds.fleet.vm import VM, vm_from_patch
 from azimds.guest.callers import MODES
 from azimds.state import default_state_dir
 
@@ -181,22 +181,20 @@ def read_file(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
 
 
 def read_fleet_file(path: Path) -> list[dict[str, Any]]:
-    """The VM descriptions a fleet file declares, each checked against the schema."""
+    """The VM descriptions a fleet file declares.
+
+    Only the file's shape is checked here; each VM is validated once, where it is applied
+    (``fleet.operations.apply_declarations``), whose errors name the entry (``vms[3]...``).
+    """
     data = read_file(path, ("vms",), "write vms: followed by a list of VMs")
     vms = data.get("vms") or []
     source = str(path)
     if not isinstance(vms, list):
         raise ConfigError(source, "vms", "expected a list", "write vms: - compute: {name: ...}")
     for index, description in enumerate(vms):
-        where = f"vms[{index}]"
         if not isinstance(description, dict):
+            where = f"vms[{index}]"
             raise ConfigError(source, where, "expected a mapping", "describe the VM with compute:")
-        try:
-            vm = build_vm(description, where)
-        except DocumentError as exc:
-            raise ConfigError(source, exc.where, exc.problem, exc.fix) from exc
-        if not vm.name:
-            raise ConfigError(source, f"{where}.compute.name", "missing", "give every VM a name")
     return vms
 
 

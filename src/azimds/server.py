@@ -22,6 +22,8 @@ from granian.server.embed import Server
 # covered by our own tests against real sockets.
 logging.getLogger("_granian").setLevel(logging.ERROR)
 
+READY_TIMEOUT = 10.0  # seconds for every listener to accept connections
+
 
 class ListenError(OSError):
     pass
@@ -91,6 +93,40 @@ def _server(app: Any, host: str, port: int) -> Server:
     return Server(app, address=host, port=port, interface=Interfaces.ASGINL, log_enabled=False)
 
 
+def _accepts(host: str, port: int) -> bool:
+    target: str | tuple[str, int]
+    if host.startswith("unix:"):
+        family, target = socket.AF_UNIX, host.removeprefix("unix:")
+    else:
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+        host = wildcard.get(host, host)
+        family, target = (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        try:
+            probe.connect(target)
+        except OSError:
+            return False
+    return True
+
+
+async def _until_accepting(
+    addresses: list[tuple[str, int]], tasks: list[asyncio.Task[Any]]
+) -> None:
+    """Return once every listener accepts connections (granian binds in its own time)."""
+    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+    waiting = list(addresses)
+    while waiting:
+        if any(task.done() for task in tasks):
+            return  # a listener failed; serve() reports it
+        waiting = [a for a in waiting if not await asyncio.to_thread(_accepts, *a)]
+        if waiting:
+            if asyncio.get_running_loop().time() > deadline:
+                late = ", ".join(f"{host}:{port}" for host, port in waiting)
+                raise ListenError(f"not accepting connections after {READY_TIMEOUT:.0f} s: {late}")
+            await asyncio.sleep(0.01)
+
+
 async def serve(
     bindings: Sequence[tuple[Any, str, int]],
     stop: asyncio.Event,
@@ -99,6 +135,7 @@ async def serve(
     """Serve each (app, host, port) until ``stop`` is set; ports must already be claimed."""
     servers = [_server(app, host, port) for app, host, port in bindings]
     tasks = [asyncio.create_task(server.serve()) for server in servers]
+    await _until_accepting([(host, port) for _, host, port in bindings], tasks)
     if started is not None:
         started.set()
     stopping = asyncio.create_task(stop.wait())

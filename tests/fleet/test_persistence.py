@@ -155,3 +155,17 @@ def test_bad_fleet_file_stops_start_up(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"invalid configuration in {fleet}" in result.stderr
     assert "address 10.5.0.1 already belongs to VM" in result.stderr
+
+
+def test_invalid_fleet_entry_names_file_entry_and_fix(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("vms:\n  - compute: {name: ok}\n  - compute: {name: bad, zoen: 1}\n")
+    command = [sys.executable, "-m", "azimds", "serve", "--fleet", str(fleet), "--store", "memory:"]
+    command += ["--state-dir", str(tmp_path / "s"), "--listen", "127.0.0.1:0"]
+    command += ["--admin-listen", "127.0.0.1:0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"Error: invalid configuration in {fleet}: vms[1].compute.zoen: unknown field. "
+        "Fix: did you mean 'zone'?\n"
+    )
