@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.admin.client import call, new_vm
@@ -56,9 +57,15 @@ def test_a_changed_config_declaration_wins_at_start(tmp_path: Path) -> None:
         node.stop()
 
 
-def test_kill_9_loses_no_acknowledged_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill_9_loses_no_acknowledged_change(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     """Changes stream in from two writers; the node is killed at a random moment."""
-    node = ServerProcess(state_dir=tmp_path)
+    store: tuple[str, ...] = ()
+    if backend == "postgresql":
+        store = ("--store", request.getfixturevalue("postgres").new_database())
+    node = ServerProcess(*store, state_dir=tmp_path)
     acknowledged: dict[str, str] = {}
     lock = threading.Lock()
     stop = threading.Event()
@@ -92,7 +99,7 @@ def test_kill_9_loses_no_acknowledged_change(tmp_path: Path) -> None:
     node.stop()
     assert len(acknowledged) > 10
 
-    node = ServerProcess(state_dir=tmp_path)
+    node = ServerProcess(*store, state_dir=tmp_path)
     try:
         stored = {vm["vmId"]: vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]}
         missing = {k: v for k, v in acknowledged.items() if stored.get(k) != v}
