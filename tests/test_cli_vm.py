@@ -87,6 +87,18 @@ def test_set_changes_what_the_guest_sees(node: ServerProcess) -> None:
     assert reply.body == b"brazilsouth"
 
 
+def test_set_adds_and_removes_single_tags(node: ServerProcess) -> None:
+    """The example VM's tags are baz:bash;foo:bar: one tag changes, the others stay."""
+    assert (
+        azimds(
+            node, "set", "examplevmname", "compute.tags.env=dev", "compute.tags.foo=null"
+        ).returncode
+        == 0
+    )
+    reply = get(node.port, "/metadata/instance/compute/tags?api-version=2021-02-01&format=text")
+    assert reply.body == b"baz:bash;env:dev"
+
+
 def test_errors_are_clear(node: ServerProcess, tmp_path: Path) -> None:
     missing = azimds(node, "show", "no-such-vm")
     assert missing.returncode == 1

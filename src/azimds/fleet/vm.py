@@ -156,15 +156,20 @@ def patch_description(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict
     """Apply a JSON Merge Patch (RFC 7396) to a VM description.
 
     Setting one form of the tags (``tags`` or ``tagsList``) replaces both, rather than
-    leaving the other stale.
+    leaving the other stale; a mapping of tags merges into the current tags, so
+    ``{"compute": {"tags": {"env": "prod"}}}`` adds or changes one tag and ``null`` removes it.
     """
     base = dict(base)
     compute_patch = patch.get("compute")
     if isinstance(compute_patch, Mapping) and isinstance(base.get("compute"), Mapping):
         touched = {"tags", "tagsList"} & set(compute_patch)
         if touched:
+            compute = dict(base["compute"])
+            current = _tags_from_input(compute.get("tags"), "compute.tags")
+            if isinstance(compute_patch.get("tags"), Mapping) and current is not None:
+                compute["tags"] = {item["name"]: item["value"] for item in current[1]}
             base["compute"] = {
-                k: v for k, v in base["compute"].items() if k not in {"tags", "tagsList"} - touched
+                k: v for k, v in compute.items() if k not in {"tags", "tagsList"} - touched
             }
     result: dict[str, Any] = merge_patch(base, patch)
     return result
