@@ -92,12 +92,16 @@ def test_merge_patch_changes_what_the_guest_sees_at_once(node: ServerProcess) ->
     )
     assert status == 200
     assert vm["compute"]["plan"] == {"name": "", "product": "", "publisher": ""}
-    assert vm["compute"]["tagsList"] == [{"name": "env", "value": "ci"}]
+    assert vm["compute"]["tagsList"] == [  # a mapping of tags merges into the current ones
+        {"name": "baz", "value": "bash"},
+        {"name": "foo", "value": "bar"},
+        {"name": "env", "value": "ci"},
+    ]
     assert vm["compute"]["name"] == "examplevmname"  # untouched fields stay
     # The answer came after this node served the change: the guest sees it already.
     assert guest_text(node, "/compute/location") == b"northeurope"
     assert guest_text(node, "/compute/zone") == b"3"
-    assert guest_text(node, "/compute/tags") == b"env:ci"
+    assert guest_text(node, "/compute/tags") == b"baz:bash;foo:bar;env:ci"
 
 
 def test_replace_keeps_the_vm_id(node: ServerProcess) -> None:
