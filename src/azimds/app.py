@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 import socket
@@ -21,9 +22,11 @@ from azimds import server, state
 from azimds.admin.api import AdminAPI
 from azimds.config import Config, ConfigError, read_fleet_file
 from azimds.fleet.operations import FleetError, apply_declarations, set_default_vm
+from azimds.fleet.signing_keys import ensure_jwt_key
 from azimds.fleet.snapshot import Fleet
 from azimds.guest.asgi import GuestApp
 from azimds.guest.callers import MODES
+from azimds.guest.identity import TokenService, TokenSettings
 from azimds.node import Node
 from azimds.store import Store, StoreError, Transaction, open_store
 
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 # database each keep their own fleet file's VMs.
 CONFIG_SOURCE = f"config:{socket.gethostname()}"
 WATCH_INTERVAL = 1.0  # seconds between checks of the fleet file
+AZURE_ISSUER = "https://sts.windows.net"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,15 @@ def declare(config: Config, store: Store) -> int:
         fix = fix or "make every vmId and address unique"
         raise ConfigError(source, exc.where or "vms", problem, fix) from exc
     return revision
+
+
+def token_settings(config: Config, admin_url: str) -> TokenSettings:
+    """Where tokens say they come from, how long they live, which resources exist."""
+    issuer = {"local": admin_url, "azure": AZURE_ISSUER}.get(config.issuer, config.issuer)
+    if issuer.startswith("unix:"):
+        issuer = "http://localhost"  # a socket has no URL; give --issuer to publish one
+    resources = frozenset(r.strip().rstrip("/").lower() for r in config.token_resources)
+    return TokenSettings(issuer.rstrip("/"), config.token_lifetime, resources)
 
 
 def _admin_url(host: str, port: int) -> str:
@@ -127,22 +140,25 @@ async def run(
     admin_host, admin_port = config.admin_listen
     admin_port = server.claim(admin_host, admin_port)
 
+    admin_url = _admin_url(admin_host, admin_port)
     store = await asyncio.to_thread(open_store, config.store, config.state_dir)
     node = Node(store)
     try:
         await asyncio.to_thread(declare, config, store)
-        guest = GuestApp(Fleet(), MODES[config.caller_mode]())
+        now = dt.datetime.now(dt.UTC)
+        await asyncio.to_thread(store.transact, lambda txn: ensure_jwt_key(txn, now))
+        tokens = TokenService(token_settings(config, admin_url))
+        guest = GuestApp(Fleet(), MODES[config.caller_mode](), tokens)
         node.on_fleet(guest.replace_fleet)
         fleet = await node.start()
         token = state.admin_token(config.state_dir)
-        admin = AdminAPI(node, token, config.caller_mode).app()
+        admin = AdminAPI(node, token, config.caller_mode, tokens.settings, admin_url).app()
 
         bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
         bindings.append((admin, admin_host, admin_port))
         started = asyncio.Event()
         serving = asyncio.create_task(server.serve(bindings, stop, started))
         await started.wait()
-        admin_url = _admin_url(admin_host, admin_port)
         state.write_admin_address(config.state_dir, admin_url)
         watcher = None
         if config.watch and config.fleet_file is not None:

@@ -107,6 +107,31 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("true", "false"),
     ),
     Setting(
+        "issuer",
+        "--issuer",
+        "AZIMDS_ISSUER",
+        "local",
+        "Issuer of managed-identity tokens: local (this node's control plane, which serves the "
+        "OpenID discovery document and JWKS that verify them), azure (https://sts.windows.net, "
+        "as on Azure), or a base URL. Tokens' iss is <issuer>/<tenant>/.",
+    ),
+    Setting(
+        "token_lifetime",
+        "--token-lifetime",
+        "AZIMDS_TOKEN_LIFETIME",
+        "86400",
+        "Seconds a managed-identity token is valid (real tokens: about 24 hours).",
+    ),
+    Setting(
+        "token_resources",
+        "--token-resource",
+        "AZIMDS_TOKEN_RESOURCES",
+        "",
+        "Resources tokens may be asked for (repeatable); any other gets Azure AD's "
+        "invalid_resource error. None given: any resource.",
+        multiple=True,
+    ),
+    Setting(
         "log_level",
         "--log-level",
         "AZIMDS_LOG_LEVEL",
@@ -131,6 +156,9 @@ class Config:
     fleet_file: Path | None
     watch: bool
     log_level: str
+    issuer: str  # "local", "azure" or a base URL
+    token_lifetime: int
+    token_resources: tuple[str, ...]
     vm: VM  # the default VM: the example changed by the file's `vm:`
     vm_declared: bool  # `vm:` given, or single mode: the default VM is declared at start
     source: str | None  # the config file, if any
@@ -287,6 +315,29 @@ def load(
             watch_source, "watch", "there is no fleet file to watch", "give --fleet FILE"
         )
 
+    issuer_value, issuer_source = pick("issuer")
+    issuer = str(issuer_value or "local")
+    if issuer not in ("local", "azure") and not issuer.startswith(("http://", "https://")):
+        raise ConfigError(
+            issuer_source,
+            "issuer",
+            f"'{issuer}' is not allowed",
+            "use local, azure or an http(s) URL",
+        )
+    lifetime_value, lifetime_source = pick("token_lifetime")
+    lifetime_text = str(lifetime_value if lifetime_value is not None else 86400)
+    if not lifetime_text.isdigit() or not 600 <= int(lifetime_text) <= 7 * 86400:
+        raise ConfigError(
+            lifetime_source,
+            "token_lifetime",
+            f"'{lifetime_text}' is out of range",
+            "give seconds from 600 to 604800",
+        )
+    resources_value, _ = pick("token_resources")
+    if isinstance(resources_value, str):
+        resources_value = [resources_value]
+    resources = tuple(str(r) for r in resources_value or () if str(r).strip())
+
     vm_patch = data.get("vm")
     if vm_patch is not None and not isinstance(vm_patch, dict):
         raise ConfigError(
@@ -305,6 +356,9 @@ def load(
         fleet_file=fleet_file,
         watch=watch,
         log_level=log_level,
+        issuer=issuer,
+        token_lifetime=int(lifetime_text),
+        token_resources=resources,
         vm=vm,
         vm_declared=vm_patch is not None or caller_mode == "single",
         source=source if config_file else None,

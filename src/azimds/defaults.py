@@ -17,3 +17,13 @@ SDK_ENDPOINT_ENV = "AZURE_POD_IDENTITY_AUTHORITY_HOST"
 
 # The control plane's default address: the next port up, on loopback only.
 DEFAULT_ADMIN_PORT = 16926
+
+# The tenant of identities that do not name one: a fixed, made-up directory id, the same on
+# every node, so tokens and `/metadata/identity/info` agree across a fleet.
+DEFAULT_TENANT_ID = "7f5c1b7e-2f41-4c9b-9d52-1a3e6b0c8d24"
+
+# Managed-identity tokens: lifetime, and how long before expiry a cached token is replaced.
+DEFAULT_TOKEN_LIFETIME = 86400  # seconds; real tokens live about 24 h
+TOKEN_REFRESH_MARGIN = 300  # seconds
+# Real tokens' not_before lies this far before issue (expires_on - not_before = 86700).
+TOKEN_NOT_BEFORE_SKEW = 300

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from typing import Any
 from urllib.parse import quote
@@ -14,18 +15,31 @@ from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import example_vm
 from azimds.guest.asgi import GuestApp
 from azimds.guest.callers import SingleVM
+from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.pipeline import handle
+from azimds.signing.keys import load_jwt_key, new_jwt_key_body
 from tests.http import get
 
 VM = example_vm()
-FLEET = Fleet(1, {VM.vm_id: VM}, {a: VM for a in VM.addresses}, VM.vm_id)
+KID, KEY_BODY = new_jwt_key_body(dt.datetime.now(dt.UTC))
+FLEET = Fleet(
+    1,
+    {VM.vm_id: VM},
+    {a: VM for a in VM.addresses},
+    VM.vm_id,
+    {KID: load_jwt_key(KID, KEY_BODY)},
+    KID,
+)
+TOKENS = TokenService(TokenSettings("http://127.0.0.1:16926", 86400))
 KNOWN_SEGMENTS = [
     "metadata", "Metadata", "instance", "compute", "network", "interface", "0", "1", "ipv4",
     "ipAddress", "vmId", "tags", "tagsList", "storageProfile", "dataDisks", "extended",
-    "versions", "identity", "oauth2", "token", "attested", "document", "reprovisiondata", "",
+    "versions", "identity", "oauth2", "token", "info", "attested", "document", "reprovisiondata", "",
 ]  # fmt: skip
 KNOWN_PARAMS = ["api-version", "format", "extended", "resource", "API-VERSION", "nonce"]
-KNOWN_VALUES = ["2021-02-01", "2017-04-02", "2025-04-07", "text", "json", "true", "", "x"]
+KNOWN_PARAMS += ["client_id", "object_id", "msi_res_id", "mi_res_id", "bypass_cache"]
+KNOWN_VALUES = ["2021-02-01", "2017-04-02", "2025-04-07", "2018-02-01", "text", "json", "true"]
+KNOWN_VALUES += ["", "x", "https://management.azure.com/", "01151308-5d1e-527e-ad80-04fc2eb63874"]
 
 segments = st.lists(st.one_of(st.sampled_from(KNOWN_SEGMENTS), st.text(max_size=12)), max_size=8)
 paths = st.one_of(
@@ -50,7 +64,7 @@ metadata_values = st.one_of(
     st.none(), st.sampled_from([b"true", b"True", b"false"]), st.binary(max_size=10)
 )
 
-ALLOWED = {200, 400, 404, 405}
+ALLOWED = {200, 400, 403, 404, 405}
 
 
 @settings(max_examples=3000, deadline=None)
@@ -58,7 +72,7 @@ ALLOWED = {200, 400, 404, 405}
 def test_pipeline_always_answers_a_documented_status(
     method: str, path: str, query: bytes, metadata: bytes | None, forwarded: bool
 ) -> None:
-    outcome = handle(method, path, query, metadata, forwarded, VM)
+    outcome = handle(method, path, query, metadata, forwarded, VM, FLEET, TOKENS)
     response = outcome.response
     assert response.status in ALLOWED
     headers = dict(response.headers)
@@ -96,7 +110,7 @@ header_lists = st.lists(
 def test_asgi_app_sends_one_complete_answer(
     method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    app = GuestApp(FLEET, SingleVM())
+    app = GuestApp(FLEET, SingleVM(), TOKENS)
     scope = {
         "type": "http",
         "method": method,

@@ -8,8 +8,11 @@ serves the change, so a guest request sent after it sees the new data.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hmac
 import json
+import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,15 +25,31 @@ from starlette.routing import Route
 
 from azimds import __version__
 from azimds.admin.openapi import document
-from azimds.fleet.operations import FleetError, create_vm, delete_vm, patch_vm, replace_vm
+from azimds.defaults import TOKEN_REFRESH_MARGIN
+from azimds.fleet.operations import (
+    FleetError,
+    add_user_identity,
+    create_vm,
+    delete_vm,
+    patch_vm,
+    remove_user_identity,
+    replace_vm,
+    set_system_identity,
+)
+from azimds.fleet.signing_keys import rotate_jwt_key
 from azimds.fleet.vm import VM
+from azimds.guest.identity import TokenSettings
 from azimds.node import Node
 from azimds.store.base import StoreError, StoreUnavailable, Transaction
 
 MAX_BODY = 1024 * 1024  # bytes; larger bodies get 413
-PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz"})
+PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/discovery/keys"})
+# What relying services fetch to verify tokens, for any tenant: no token needed.
+PUBLIC_PATTERN = re.compile(r"^/[^/]+/(\.well-known/openid-configuration|discovery/keys)$")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 STATUS = {"invalid": 400, "not_found": 404, "conflict": 409}
+CLAIMS: tuple[str, ...] = ("aud", "iss", "iat", "nbf", "exp", "appid", "appidacr", "idp")
+CLAIMS += ("idtyp", "oid", "sub", "tid", "uti", "ver", "xms_mirid")
 
 
 class ApiError(Exception):
@@ -76,10 +95,14 @@ async def read_json(request: Request) -> Any:
 
 
 class AdminAPI:
-    def __init__(self, node: Node, token: str, caller_mode: str) -> None:
+    def __init__(
+        self, node: Node, token: str, caller_mode: str, tokens: TokenSettings, url: str
+    ) -> None:
         self.node = node
         self._token = token.encode()
         self.caller_mode = caller_mode
+        self.tokens = tokens
+        self.url = url  # where this control plane is reached (for jwks_uri)
 
     def app(self) -> Starlette:
         routes = [
@@ -92,6 +115,16 @@ class AdminAPI:
             Route("/v1/vms/{vm}", self.replace, methods=["PUT"]),
             Route("/v1/vms/{vm}", self.patch, methods=["PATCH"]),
             Route("/v1/vms/{vm}", self.delete, methods=["DELETE"]),
+            Route("/v1/vms/{vm}/identities", self.list_identities, methods=["GET"]),
+            Route("/v1/vms/{vm}/identities", self.add_identity, methods=["POST"]),
+            Route("/v1/vms/{vm}/identities/system", self.enable_system, methods=["PUT"]),
+            Route("/v1/vms/{vm}/identities/system", self.disable_system, methods=["DELETE"]),
+            Route("/v1/vms/{vm}/identities/{identity}", self.remove_identity, methods=["DELETE"]),
+            Route("/v1/keys", self.list_keys, methods=["GET"]),
+            Route("/v1/keys/rotate", self.rotate_keys, methods=["POST"]),
+            Route("/discovery/keys", self.jwks),
+            Route("/{tenant}/discovery/keys", self.jwks),
+            Route("/{tenant}/.well-known/openid-configuration", self.openid_configuration),
         ]
         app = Starlette(
             routes=routes,
@@ -107,7 +140,8 @@ class AdminAPI:
     async def _authenticate(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path not in PUBLIC_PATHS:
+        path = request.url.path
+        if path not in PUBLIC_PATHS and not PUBLIC_PATTERN.match(path):
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             # Constant-time comparison: the token's bytes must not leak through timing.
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -206,3 +240,88 @@ class AdminAPI:
         vm_id = (await self._resolve(request)).vm_id
         await self._write(lambda txn: delete_vm(txn, vm_id))
         return Response(status_code=204)
+
+    # --- identities --------------------------------------------------------------------
+
+    async def list_identities(self, request: Request) -> Response:
+        vm = await self._resolve(request)
+        return JSONResponse(vm.identity)
+
+    async def add_identity(self, request: Request) -> Response:
+        vm_id = (await self._resolve(request)).vm_id
+        body = await read_json(request)
+        vm = await self._write(lambda txn: add_user_identity(txn, vm_id, body))
+        return JSONResponse(vm.identity["userAssigned"][-1], status_code=201)
+
+    async def enable_system(self, request: Request) -> Response:
+        vm_id = (await self._resolve(request)).vm_id
+        body = await read_json(request) if await request.body() else {}
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid", "give an object with clientId, objectId, tenantId")
+        vm = await self._write(lambda txn: set_system_identity(txn, vm_id, True, body))
+        return JSONResponse(vm.identity["systemAssigned"])
+
+    async def disable_system(self, request: Request) -> Response:
+        vm_id = (await self._resolve(request)).vm_id
+        await self._write(lambda txn: set_system_identity(txn, vm_id, False, {}))
+        return Response(status_code=204)
+
+    async def remove_identity(self, request: Request) -> Response:
+        vm_id = (await self._resolve(request)).vm_id
+        key = request.path_params["identity"]
+        await self._write(lambda txn: remove_user_identity(txn, vm_id, key))
+        return Response(status_code=204)
+
+    # --- token verification (public) and signing keys ---------------------------------
+
+    async def jwks(self, request: Request) -> Response:
+        now = time.time()
+        keys = [key.jwk() for key in self.node.served.jwt_keys.values() if key.published(now)]
+        return JSONResponse({"keys": keys})
+
+    async def openid_configuration(self, request: Request) -> Response:
+        """Azure AD's v1 discovery document, pointing at this node's JWKS."""
+        tenant = request.path_params["tenant"]
+        issuer = f"{self.tokens.issuer_base}/{tenant}/"
+        base = f"{self.tokens.issuer_base}/{tenant}"
+        return JSONResponse(
+            {
+                "token_endpoint": f"{base}/oauth2/token",
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+                "jwks_uri": f"{self.url}/{tenant}/discovery/keys",
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "response_types_supported": ["code", "id_token", "token id_token", "token"],
+                "scopes_supported": ["openid"],
+                "issuer": issuer,
+                "claims_supported": list(CLAIMS),
+                "authorization_endpoint": f"{base}/oauth2/authorize",
+            }
+        )
+
+    async def list_keys(self, request: Request) -> Response:
+        fleet = self.node.served
+        keys = [
+            {
+                "kid": key.kid,
+                "active": key.kid == fleet.active_kid,
+                "created": key.created,
+                "retires": key.retires,
+            }
+            for key in sorted(fleet.jwt_keys.values(), key=lambda k: k.created)
+        ]
+        return JSONResponse({"keys": keys})
+
+    async def rotate_keys(self, request: Request) -> Response:
+        """A new signing key; the old one stays in the JWKS until its tokens have expired."""
+        overlap = self.tokens.lifetime + TOKEN_REFRESH_MARGIN
+        now = dt.datetime.now(dt.UTC)
+        try:
+            kid, revision = await asyncio.to_thread(
+                self.node.store.transact, lambda txn: rotate_jwt_key(txn, now, overlap)
+            )
+        except StoreError as exc:
+            raise ApiError(503, "store_unavailable", f"nothing was changed: {exc}") from exc
+        await self.node.caught_up(revision)
+        return JSONResponse({"kid": kid, "overlap": overlap})

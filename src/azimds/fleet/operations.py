@@ -185,3 +185,52 @@ def set_default_vm(txn: Transaction, vm_id: str) -> None:
     record = txn.get(SETTING_KIND, DEFAULT_VM_SETTING)
     if record is None or record.body.get("vmId") != vm_id:
         txn.put(SETTING_KIND, DEFAULT_VM_SETTING, {"vmId": vm_id})
+
+
+def set_system_identity(
+    txn: Transaction, vm_id: str, enabled: bool, given: Mapping[str, Any]
+) -> VM:
+    """Turn the VM's system-assigned identity on (with any ids given) or off."""
+    previous, _ = _current(txn, vm_id)
+    description = previous.description()
+    section = dict(description["identity"])
+    section["systemAssigned"] = {**section["systemAssigned"], **given, "enabled": enabled}
+    if not enabled:
+        section["systemAssigned"] = {"enabled": False}
+    return replace_vm(txn, vm_id, {**description, "identity": section})
+
+
+def add_user_identity(txn: Transaction, vm_id: str, spec: Any) -> VM:
+    """Assign a user-assigned identity to the VM (ids derived where not given)."""
+    previous, _ = _current(txn, vm_id)
+    if not isinstance(spec, Mapping):
+        raise FleetError(
+            "invalid",
+            "an identity is a JSON object (name, clientId, objectId, resourceId, tenantId)",
+        )
+    description = previous.description()
+    section = dict(description["identity"])
+    section["userAssigned"] = [*section["userAssigned"], dict(spec)]
+    vm = replace_vm(txn, vm_id, {**description, "identity": section})
+    added = vm.user_identities[-1]
+    if any(u.client_id == added.client_id for u in vm.user_identities[:-1]):
+        raise FleetError("conflict", f"VM {vm_id} already has identity {added.client_id}")
+    return vm
+
+
+def remove_user_identity(txn: Transaction, vm_id: str, key: str) -> VM:
+    """Unassign the user-assigned identity with this client id, object id or name."""
+    previous, _ = _current(txn, vm_id)
+    wanted = key.lower()
+    description = previous.description()
+    section = dict(description["identity"])
+    kept = [
+        user
+        for user in section["userAssigned"]
+        if wanted not in {user["clientId"], user["objectId"], user["name"].lower()}
+        and wanted != user["resourceId"].lower()
+    ]
+    if len(kept) == len(section["userAssigned"]):
+        raise FleetError("not_found", f"VM {vm_id} has no user-assigned identity '{key}'")
+    section["userAssigned"] = kept
+    return replace_vm(txn, vm_id, {**description, "identity": section})

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azimds.fleet.schema import DocumentError
+from azimds.fleet.signing_keys import ACTIVE_SETTING, KEY_KIND
 from azimds.fleet.vm import VM, build_vm
+from azimds.signing.keys import JwtKey, load_jwt_key
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,13 @@ class Fleet:
     vms: Mapping[str, VM] = field(default_factory=dict)  # by vmId
     by_address: Mapping[str, VM] = field(default_factory=dict)  # private IP -> VM
     default_vm_id: str = ""
+    jwt_keys: Mapping[str, JwtKey] = field(default_factory=dict)  # by kid
+    active_kid: str = ""
+
+    @property
+    def jwt_key(self) -> JwtKey | None:
+        """The key that signs new tokens."""
+        return self.jwt_keys.get(self.active_kid)
 
     @property
     def default_vm(self) -> VM | None:
@@ -44,6 +53,8 @@ class Fleet:
         """The next snapshot: ``records`` are store records (kind, id, body, deleted)."""
         vms = dict(self.vms)
         default_vm_id = self.default_vm_id
+        jwt_keys = dict(self.jwt_keys)
+        active_kid = self.active_kid
         for record in records:
             if record.kind == VM_KIND:
                 vms.pop(record.id, None)
@@ -57,7 +68,13 @@ class Fleet:
                         )
             elif record.kind == SETTING_KIND and record.id == DEFAULT_VM_SETTING:
                 default_vm_id = "" if record.deleted else str(record.body.get("vmId", ""))
-        return Fleet(revision, vms, _index(vms.values()), default_vm_id)
+            elif record.kind == KEY_KIND:
+                jwt_keys.pop(record.id, None)
+                if not record.deleted:
+                    jwt_keys[record.id] = load_jwt_key(record.id, record.body)
+            elif record.kind == SETTING_KIND and record.id == ACTIVE_SETTING:
+                active_kid = "" if record.deleted else str(record.body.get("kid", ""))
+        return Fleet(revision, vms, _index(vms.values()), default_vm_id, jwt_keys, active_kid)
 
 
 def vm_from_record(body: Mapping[str, Any]) -> VM:

@@ -14,11 +14,12 @@ from importlib import resources
 from typing import Any
 
 from azimds.fleet import schema
+from azimds.fleet.identity import Identity, identities, normalize_identity
 from azimds.fleet.merge_patch import merge_patch
 from azimds.fleet.schema import DocumentError
 
-# Keys of a VM description besides the instance document's own (compute, network).
-VM_KEYS = ("compute", "network", "extended", "reprovisionData")
+# Keys of a VM description: the instance document's own (compute, network), then azimds's.
+VM_KEYS = ("compute", "network", "extended", "reprovisionData", "identity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,9 @@ class VM:
     extended: Mapping[str, Any]  # what extended=true adds
     reprovision_data: str  # OVF XML for /metadata/reprovisiondata ("" = none yet)
     addresses: tuple[str, ...]  # the NICs' private IPv4 and IPv6 addresses, in order
+    identity: Mapping[str, Any]  # the normalized identity section (fleet/identity.py)
+    system_identity: Identity | None
+    user_identities: tuple[Identity, ...]
     _views: dict[tuple[str, bool], Mapping[str, Any]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -37,6 +41,7 @@ class VM:
             **self.document,
             "extended": self.extended,
             "reprovisionData": self.reprovision_data,
+            "identity": self.identity,
         }
 
     @property
@@ -108,6 +113,10 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
             f"{where}.reprovisionData", "expected a string", "give the OVF XML text"
         )
     normalized = schema.normalize(schema.INSTANCE, document, where)
+    identity = normalize_identity(
+        description.get("identity"), normalized["compute"], f"{where}.identity"
+    )
+    system_identity, user_identities = identities(identity, normalized["compute"])
     return VM(
         document=normalized,
         extended=schema.normalize(
@@ -115,6 +124,9 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
         ),
         reprovision_data=reprovision,
         addresses=_private_addresses(normalized, where),
+        identity=identity,
+        system_identity=system_identity,
+        user_identities=user_identities,
     )
 
 
@@ -149,15 +161,20 @@ def example_description() -> dict[str, Any]:
     text = resources.files("azimds.fleet").joinpath("example-vm.json").read_text("utf-8")
     description: dict[str, Any] = json.loads(text)
     description["extended"] = {"compute": {"hasCustomData": False, "ppsType": "None"}}
+    # Tokens out of the box for local development: a system-assigned identity.
+    description["identity"] = {"systemAssigned": True}
     return description
 
 
-def patch_description(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+def patch_description(
+    base: Mapping[str, Any], patch: Mapping[str, Any], merge_tags: bool = True
+) -> dict[str, Any]:
     """Apply a JSON Merge Patch (RFC 7396) to a VM description.
 
     Setting one form of the tags (``tags`` or ``tagsList``) replaces both, rather than
-    leaving the other stale; a mapping of tags merges into the current tags, so
-    ``{"compute": {"tags": {"env": "prod"}}}`` adds or changes one tag and ``null`` removes it.
+    leaving the other stale. With ``merge_tags`` a mapping of tags merges into the current
+    tags, so ``{"compute": {"tags": {"env": "prod"}}}`` adds or changes one tag and ``null``
+    removes it; without, it replaces them (a config file's VM gets exactly its own tags).
     """
     base = dict(base)
     compute_patch = patch.get("compute")
@@ -166,7 +183,7 @@ def patch_description(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict
         if touched:
             compute = dict(base["compute"])
             current = _tags_from_input(compute.get("tags"), "compute.tags")
-            if isinstance(compute_patch.get("tags"), Mapping) and current is not None:
+            if merge_tags and isinstance(compute_patch.get("tags"), Mapping) and current:
                 compute["tags"] = {item["name"]: item["value"] for item in current[1]}
             base["compute"] = {
                 k: v for k, v in compute.items() if k not in {"tags", "tagsList"} - touched
@@ -178,7 +195,7 @@ def patch_description(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict
 def vm_from_patch(patch: Mapping[str, Any] | None, where: str = "vm") -> VM:
     """The example VM changed by a merge patch, as config files describe it."""
     base = example_description()
-    return build_vm(patch_description(base, patch) if patch else base, where)
+    return build_vm(patch_description(base, patch, merge_tags=False) if patch else base, where)
 
 
 def example_vm() -> VM:

@@ -17,6 +17,7 @@ from typing import Any
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.callers import CallerIdentifier
+from azimds.guest.identity import TokenService
 from azimds.guest.pipeline import Outcome, handle
 from azimds.guest.responses import Response
 
@@ -44,9 +45,12 @@ def request_ids() -> Iterator[bytes]:
 
 
 class GuestApp:
-    def __init__(self, fleet: Fleet, callers: CallerIdentifier) -> None:
+    def __init__(
+        self, fleet: Fleet, callers: CallerIdentifier, tokens: TokenService | None = None
+    ) -> None:
         self.fleet = fleet
         self.callers = callers
+        self.tokens = tokens
         self._memo: dict[tuple[Any, ...], Response] = {}
         self._next_request_id = request_ids().__next__
         self._unknown_logged: dict[str, float] = {}
@@ -87,7 +91,9 @@ class GuestApp:
         if response is None:
             if not isinstance(caller, VM):
                 self._log_unknown(caller)
-            outcome: Outcome = handle(method, path, query, metadata, forwarded, caller)
+            outcome: Outcome = handle(
+                method, path, query, metadata, forwarded, caller, self.fleet, self.tokens
+            )
             response = outcome.response
             if outcome.cacheable and key[0] is not None:
                 memo = self._memo

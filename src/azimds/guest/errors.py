@@ -60,6 +60,7 @@ _IDENTITY_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    503: "service_unavailable",
 }
 
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest import errors, versions
+from azimds.guest.identity import TokenService
 from azimds.guest.query import DuplicateParameter, parse_query
 from azimds.guest.responses import Response
-from azimds.guest.routes import ROUTES, Call
+from azimds.guest.routes import CATEGORY_VERSIONS, Call, match
 
 FRONT_END_VERBS = ("GET", "POST")
 
@@ -36,7 +38,14 @@ class Outcome:
 
 
 def handle(
-    method: str, path: str, query: bytes, metadata: bytes | None, forwarded: bool, vm: VM | str
+    method: str,
+    path: str,
+    query: bytes,
+    metadata: bytes | None,
+    forwarded: bool,
+    vm: VM | str,
+    fleet: Fleet,
+    tokens: TokenService | None = None,
 ) -> Outcome:
     """Answer one guest request. ``metadata`` is the raw header value (None when absent);
     ``vm`` is the caller's VM, or why no VM matched the caller."""
@@ -62,12 +71,15 @@ def handle(
     version = params.get("api-version")
     if not below:
         return Outcome(errors.api_version_invalid(versions.ANY))
-    route = ROUTES.get(below[0])
-    accepted = route.versions if route is not None else versions.ANY
+    route, rest = match(below)
+    if route is not None:
+        accepted = route.versions
+    else:
+        accepted = CATEGORY_VERSIONS.get(below[0], versions.ANY)
     if accepted is not None and not accepted.accepts(version):
         return Outcome(errors.api_version_invalid(accepted))
 
-    if route is None or (len(below) > 1 and not route.subpaths):
+    if route is None or (rest and not route.subpaths):
         return Outcome(family.api_not_found(path, method))
     if method not in route.methods:
         return Outcome(family.method_not_allowed(path, method))
@@ -78,8 +90,10 @@ def handle(
     call = Call(
         vm=vm,
         version=version or "",
-        segments=tuple(below[1:]),
+        segments=rest,
         params=params,
         text=requested_format is not None and requested_format.lower() == "text",
+        fleet=fleet,
+        tokens=tokens,
     )
     return Outcome(route.handler(call), route.cacheable)

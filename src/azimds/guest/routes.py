@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest import errors, instance, versions
+from azimds.guest.identity import TokenService, info_response, token_response
 from azimds.guest.responses import XML_TYPE, Response, json_response, make
 
 JSON_ONLY = frozenset({"json"})
@@ -22,6 +24,8 @@ class Call:
     segments: tuple[str, ...]  # the path below the category, e.g. ("compute", "vmId")
     params: dict[str, str]
     text: bool  # format=text was asked for
+    fleet: Fleet
+    tokens: TokenService | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +72,37 @@ def get_reprovision_data(call: Call) -> Response:
     return make(200, XML_TYPE, call.vm.reprovision_data.encode("utf-8"))
 
 
-ROUTES: dict[str, Route] = {
-    "versions": Route(get_versions, versions=None),
-    "instance": Route(get_instance, versions.INSTANCE, formats=JSON_AND_TEXT, subpaths=True),
-    "reprovisiondata": Route(get_reprovision_data, versions.INSTANCE),
+def get_token(call: Call) -> Response:
+    """``/metadata/identity/oauth2/token``: a managed-identity access token."""
+    key = call.fleet.jwt_key
+    if call.tokens is None or key is None:
+        return errors.Family.IDENTITY.error(503, "No signing key is available yet; retry")
+    vm = call.vm
+    return token_response(call.tokens, vm.system_identity, vm.user_identities, call.params, key)
+
+
+def get_identity_info(call: Call) -> Response:
+    """``/metadata/identity/info``: the tenant of the system-assigned identity."""
+    return info_response(call.vm.system_identity)
+
+
+# Routes by their path below /metadata; the longest matching prefix wins.
+ROUTES: dict[tuple[str, ...], Route] = {
+    ("versions",): Route(get_versions, versions=None),
+    ("instance",): Route(get_instance, versions.INSTANCE, formats=JSON_AND_TEXT, subpaths=True),
+    ("reprovisiondata",): Route(get_reprovision_data, versions.INSTANCE),
+    ("identity", "oauth2", "token"): Route(get_token, versions.IDENTITY, cacheable=False),
+    ("identity", "info"): Route(get_identity_info, versions.IDENTITY),
 }
+# The versions a path that matches no route is checked against, by its first segment.
+CATEGORY_VERSIONS = {"identity": versions.IDENTITY}
+_LONGEST = max(len(path) for path in ROUTES)
+
+
+def match(segments: list[str]) -> tuple[Route | None, tuple[str, ...]]:
+    """The route for a path below /metadata, and the segments below the route's own."""
+    for length in range(min(len(segments), _LONGEST), 0, -1):
+        route = ROUTES.get(tuple(segments[:length]))
+        if route is not None:
+            return route, tuple(segments[length:])
+    return None, ()

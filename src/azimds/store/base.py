@@ -42,6 +42,11 @@ class Transaction(Protocol):
 
     def put(self, kind: str, id: str, body: Body) -> None: ...
 
+    def lock(self) -> None:
+        """Take the write lock now, before reading, so a read-then-write cannot race another
+        node's (PostgreSQL reads do not block; the first write would be too late)."""
+        ...
+
     def delete(self, kind: str, id: str) -> bool:
         """Tombstone the object; False if there was none."""
         ...

@@ -64,6 +64,9 @@ class _Txn:
             self.revision = int(self._cursor.fetchone()[0])
         return self.revision
 
+    def lock(self) -> None:
+        self._claim_revision()
+
     def get(self, kind: str, id: str) -> Record | None:
         self._cursor.execute(
             self._q(f"SELECT {_COLUMNS} FROM objects WHERE kind = ? AND id = ? AND NOT deleted"),

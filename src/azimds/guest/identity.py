@@ -1,0 +1,148 @@
+"""``/metadata/identity``: managed-identity tokens and the tenant (reference section 5).
+
+Tokens are cached like the real service caches them: the same token for the same identity and
+resource until shortly before it expires, with ``expires_in`` counting down;
+``bypass_cache=true`` forces a new one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from azimds.defaults import TOKEN_NOT_BEFORE_SKEW, TOKEN_REFRESH_MARGIN
+from azimds.fleet.identity import IDENTITY_NOT_FOUND, Identity, select
+from azimds.guest.errors import Family
+from azimds.guest.responses import JSON_TYPE, Response, compact_json, json_response, make
+from azimds.signing.keys import JwtKey
+from azimds.signing.tokens import Token, mint
+
+RESOURCE_MISSING = "Required query variable 'resource' is missing"
+CACHE_LIMIT = 100_000  # cached tokens per node
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    issuer_base: str  # tokens' iss is <issuer_base>/<tenant>/
+    lifetime: int  # seconds
+    resources: frozenset[str] = frozenset()  # allowed resources (normalized); empty: any
+
+
+def _normalized_resource(resource: str) -> str:
+    return resource.strip().rstrip("/").lower()
+
+
+def invalid_resource(resource: str, tenant_id: str, now: float) -> Response:
+    """Azure AD's answer for an unknown resource, passed through by IMDS (400)."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    description = (
+        f"AADSTS500011: The resource principal named {resource} was not found in the tenant "
+        f"named {tenant_id}. This can happen if the application has not been installed by the "
+        "administrator of the tenant or consented to by any user in the tenant. You might have "
+        f"sent your authentication request to the wrong tenant.\r\nTrace ID: {trace}\r\n"
+        f"Correlation ID: {correlation}\r\nTimestamp: {stamp}"
+    )
+    body = {
+        "error": "invalid_resource",
+        "error_description": description,
+        "error_codes": [500011],
+        "timestamp": stamp,
+        "trace_id": trace,
+        "correlation_id": correlation,
+        "error_uri": "https://login.microsoftonline.com/error?code=500011",
+    }
+    return make(400, JSON_TYPE, compact_json(body))
+
+
+class TokenService:
+    """Mints and caches tokens for a node; the signing key comes from the current snapshot."""
+
+    def __init__(self, settings: TokenSettings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._cache: dict[tuple[str, str], Token] = {}
+        self.issued = 0  # tokens minted (for metrics)
+
+    def token(self, identity: Identity, resource: str, bypass_cache: bool, key: JwtKey) -> Token:
+        now = int(self.clock())
+        cache_key = (identity.client_id, resource)
+        cached = self._cache.get(cache_key)
+        if (
+            cached is not None
+            and not bypass_cache
+            and cached.expires_on - now > TOKEN_REFRESH_MARGIN
+        ):
+            return cached
+        token = mint(
+            key,
+            identity,
+            resource,
+            self.settings.issuer_base,
+            now,
+            self.settings.lifetime,
+            TOKEN_NOT_BEFORE_SKEW,
+        )
+        if len(self._cache) >= CACHE_LIMIT:
+            del self._cache[next(iter(self._cache))]
+        self._cache[cache_key] = token
+        self.issued += 1
+        return token
+
+    def respond(self, token: Token) -> Response:
+        """The 200 body: eight string fields, compact, in the real service's order."""
+        now = int(self.clock())
+        return json_response(
+            {
+                "access_token": token.access_token,
+                "client_id": token.client_id,
+                "expires_in": str(max(token.expires_on - now, 0)),
+                "expires_on": str(token.expires_on),
+                "ext_expires_in": str(token.ext_expires_in),
+                "not_before": str(token.not_before),
+                "resource": token.resource,
+                "token_type": "Bearer",
+            }
+        )
+
+    def allows(self, resource: str) -> bool:
+        return (
+            not self.settings.resources or _normalized_resource(resource) in self.settings.resources
+        )
+
+
+def identity_error(description: str) -> Response:
+    return Family.IDENTITY.error(400, description)
+
+
+def token_response(
+    service: TokenService,
+    system: Identity | None,
+    users: tuple[Identity, ...],
+    params: dict[str, str],
+    key: JwtKey,
+) -> Response:
+    """``GET /metadata/identity/oauth2/token`` once the request passed the pipeline."""
+    resource = params.get("resource", "")
+    if not resource.strip():
+        return identity_error(RESOURCE_MISSING)
+    chosen = select(system, users, params)
+    if not isinstance(chosen, Identity):
+        return identity_error(chosen)
+    if not service.allows(resource):
+        return invalid_resource(resource, chosen.tenant_id, service.clock())
+    bypass = params.get("bypass_cache", "").lower() == "true"
+    return service.respond(service.token(chosen, resource, bypass, key))
+
+
+def info_response(system: Identity | None) -> Response:
+    """``GET /metadata/identity/info``: the system-assigned identity's tenant."""
+    if system is None:
+        return identity_error(IDENTITY_NOT_FOUND)
+    return make(
+        200, JSON_TYPE, json.dumps({"tenantId": system.tenant_id}, separators=(",", ":")).encode()
+    )

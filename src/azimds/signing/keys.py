@@ -1,0 +1,91 @@
+"""RSA signing keys for managed-identity tokens, and their public form (JWKS).
+
+Each key comes with a self-signed certificate, as Azure AD's do: the key id (``kid``) and
+``x5t`` are both the base64url SHA-1 thumbprint of the certificate, and the JWKS entry carries
+the certificate (``x5c``), so verifiers that want a certificate get one.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+KEY_BITS = 2048
+CERTIFICATE_YEARS = 5
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _int_b64url(value: int) -> str:
+    return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+@dataclass(frozen=True, slots=True)
+class JwtKey:
+    kid: str
+    private_key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+    created: int  # unix seconds
+    retires: int | None  # unix seconds after which it leaves the JWKS; None while active
+
+    def jwk(self) -> dict[str, Any]:
+        numbers = self.private_key.public_key().public_numbers()
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        return {
+            "kty": "RSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x5t": self.kid,
+            "n": _int_b64url(numbers.n),
+            "e": _int_b64url(numbers.e),
+            "x5c": [base64.b64encode(der).decode("ascii")],
+            "alg": "RS256",
+        }
+
+    def published(self, now: float) -> bool:
+        return self.retires is None or self.retires > now
+
+
+def new_jwt_key_body(now: dt.datetime) -> tuple[str, dict[str, Any]]:
+    """A fresh key as a store record: (kid, body). The body holds the private key (PEM)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "azimds managed identity signing")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365 * CERTIFICATE_YEARS))
+        .sign(key, hashes.SHA256())
+    )
+    kid = b64url(certificate.fingerprint(hashes.SHA1()))
+    body = {
+        "privateKey": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode("ascii"),
+        "certificate": certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        "created": int(now.timestamp()),
+        "retires": None,
+    }
+    return kid, body
+
+
+def load_jwt_key(kid: str, body: dict[str, Any]) -> JwtKey:
+    private_key = serialization.load_pem_private_key(body["privateKey"].encode(), password=None)
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise ValueError(f"signing key {kid} is not an RSA key")
+    certificate = x509.load_pem_x509_certificate(body["certificate"].encode())
+    return JwtKey(kid, private_key, certificate, int(body["created"]), body.get("retires"))
