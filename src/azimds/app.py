@@ -86,7 +86,7 @@ def token_settings(config: Config, admin_url: str) -> TokenSettings:
     return TokenSettings(issuer.rstrip("/"), config.token_lifetime, resources)
 
 
-def _admin_url(host: str, port: int) -> str:
+def _http_url(host: str, port: int) -> str:
     if host.startswith("unix:"):
         return host
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -140,7 +140,7 @@ async def run(
     admin_host, admin_port = config.admin_listen
     admin_port = server.claim(admin_host, admin_port)
 
-    admin_url = _admin_url(admin_host, admin_port)
+    admin_url = _http_url(admin_host, admin_port)
     store = await asyncio.to_thread(open_store, config.store, config.state_dir)
     node = Node(store)
     try:
@@ -159,7 +159,8 @@ async def run(
         started = asyncio.Event()
         serving = asyncio.create_task(server.serve(bindings, stop, started))
         await started.wait()
-        state.write_admin_address(config.state_dir, admin_url)
+        guest_urls = [_http_url(host, port) for host, port in guest_addresses]
+        state.write_admin_address(config.state_dir, admin_url, guest_urls)
         watcher = None
         if config.watch and config.fleet_file is not None:
             watcher = asyncio.create_task(_watch_fleet_file(config.fleet_file, store, node, stop))

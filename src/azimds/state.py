@@ -49,11 +49,13 @@ def admin_token(state_dir: Path) -> str:
     return token
 
 
-def write_admin_address(state_dir: Path, url: str) -> None:
-    write_private(state_dir / ADMIN_FILE, json.dumps({"url": url}) + "\n")
+def write_admin_address(state_dir: Path, url: str, guest: list[str]) -> None:
+    """Record where this node's control plane and guest plane listen, for the CLI."""
+    write_private(state_dir / ADMIN_FILE, json.dumps({"url": url, "guest": guest}) + "\n")
 
 
 def read_admin(state_dir: Path) -> dict[str, Any]:
-    """What the CLI needs to reach a node: its control-plane URL and token."""
+    """What the CLI needs to reach a node: its control-plane URL, token and guest URLs."""
     address = json.loads((state_dir / ADMIN_FILE).read_text("utf-8"))
-    return {"url": address["url"], "token": (state_dir / TOKEN_FILE).read_text("utf-8").strip()}
+    token = (state_dir / TOKEN_FILE).read_text("utf-8").strip()
+    return {"url": address["url"], "token": token, "guest": address.get("guest", [])}

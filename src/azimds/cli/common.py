@@ -1,0 +1,109 @@
+"""The ``azimds`` command group, and what the control-plane commands share."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from azimds import __version__, state
+from azimds.admin.client import AdminClient, AdminError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="azimds")
+def main() -> None:
+    """azimds: the Azure Instance Metadata Service (IMDS), implemented in Python.
+
+    Serves what a VM on Azure reaches at http://169.254.169.254/metadata, byte for byte,
+    so that software written for Azure VMs runs and can be tested anywhere.
+
+    Start with `azimds serve`, then ask it what any Azure VM would ask IMDS. The other
+    commands drive a running node: its VMs, their identities, its signing keys.
+    """
+
+
+def control_plane_options(group: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that find a running node: its state directory, or URL and token."""
+    group = click.option(
+        "--token", envvar="AZIMDS_ADMIN_TOKEN", help="The bearer token. [env: AZIMDS_ADMIN_TOKEN]"
+    )(group)
+    group = click.option(
+        "--admin",
+        metavar="URL",
+        envvar="AZIMDS_ADMIN_URL",
+        help="The control plane's URL (http://HOST:PORT or unix:PATH). [env: AZIMDS_ADMIN_URL]",
+    )(group)
+    return click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path),
+        help="The node's state directory (where `azimds serve` wrote admin.json and "
+        "admin-token). [env: AZIMDS_STATE_DIR]",
+    )(group)
+
+
+def _options(ctx: click.Context) -> dict[str, Any]:
+    """The control-plane options given to any enclosing group."""
+    found: dict[str, Any] = {}
+    context: click.Context | None = ctx
+    while context is not None:
+        for key in ("state_dir", "admin", "token"):
+            if found.get(key) is None and context.params.get(key) is not None:
+                found[key] = context.params[key]
+        context = context.parent
+    return found
+
+
+def state_dir_of(ctx: click.Context) -> Path:
+    given = _options(ctx).get("state_dir") or os.environ.get("AZIMDS_STATE_DIR")
+    return Path(given) if given else state.default_state_dir()
+
+
+def node_address(ctx: click.Context) -> dict[str, Any]:
+    """What `azimds serve` wrote into the state directory about itself."""
+    where = state_dir_of(ctx)
+    try:
+        return state.read_admin(where)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(
+            f"no running azimds found in {where} ({exc}). Start `azimds serve`, or give "
+            "--state-dir, or --admin URL and --token"
+        ) from exc
+
+
+def client(ctx: click.Context) -> AdminClient:
+    options = _options(ctx)
+    url, token = options.get("admin"), options.get("token")
+    if not url or not token:
+        found = node_address(ctx)
+        url, token = url or found["url"], token or found["token"]
+    return AdminClient(str(url), str(token))
+
+
+def call(ctx: click.Context, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+    try:
+        return client(ctx).request(method, path, body, **kw)
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def read_document(source: str) -> Any:
+    """A YAML or JSON document from a file, or stdin for ``-``."""
+    text = sys.stdin.read() if source == "-" else Path(source).read_text("utf-8")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{source} is not YAML or JSON: {exc}") from exc
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )

@@ -1,0 +1,112 @@
+"""``azimds serve``: run a node."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import uvloop
+
+from azimds import __version__
+from azimds.cli.common import main
+from azimds.config import SETTINGS, Config, ConfigError, Setting, load
+from azimds.defaults import SDK_ENDPOINT_ENV
+from azimds.server import ListenError
+from azimds.store import StoreError
+
+log = logging.getLogger("azimds")
+
+
+def _url(host: str, port: int) -> str:
+    host_part = f"[{host}]" if ":" in host else host
+    return f"http://{host_part}" + ("" if port == 80 else f":{port}")
+
+
+def _announce(config: Config, ready: Any) -> None:
+    fleet = ready.fleet
+    first = _url(*ready.guest[0])
+    if config.caller_mode == "single" and fleet.default_vm is not None:
+        vm = fleet.default_vm
+        serving = f"VM '{vm.name}' (vmId {vm.vm_id}) to every caller"
+    else:
+        serving = f"{len(fleet.vms)} VM(s), each to its own private address ({config.caller_mode})"
+    lines = [f"azimds {__version__}: Azure IMDS serving {serving}"]
+    lines += [f"  listening on {_url(host, port)}/metadata" for host, port in ready.guest]
+    lines += [
+        f"  control plane {ready.admin} (token in {ready.token_file})",
+        f"  store {ready.store} (state in {config.state_dir})",
+        "  try:",
+        f'    curl -s -H Metadata:true "{first}/metadata/instance?api-version=2021-02-01"',
+        "  point Azure SDKs (azure-identity, msal) here with:",
+        f"    export {SDK_ENDPOINT_ENV}={first}",
+        "  Ctrl+C stops.",
+    ]
+    click.echo("\n".join(lines))
+
+
+def _setting_option(setting: Setting) -> Callable[[Any], Any]:
+    name = setting.name
+    text = f"{setting.help} [default: {setting.default or 'none'}; env: {setting.env}]"
+    if setting.multiple:
+        return click.option(setting.flag, name, multiple=True, metavar="HOST:PORT", help=text)
+    if setting.choices == ("true", "false"):
+        return click.option(setting.flag, name, is_flag=True, default=None, help=text)
+    if setting.choices:
+        choice = click.Choice(setting.choices, case_sensitive=False)
+        return click.option(setting.flag, name, type=choice, help=text)
+    return click.option(setting.flag, name, help=text)
+
+
+def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for setting in reversed(SETTINGS):
+        command = _setting_option(setting)(command)
+    return command
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="AZIMDS_CONFIG",
+    help="YAML or JSON file with settings and the default VM (vm:); see "
+    "docs/configuration.md. [env: AZIMDS_CONFIG]",
+)
+@settings_options
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Serve the guest plane (the IMDS API) and the control plane until Ctrl+C or SIGTERM.
+
+    With no configuration the VM is the documentation's example Linux VM, every caller
+    is that VM, and azimds listens on 127.0.0.1:16925. Examples:
+
+    \b
+      azimds serve
+      azimds serve --config vm.yaml --listen 0.0.0.0:16925
+      sudo azimds serve --listen 169.254.169.254:80
+      azimds serve --caller-mode source-ip --fleet fleet.yaml --watch \\
+                   --store postgresql://azimds@db/azimds
+    """
+    if flags.get("watch") is not None:
+        flags["watch"] = "true" if flags["watch"] else "false"
+    try:
+        config = load(config_file, flags)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from azimds import app  # the composition root, imported only to run
+
+    def ready(started: app.Ready) -> None:
+        _announce(config, started)
+        sys.stdout.flush()
+
+    try:
+        uvloop.run(app.run(config, on_ready=ready))
+    except (ConfigError, ListenError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    log.info("stopped")

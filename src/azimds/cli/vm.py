@@ -1,0 +1,147 @@
+"""``azimds vm ...``: the VMs a running node serves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from azimds.cli.common import call, control_plane_options, main, read_document, table
+from azimds.fleet.vm import patch_description
+
+
+@main.group()
+@control_plane_options
+def vm(state_dir: Path | None, admin: str | None, token: str | None) -> None:
+    """List, show, add, change and remove the VMs a running node serves.
+
+    The node is found through its state directory; changes are stored and served by every
+    node sharing the store. Examples:
+
+    \b
+      azimds vm list
+      azimds vm add --name web-1 --ip 10.0.0.4
+      azimds vm set web-1 compute.location=westeurope compute.zone=2
+      azimds vm patch web-1 patch.yaml
+      azimds vm rm web-1
+    """
+
+
+@vm.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def vm_list(ctx: click.Context, as_json: bool) -> None:
+    """List the VMs: name, vmId, private addresses, location, size."""
+    answer = call(ctx, "GET", "/v1/vms")
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    rows = [
+        [v["name"], v["vmId"], ",".join(v["addresses"]) or "-", v["location"], v["vmSize"]]
+        for v in answer["vms"]
+    ]
+    click.echo(table(rows, ["NAME", "VMID", "ADDRESSES", "LOCATION", "SIZE"]))
+
+
+@vm.command("show")
+@click.argument("vm_key", metavar="VM")
+@click.pass_context
+def vm_show(ctx: click.Context, vm_key: str) -> None:
+    """Print a VM's complete description (JSON), by vmId or name."""
+    click.echo(json.dumps(call(ctx, "GET", f"/v1/vms/{vm_key}"), indent=2))
+
+
+def _assignments(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``compute.location=westus`` ... -> a nested merge patch; ``PATH=null`` removes."""
+    patch: dict[str, Any] = {}
+    for pair in pairs:
+        path, sep, value = pair.partition("=")
+        if not sep or not path:
+            raise click.BadParameter(f"'{pair}' is not PATH=VALUE (e.g. compute.location=westus)")
+        node = patch
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise click.BadParameter(f"'{path}' sets a value inside another value")
+        node[keys[-1]] = None if value == "null" else value
+    return patch
+
+
+@vm.command("add")
+@click.argument("source", required=False, metavar="[FILE|-]")
+@click.option("--name", help="compute.name of the new VM.")
+@click.option(
+    "--ip", "ips", multiple=True, help="A private IPv4 address of its first NIC (repeatable)."
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Any field, e.g. compute.location=westus.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the new VM's description.")
+@click.pass_context
+def vm_add(
+    ctx: click.Context,
+    source: str | None,
+    name: str | None,
+    ips: tuple[str, ...],
+    sets: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Add a VM, from a YAML/JSON description (FILE, or - for stdin) and/or options.
+
+    Fields not given are empty, as IMDS shows missing values; the vmId is generated unless
+    given.
+    """
+    description: dict[str, Any] = read_document(source) if source else {}
+    if not isinstance(description, dict):
+        raise click.ClickException("a VM description is a mapping with compute: and network:")
+    patch = _assignments(sets)
+    if name:
+        patch.setdefault("compute", {})["name"] = name
+    if ips:
+        addresses = [{"privateIpAddress": ip, "publicIpAddress": ""} for ip in ips]
+        patch.setdefault("network", {})["interface"] = [{"ipv4": {"ipAddress": addresses}}]
+    answer = call(ctx, "POST", "/v1/vms", patch_description(description, patch))
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        click.echo(f"added VM {answer['compute']['name']} (vmId {answer['compute']['vmId']})")
+
+
+@vm.command("set")
+@click.argument("vm_key", metavar="VM")
+@click.argument("assignments", nargs=-1, required=True, metavar="PATH=VALUE...")
+@click.pass_context
+def vm_set(ctx: click.Context, vm_key: str, assignments: tuple[str, ...]) -> None:
+    """Set fields of a VM: `compute.location=westus`; `PATH=null` empties a field."""
+    _merge_patch(ctx, vm_key, _assignments(assignments))
+
+
+@vm.command("patch")
+@click.argument("vm_key", metavar="VM")
+@click.argument("source", metavar="FILE|-")
+@click.pass_context
+def vm_patch(ctx: click.Context, vm_key: str, source: str) -> None:
+    """Apply a JSON Merge Patch (RFC 7396), written in YAML or JSON, to a VM."""
+    _merge_patch(ctx, vm_key, read_document(source))
+
+
+def _merge_patch(ctx: click.Context, vm_key: str, patch: Any) -> None:
+    content_type = "application/merge-patch+json"
+    answer = call(ctx, "PATCH", f"/v1/vms/{vm_key}", patch, content_type=content_type)
+    click.echo(f"changed VM {answer['compute']['name']} (vmId {answer['compute']['vmId']})")
+
+
+@vm.command("rm")
+@click.argument("vm_key", metavar="VM")
+@click.pass_context
+def vm_rm(ctx: click.Context, vm_key: str) -> None:
+    """Remove a VM (by vmId or name)."""
+    call(ctx, "DELETE", f"/v1/vms/{vm_key}")
+    click.echo(f"removed VM {vm_key}")
