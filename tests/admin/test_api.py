@@ -200,3 +200,20 @@ def test_control_plane_is_not_on_the_guest_listener(node: ServerProcess) -> None
     reply = get(node.port, "/v1/vms", metadata=None)
     assert reply.status == 404  # the guest's IIS 404 page, not the admin API
     assert reply.headers["server"] == "Microsoft-IIS/10.0"
+
+
+def test_every_route_is_in_the_openapi_document(node: ServerProcess) -> None:
+    from starlette.routing import Route
+
+    from azimds.admin.api import AdminAPI
+
+    document = call(node, "GET", "/openapi.json", token=None)[2]
+    app = AdminAPI.__new__(AdminAPI).app()
+    for route in app.routes:
+        assert isinstance(route, Route)
+        if route.path == "/openapi.json":
+            continue
+        assert route.path in document["paths"], route.path
+        for method in route.methods or ():
+            if method != "HEAD":
+                assert method.lower() in document["paths"][route.path], (route.path, method)

@@ -82,6 +82,26 @@ VM_PARAMETER = {
     "schema": {"type": "string"},
 }
 WRITE_ERRORS = (400, 401, 413, 415, 503)
+TENANT_PARAMETER = {
+    "name": "tenant",
+    "in": "path",
+    "required": True,
+    "description": "A tenant id (any: the keys are the same)",
+    "schema": {"type": "string"},
+}
+USER_IDENTITY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        key: {"type": "string"}
+        for key in ("name", "clientId", "objectId", "resourceId", "tenantId")
+    },
+}
+SYSTEM_IDENTITY = {
+    "type": "object",
+    "properties": {"enabled": {"type": "boolean"}}
+    | {key: {"type": "string"} for key in ("clientId", "objectId", "tenantId")},
+}
 
 
 def document() -> dict[str, Any]:
@@ -117,6 +137,22 @@ def document() -> dict[str, Any]:
                     },
                 },
                 "Status": {"type": "object"},
+                "UserIdentity": USER_IDENTITY,
+                "SystemIdentity": SYSTEM_IDENTITY,
+                "Identities": {
+                    "type": "object",
+                    "properties": {
+                        "systemAssigned": SYSTEM_IDENTITY,
+                        "userAssigned": {"type": "array", "items": USER_IDENTITY},
+                    },
+                },
+                "Keys": {"type": "object", "properties": {"keys": {"type": "array"}}},
+                "Rotated": {
+                    "type": "object",
+                    "properties": {"kid": {"type": "string"}, "overlap": {"type": "integer"}},
+                },
+                "JWKS": {"type": "object", "properties": {"keys": {"type": "array"}}},
+                "Discovery": {"type": "object", "properties": {"issuer": {"type": "string"}}},
             },
         },
         "security": [{"bearer": []}],
@@ -146,6 +182,92 @@ def document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": _json("VM")},
                     "responses": {"201": {"description": "Created", "content": _json("VM")}}
                     | _errors(*WRITE_ERRORS, 409),
+                },
+            },
+            "/v1/vms/{vm}/identities": {
+                "parameters": [VM_PARAMETER],
+                "get": {
+                    "summary": "The VM's managed identities",
+                    "responses": {
+                        "200": {"description": "Identities", "content": _json("Identities")}
+                    }
+                    | _errors(401, 404),
+                },
+                "post": {
+                    "summary": "Assign a user-assigned identity (ids derived where not given)",
+                    "requestBody": {"required": True, "content": _json("UserIdentity")},
+                    "responses": {
+                        "201": {"description": "Assigned", "content": _json("UserIdentity")}
+                    }
+                    | _errors(*WRITE_ERRORS, 404, 409),
+                },
+            },
+            "/v1/vms/{vm}/identities/system": {
+                "parameters": [VM_PARAMETER],
+                "put": {
+                    "summary": "Turn the system-assigned identity on",
+                    "requestBody": {"required": False, "content": _json("SystemIdentity")},
+                    "responses": {"200": {"description": "On", "content": _json("SystemIdentity")}}
+                    | _errors(*WRITE_ERRORS, 404),
+                },
+                "delete": {
+                    "summary": "Turn the system-assigned identity off",
+                    "responses": {"204": {"description": "Off"}} | _errors(401, 404, 503),
+                },
+            },
+            "/v1/vms/{vm}/identities/{identity}": {
+                "parameters": [
+                    VM_PARAMETER,
+                    {
+                        "name": "identity",
+                        "in": "path",
+                        "required": True,
+                        "description": "A user-assigned identity's name, client id or object id",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "delete": {
+                    "summary": "Unassign a user-assigned identity",
+                    "responses": {"204": {"description": "Unassigned"}} | _errors(401, 404, 503),
+                },
+            },
+            "/v1/keys": {
+                "get": {
+                    "summary": "The token-signing keys (public facts only)",
+                    "responses": {"200": {"description": "Keys", "content": _json("Keys")}}
+                    | _errors(401),
+                }
+            },
+            "/v1/keys/rotate": {
+                "post": {
+                    "summary": "A new signing key; the old one stays published for the overlap",
+                    "responses": {"200": {"description": "Rotated", "content": _json("Rotated")}}
+                    | _errors(401, 503),
+                }
+            },
+            "/discovery/keys": {
+                "get": {
+                    "summary": "JWKS: the keys that verify managed-identity tokens",
+                    "security": [],
+                    "responses": {"200": {"description": "JWKS", "content": _json("JWKS")}},
+                }
+            },
+            "/{tenant}/discovery/keys": {
+                "parameters": [TENANT_PARAMETER],
+                "get": {
+                    "summary": "JWKS, as Azure AD serves it per tenant",
+                    "security": [],
+                    "responses": {"200": {"description": "JWKS", "content": _json("JWKS")}},
+                },
+            },
+            "/{tenant}/.well-known/openid-configuration": {
+                "parameters": [TENANT_PARAMETER],
+                "get": {
+                    "summary": "OpenID Connect discovery (Azure AD v1 form)",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "Discovery document", "content": _json("Discovery")}
+                    },
                 },
             },
             "/v1/vms/{vm}": {
