@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from azimds import server, state
-from azimds.admin.api import AdminAPI
+from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI
 from azimds.config import Config, ConfigError, read_fleet_file
+from azimds.fleet.attestation_certs import ensure_leaves, stale
 from azimds.fleet.operations import FleetError, apply_declarations, set_default_vm
 from azimds.fleet.signing_keys import ensure_jwt_key
 from azimds.fleet.snapshot import Fleet
 from azimds.guest.asgi import GuestApp
+from azimds.guest.attested import AttestedService
 from azimds.guest.callers import MODES
 from azimds.guest.identity import TokenService, TokenSettings
+from azimds.guest.routes import Services
 from azimds.node import Node
 from azimds.store import Store, StoreError, Transaction, open_store
 
@@ -77,11 +80,17 @@ def declare(config: Config, store: Store) -> int:
     return revision
 
 
-def token_settings(config: Config, admin_url: str) -> TokenSettings:
+def public_url(config: Config, admin_url: str) -> str:
+    """Where relying services reach the public routes (discovery, JWKS, CA certificates)."""
+    if config.public_url:
+        return config.public_url
+    # A socket has no URL; --public-url publishes one.
+    return "http://localhost" if admin_url.startswith("unix:") else admin_url
+
+
+def token_settings(config: Config, public: str) -> TokenSettings:
     """Where tokens say they come from, how long they live, which resources exist."""
-    issuer = {"local": admin_url, "azure": AZURE_ISSUER}.get(config.issuer, config.issuer)
-    if issuer.startswith("unix:"):
-        issuer = "http://localhost"  # a socket has no URL; give --issuer to publish one
+    issuer = {"local": public, "azure": AZURE_ISSUER}.get(config.issuer, config.issuer)
     resources = frozenset(r.strip().rstrip("/").lower() for r in config.token_resources)
     return TokenSettings(issuer.rstrip("/"), config.token_lifetime, resources)
 
@@ -124,6 +133,53 @@ async def _watch_fleet_file(path: Path, store: Store, node: Node, stop: asyncio.
         log.info("fleet file %s applied (revision %d)", path, revision)
 
 
+class CertificateUpkeep:
+    """Keeps a signing leaf for every (location, cloud) the fleet's VMs are in, current and
+    pointing at this node's public URL; checks on every fleet change and daily."""
+
+    def __init__(self, store: Store, node: Node, aia_url: str) -> None:
+        self.store, self.node, self.aia_url = store, node, aia_url
+        self._running: asyncio.Task[None] | None = None
+        self._daily = asyncio.get_running_loop().call_later(86400, self._daily_check)
+
+    def _daily_check(self) -> None:
+        self.check(self.node.served)
+        self._daily = asyncio.get_running_loop().call_later(86400, self._daily_check)
+
+    def needed(self, fleet: Fleet) -> bool:
+        now = dt.datetime.now(dt.UTC)
+        intermediate = fleet.ca.get("intermediate")
+        if intermediate is None:
+            return True
+        return any(
+            stale(fleet.leaves.get(key), intermediate, self.aia_url, now)
+            for key in fleet.wanted_leaves()
+        )
+
+    def check(self, fleet: Fleet) -> None:
+        if (self._running is None or self._running.done()) and self.needed(fleet):
+            self._running = asyncio.ensure_future(self.run_once(fleet))
+
+    async def run_once(self, fleet: Fleet) -> None:
+        wanted = fleet.wanted_leaves()
+        now = dt.datetime.now(dt.UTC)
+        try:
+            issued, revision = await asyncio.to_thread(
+                self.store.transact, lambda txn: ensure_leaves(txn, wanted, self.aia_url, now)
+            )
+        except StoreError as exc:
+            log.error("attestation certificates not renewed (will retry): %s", exc)
+            return
+        if issued:
+            log.info("issued attestation signing certificates for %s", ", ".join(issued))
+        await self.node.caught_up(revision)
+
+    async def stop(self) -> None:
+        self._daily.cancel()
+        if self._running is not None:
+            await self._running
+
+
 async def run(
     config: Config,
     on_ready: Callable[[Ready], None] | None = None,
@@ -147,10 +203,16 @@ async def run(
         await asyncio.to_thread(declare, config, store)
         now = dt.datetime.now(dt.UTC)
         await asyncio.to_thread(store.transact, lambda txn: ensure_jwt_key(txn, now))
-        tokens = TokenService(token_settings(config, admin_url))
-        guest = GuestApp(Fleet(), MODES[config.caller_mode](), tokens)
+        public = public_url(config, admin_url)
+        tokens = TokenService(token_settings(config, public))
+        attested = AttestedService(azure_digest_identifier=config.attested_digest == "azure")
+        guest = GuestApp(Fleet(), MODES[config.caller_mode](), Services(tokens, attested))
         node.on_fleet(guest.replace_fleet)
+        certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")
+        node.on_fleet(certificates.check)
         fleet = await node.start()
+        await certificates.run_once(fleet)
+        fleet = node.served
         token = state.admin_token(config.state_dir)
         admin = AdminAPI(node, token, config.caller_mode, tokens.settings, admin_url).app()
 
@@ -170,5 +232,6 @@ async def run(
         await serving
         if watcher is not None:
             await watcher
+        await certificates.stop()
     finally:
         await asyncio.to_thread(node.stop)

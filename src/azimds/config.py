@@ -107,13 +107,22 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("true", "false"),
     ),
     Setting(
+        "public_url",
+        "--public-url",
+        "AZIMDS_PUBLIC_URL",
+        "the control plane's URL",
+        "Base URL where relying services reach this node's public routes: OpenID discovery "
+        "and JWKS (to verify tokens) and the attestation intermediate certificate (the URL in "
+        "signing certificates' AIA). Needed with a Unix-socket control plane.",
+    ),
+    Setting(
         "issuer",
         "--issuer",
         "AZIMDS_ISSUER",
         "local",
-        "Issuer of managed-identity tokens: local (this node's control plane, which serves the "
-        "OpenID discovery document and JWKS that verify them), azure (https://sts.windows.net, "
-        "as on Azure), or a base URL. Tokens' iss is <issuer>/<tenant>/.",
+        "Issuer of managed-identity tokens: local (the public URL, where the OpenID discovery "
+        "document and JWKS that verify them are served), azure (https://sts.windows.net, as on "
+        "Azure), or a base URL. Tokens' iss is <issuer>/<tenant>/.",
     ),
     Setting(
         "token_lifetime",
@@ -130,6 +139,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Resources tokens may be asked for (repeatable); any other gets Azure AD's "
         "invalid_resource error. None given: any resource.",
         multiple=True,
+    ),
+    Setting(
+        "attested_digest",
+        "--attested-digest",
+        "AZIMDS_ATTESTED_DIGEST",
+        "sha256",
+        "Digest algorithm identifier in attested documents' PKCS#7: sha256, or azure to write "
+        "sha256WithRSAEncryption exactly as Azure does (for testing parsers that work around it).",
+        choices=("sha256", "azure"),
     ),
     Setting(
         "log_level",
@@ -156,7 +174,9 @@ class Config:
     fleet_file: Path | None
     watch: bool
     log_level: str
+    public_url: str  # "" = the control plane's URL
     issuer: str  # "local", "azure" or a base URL
+    attested_digest: str  # "sha256" or "azure"
     token_lifetime: int
     token_resources: tuple[str, ...]
     vm: VM  # the default VM: the example changed by the file's `vm:`
@@ -315,6 +335,17 @@ def load(
             watch_source, "watch", "there is no fleet file to watch", "give --fleet FILE"
         )
 
+    public_value, public_source = pick("public_url")
+    public_url = str(public_value or "").rstrip("/")
+    if public_url and not public_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            public_source,
+            "public_url",
+            f"'{public_url}' is not a URL",
+            "write http(s)://HOST[:PORT]",
+        )
+    digest_value, digest_source = pick("attested_digest")
+    attested_digest = _choice("attested_digest", digest_value or "sha256", digest_source)
     issuer_value, issuer_source = pick("issuer")
     issuer = str(issuer_value or "local")
     if issuer not in ("local", "azure") and not issuer.startswith(("http://", "https://")):
@@ -356,7 +387,9 @@ def load(
         fleet_file=fleet_file,
         watch=watch,
         log_level=log_level,
+        public_url=public_url,
         issuer=issuer,
+        attested_digest=attested_digest,
         token_lifetime=int(lifetime_text),
         token_resources=resources,
         vm=vm,

@@ -43,7 +43,15 @@ from azimds.node import Node
 from azimds.store.base import StoreError, StoreUnavailable, Transaction
 
 MAX_BODY = 1024 * 1024  # bytes; larger bodies get 413
-PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/discovery/keys"})
+# The attestation CA's certificates; the leaf's AIA names the intermediate's URL.
+INTERMEDIATE_PATH = "/attestation/intermediate.cer"
+CA_PATHS = {
+    INTERMEDIATE_PATH: ("intermediate", "der"),
+    "/attestation/intermediate.pem": ("intermediate", "pem"),
+    "/attestation/root.cer": ("root", "der"),
+    "/attestation/root.pem": ("root", "pem"),
+}
+PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/discovery/keys", *CA_PATHS})
 # What relying services fetch to verify tokens, for any tenant: no token needed.
 PUBLIC_PATTERN = re.compile(r"^/[^/]+/(\.well-known/openid-configuration|discovery/keys)$")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -122,6 +130,7 @@ class AdminAPI:
             Route("/v1/vms/{vm}/identities/{identity}", self.remove_identity, methods=["DELETE"]),
             Route("/v1/keys", self.list_keys, methods=["GET"]),
             Route("/v1/keys/rotate", self.rotate_keys, methods=["POST"]),
+            *(Route(path, self.ca_certificate) for path in CA_PATHS),
             Route("/discovery/keys", self.jwks),
             Route("/{tenant}/discovery/keys", self.jwks),
             Route("/{tenant}/.well-known/openid-configuration", self.openid_configuration),
@@ -299,6 +308,16 @@ class AdminAPI:
                 "authorization_endpoint": f"{base}/oauth2/authorize",
             }
         )
+
+    async def ca_certificate(self, request: Request) -> Response:
+        """The attestation root or intermediate, DER (``.cer``, as AIA fetchers expect) or PEM."""
+        which, form = CA_PATHS[request.url.path]
+        signer = self.node.served.ca.get(which)
+        if signer is None:
+            raise ApiError(404, "not_found", "the attestation CA is not created yet")
+        if form == "der":
+            return Response(signer.der(), media_type="application/pkix-cert")
+        return Response(signer.pem(), media_type="application/x-pem-file")
 
     async def list_keys(self, request: Request) -> Response:
         fleet = self.node.served

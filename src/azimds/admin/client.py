@@ -13,7 +13,7 @@ class AdminError(Exception):
     """The control plane refused a request, or could not be reached."""
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -33,34 +33,39 @@ class AdminClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.url.startswith("unix:"):
-            return _UnixConnection(self.url.removeprefix("unix:"), self.timeout)
+            return UnixConnection(self.url.removeprefix("unix:"), self.timeout)
         parts = urlsplit(self.url)
         return http.client.HTTPConnection(
             parts.hostname or "127.0.0.1", parts.port, timeout=self.timeout
         )
 
-    def request(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
-    ) -> Any:
-        """Send one request; the decoded JSON answer, or None for an empty one."""
+    def send(
+        self, method: str, path: str, payload: bytes | None = None, content_type: str = ""
+    ) -> tuple[int, bytes]:
+        """One request with the bearer token; the status and the raw answer."""
         headers = {"Authorization": f"Bearer {self.token}"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
+        if content_type:
             headers["Content-Type"] = content_type
         connection = self._connection()
         try:
             connection.request(method, path, body=payload, headers=headers)
             response = connection.getresponse()
-            data = response.read()
+            return response.status, response.read()
         except OSError as exc:
             raise AdminError(f"cannot reach the control plane at {self.url}: {exc}") from exc
         finally:
             connection.close()
+
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
+        """Send one request; the decoded JSON answer, or None for an empty one."""
+        payload = None if body is None else json.dumps(body).encode()
+        status, data = self.send(method, path, payload, content_type if payload else "")
         answer = json.loads(data) if data else None
-        if response.status >= 400:
+        if status >= 400:
             error = (answer or {}).get("error", {}) if isinstance(answer, dict) else {}
             field = f" ({error['field']})" if error.get("field") else ""
             message = error.get("message", data.decode())
-            raise AdminError(f"{response.status} {error.get('code', '')}: {message}{field}")
+            raise AdminError(f"{status} {error.get('code', '')}: {message}{field}")
         return answer

@@ -12,9 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from azimds.fleet.attestation_certs import CA_KIND, LEAF_KIND, leaf_key_of
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.signing_keys import ACTIVE_SETTING, KEY_KIND
 from azimds.fleet.vm import VM, build_vm
+from azimds.signing.attestation import Signer, load_signer
 from azimds.signing.keys import JwtKey, load_jwt_key
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,19 @@ class Fleet:
     default_vm_id: str = ""
     jwt_keys: Mapping[str, JwtKey] = field(default_factory=dict)  # by kid
     active_kid: str = ""
+    ca: Mapping[str, Signer] = field(default_factory=dict)  # "root", "intermediate"
+    leaves: Mapping[str, Signer] = field(default_factory=dict)  # by leaf_key_of(...)
+
+    def leaf_for(self, vm: VM) -> Signer | None:
+        """The attestation leaf that signs for ``vm`` (by its location and cloud)."""
+        compute = vm.document["compute"]
+        return self.leaves.get(leaf_key_of(compute["location"], compute["azEnvironment"]))
+
+    def wanted_leaves(self) -> set[str]:
+        return {
+            leaf_key_of(vm.document["compute"]["location"], vm.document["compute"]["azEnvironment"])
+            for vm in self.vms.values()
+        }
 
     @property
     def jwt_key(self) -> JwtKey | None:
@@ -55,6 +70,7 @@ class Fleet:
         default_vm_id = self.default_vm_id
         jwt_keys = dict(self.jwt_keys)
         active_kid = self.active_kid
+        ca, leaves = dict(self.ca), dict(self.leaves)
         for record in records:
             if record.kind == VM_KIND:
                 vms.pop(record.id, None)
@@ -74,7 +90,21 @@ class Fleet:
                     jwt_keys[record.id] = load_jwt_key(record.id, record.body)
             elif record.kind == SETTING_KIND and record.id == ACTIVE_SETTING:
                 active_kid = "" if record.deleted else str(record.body.get("kid", ""))
-        return Fleet(revision, vms, _index(vms.values()), default_vm_id, jwt_keys, active_kid)
+            elif record.kind in (CA_KIND, LEAF_KIND):
+                signers = ca if record.kind == CA_KIND else leaves
+                signers.pop(record.id, None)
+                if not record.deleted:
+                    signers[record.id] = load_signer(record.body)
+        return Fleet(
+            revision=revision,
+            vms=vms,
+            by_address=_index(vms.values()),
+            default_vm_id=default_vm_id,
+            jwt_keys=jwt_keys,
+            active_kid=active_kid,
+            ca=ca,
+            leaves=leaves,
+        )
 
 
 def vm_from_record(body: Mapping[str, Any]) -> VM:

@@ -17,9 +17,9 @@ from typing import Any
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.callers import CallerIdentifier
-from azimds.guest.identity import TokenService
-from azimds.guest.pipeline import Outcome, handle
+from azimds.guest.pipeline import NO_SERVICES, Outcome, handle
 from azimds.guest.responses import Response
+from azimds.guest.routes import Services
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,11 +46,11 @@ def request_ids() -> Iterator[bytes]:
 
 class GuestApp:
     def __init__(
-        self, fleet: Fleet, callers: CallerIdentifier, tokens: TokenService | None = None
+        self, fleet: Fleet, callers: CallerIdentifier, services: Services = NO_SERVICES
     ) -> None:
         self.fleet = fleet
         self.callers = callers
-        self.tokens = tokens
+        self.services = services
         self._memo: dict[tuple[Any, ...], Response] = {}
         self._next_request_id = request_ids().__next__
         self._unknown_logged: dict[str, float] = {}
@@ -92,7 +92,7 @@ class GuestApp:
             if not isinstance(caller, VM):
                 self._log_unknown(caller)
             outcome: Outcome = handle(
-                method, path, query, metadata, forwarded, caller, self.fleet, self.tokens
+                method, path, query, metadata, forwarded, caller, self.fleet, self.services
             )
             response = outcome.response
             if outcome.cacheable and key[0] is not None:

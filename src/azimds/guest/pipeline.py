@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest import errors, versions
-from azimds.guest.identity import TokenService
 from azimds.guest.query import DuplicateParameter, parse_query
 from azimds.guest.responses import Response
-from azimds.guest.routes import CATEGORY_VERSIONS, Call, match
+from azimds.guest.routes import CATEGORY_VERSIONS, Call, Services, match
 
 FRONT_END_VERBS = ("GET", "POST")
+NO_SERVICES = Services()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ def handle(
     forwarded: bool,
     vm: VM | str,
     fleet: Fleet,
-    tokens: TokenService | None = None,
+    services: Services = NO_SERVICES,
 ) -> Outcome:
     """Answer one guest request. ``metadata`` is the raw header value (None when absent);
     ``vm`` is the caller's VM, or why no VM matched the caller."""
@@ -94,6 +94,6 @@ def handle(
         params=params,
         text=requested_format is not None and requested_format.lower() == "text",
         fleet=fleet,
-        tokens=tokens,
+        services=services,
     )
     return Outcome(route.handler(call), route.cacheable)

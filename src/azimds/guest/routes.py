@@ -8,11 +8,20 @@ from dataclasses import dataclass
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest import errors, instance, versions
+from azimds.guest.attested import AttestedService
 from azimds.guest.identity import TokenService, info_response, token_response
 from azimds.guest.responses import XML_TYPE, Response, json_response, make
 
 JSON_ONLY = frozenset({"json"})
 JSON_AND_TEXT = frozenset({"json", "text"})
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What endpoints that sign need from their node (tokens, attested documents)."""
+
+    tokens: TokenService | None = None
+    attested: AttestedService | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +34,7 @@ class Call:
     params: dict[str, str]
     text: bool  # format=text was asked for
     fleet: Fleet
-    tokens: TokenService | None
+    services: Services
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +84,22 @@ def get_reprovision_data(call: Call) -> Response:
 def get_token(call: Call) -> Response:
     """``/metadata/identity/oauth2/token``: a managed-identity access token."""
     key = call.fleet.jwt_key
-    if call.tokens is None or key is None:
+    tokens = call.services.tokens
+    if tokens is None or key is None:
         return errors.Family.IDENTITY.error(503, "No signing key is available yet; retry")
     vm = call.vm
-    return token_response(call.tokens, vm.system_identity, vm.user_identities, call.params, key)
+    return token_response(tokens, vm.system_identity, vm.user_identities, call.params, key)
+
+
+def get_attested_document(call: Call) -> Response:
+    """``/metadata/attested/document``: the VM's identity, PKCS#7-signed."""
+    attested = call.services.attested
+    if attested is None:
+        return errors.Family.INSTANCE.error(
+            503, "Attested data is not available. Please retry later"
+        )
+    nonce = call.params.get("nonce") or None
+    return attested.respond(call.vm, call.version, nonce, call.fleet.leaf_for(call.vm))
 
 
 def get_identity_info(call: Call) -> Response:
@@ -93,9 +114,10 @@ ROUTES: dict[tuple[str, ...], Route] = {
     ("reprovisiondata",): Route(get_reprovision_data, versions.INSTANCE),
     ("identity", "oauth2", "token"): Route(get_token, versions.IDENTITY, cacheable=False),
     ("identity", "info"): Route(get_identity_info, versions.IDENTITY),
+    ("attested", "document"): Route(get_attested_document, versions.ATTESTED, cacheable=False),
 }
 # The versions a path that matches no route is checked against, by its first segment.
-CATEGORY_VERSIONS = {"identity": versions.IDENTITY}
+CATEGORY_VERSIONS = {"identity": versions.IDENTITY, "attested": versions.ATTESTED}
 _LONGEST = max(len(path) for path in ROUTES)
 
 

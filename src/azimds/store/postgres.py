@@ -33,6 +33,7 @@ def redact(url: str) -> str:
 
 class PostgresStore(SQLStore):
     paramstyle = "format"
+    lock_statement = "SELECT value FROM revision WHERE id = 1 FOR UPDATE"
 
     def __init__(self, url: str) -> None:
         super().__init__()

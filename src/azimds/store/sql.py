@@ -65,7 +65,10 @@ class _Txn:
         return self.revision
 
     def lock(self) -> None:
-        self._claim_revision()
+        # Every revision must belong to a write, or followers would wait for one that never
+        # shows in the feed: lock the counter's row without taking a number.
+        if self._store.lock_statement:
+            self._cursor.execute(self._store.lock_statement)
 
     def get(self, kind: str, id: str) -> Record | None:
         self._cursor.execute(
@@ -112,6 +115,8 @@ class SQLStore:
 
     url: str
     paramstyle = "qmark"  # "?" placeholders; PostgreSQL's driver wants "%s"
+    # How a transaction takes the write lock before writing ("" where BEGIN already did).
+    lock_statement = ""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()  # one connection, used by one thread at a time
