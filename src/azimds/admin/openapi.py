@@ -245,6 +245,28 @@ def document() -> dict[str, Any]:
                     | _errors(401, 503),
                 }
             },
+            **{
+                f"/attestation/{name}.{ext}": {
+                    "get": {
+                        "summary": f"The attestation {name} certificate ({form})",
+                        "security": [],
+                        "responses": {
+                            "200": {
+                                "description": "Certificate",
+                                "content": {
+                                    media: {"schema": {"type": "string", "format": "binary"}}
+                                },
+                            },
+                            "404": {"description": "The CA is not created yet"},
+                        },
+                    }
+                }
+                for name in ("root", "intermediate")
+                for ext, form, media in (
+                    ("cer", "DER", "application/pkix-cert"),
+                    ("pem", "PEM", "application/x-pem-file"),
+                )
+            },
             "/discovery/keys": {
                 "get": {
                     "summary": "JWKS: the keys that verify managed-identity tokens",
