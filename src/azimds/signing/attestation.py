@@ -18,10 +18,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from azimds.signing.material import (
+    certificate_pem,
+    key_pem,
+    load_certificate,
+    load_rsa_key,
+    new_rsa_key,
+)
+
 ROOT_YEARS = 25
 INTERMEDIATE_YEARS = 5
 LEAF_DAYS = 365
-KEY_BITS = 2048
 
 # Cloud domain by compute.azEnvironment (compared case-insensitively).
 CLOUD_DOMAINS = {
@@ -60,24 +67,12 @@ class Signer:
 
 
 def _body(key: rsa.RSAPrivateKey, certificate: x509.Certificate, **meta: Any) -> dict[str, Any]:
-    return {
-        "privateKey": key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode("ascii"),
-        "certificate": certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-        **meta,
-    }
+    return {"privateKey": key_pem(key), "certificate": certificate_pem(certificate), **meta}
 
 
 def load_signer(body: dict[str, Any]) -> Signer:
-    key = serialization.load_pem_private_key(body["privateKey"].encode(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("attestation keys are RSA keys")
-    certificate = x509.load_pem_x509_certificate(body["certificate"].encode())
     meta = {k: v for k, v in body.items() if k not in ("privateKey", "certificate")}
-    return Signer(key, certificate, meta)
+    return Signer(load_rsa_key(body["privateKey"]), load_certificate(body["certificate"]), meta)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -121,12 +116,12 @@ def _ca_certificate(
 
 
 def new_root_body(now: dt.datetime) -> dict[str, Any]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    key = new_rsa_key()
     return _body(key, _ca_certificate("azimds Attestation Root CA", key, None, now, ROOT_YEARS))
 
 
 def new_intermediate_body(root: Signer, now: dt.datetime) -> dict[str, Any]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    key = new_rsa_key()
     certificate = _ca_certificate("azimds Attestation CA 01", key, root, now, INTERMEDIATE_YEARS)
     return _body(key, certificate)
 
@@ -135,7 +130,7 @@ def new_leaf_body(
     intermediate: Signer, location: str, domain: str, aia_url: str, now: dt.datetime
 ) -> dict[str, Any]:
     """A signing leaf for one location of one cloud, its AIA pointing at ``aia_url``."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    key = new_rsa_key()
     base = f"metadata.{domain}"
     names = [f"{location}.{base}", base] if location else [base]
     certificate = (

@@ -17,7 +17,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-KEY_BITS = 2048
+from azimds.signing.material import (
+    certificate_pem,
+    key_pem,
+    load_certificate,
+    load_rsa_key,
+    new_rsa_key,
+)
+
 CERTIFICATE_YEARS = 5
 
 
@@ -57,7 +64,7 @@ class JwtKey:
 
 def new_jwt_key_body(now: dt.datetime) -> tuple[str, dict[str, Any]]:
     """A fresh key as a store record: (kid, body). The body holds the private key (PEM)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    key = new_rsa_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "azimds managed identity signing")])
     certificate = (
         x509.CertificateBuilder()
@@ -71,12 +78,8 @@ def new_jwt_key_body(now: dt.datetime) -> tuple[str, dict[str, Any]]:
     )
     kid = b64url(certificate.fingerprint(hashes.SHA1()))
     body = {
-        "privateKey": key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode("ascii"),
-        "certificate": certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        "privateKey": key_pem(key),
+        "certificate": certificate_pem(certificate),
         "created": int(now.timestamp()),
         "retires": None,
     }
@@ -84,8 +87,10 @@ def new_jwt_key_body(now: dt.datetime) -> tuple[str, dict[str, Any]]:
 
 
 def load_jwt_key(kid: str, body: dict[str, Any]) -> JwtKey:
-    private_key = serialization.load_pem_private_key(body["privateKey"].encode(), password=None)
-    if not isinstance(private_key, rsa.RSAPrivateKey):
-        raise ValueError(f"signing key {kid} is not an RSA key")
-    certificate = x509.load_pem_x509_certificate(body["certificate"].encode())
-    return JwtKey(kid, private_key, certificate, int(body["created"]), body.get("retires"))
+    return JwtKey(
+        kid,
+        load_rsa_key(body["privateKey"]),
+        load_certificate(body["certificate"]),
+        int(body["created"]),
+        body.get("retires"),
+    )
