@@ -60,13 +60,14 @@ def main() -> int:
     store.transact(setup)
     fleet = Fleet().with_changes(store.changes_since(0), store.revision())
     key, leaf = fleet.jwt_key, next(iter(fleet.leaves.values()))
-    assert key is not None and vm.system_identity is not None
+    system = vm.system_identity
+    assert key is not None and system is not None
     tokens = TokenService(TokenSettings("http://127.0.0.1:16926", 86400))
     attested = AttestedService(azure_digest_identifier=False)
 
     results = {
         "tokens": rate(
-            lambda i: tokens.token(vm.system_identity, "https://vault.azure.net", True, key),  # type: ignore[arg-type]
+            lambda i: tokens.token(system, "https://vault.azure.net", True, key),
             seconds,
         ),
         "attested documents": rate(
