@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 WAIT_TIMEOUT = 0.25  # seconds a follower blocks on the feed; bounds how long stopping takes
 RETRY_DELAY = 1.0  # seconds between attempts while the store is unreachable
+CATCH_UP_TIMEOUT = 10.0  # seconds a writer waits to see its change served
 
 
 class Node:
@@ -68,10 +69,20 @@ class Node:
             self._caught_up.notify_all()
 
     async def caught_up(self, revision: int) -> None:
-        """Wait until the served snapshot includes ``revision`` (read your own writes)."""
+        """Wait until the served snapshot includes ``revision`` (read your own writes).
+
+        Gives up after ``CATCH_UP_TIMEOUT`` with a warning: the write is stored either way,
+        and an answer that never comes helps nobody.
+        """
         await asyncio.to_thread(self.refresh)
         async with self._caught_up:
-            await self._caught_up.wait_for(lambda: self._served.revision >= revision)
+            try:
+                await asyncio.wait_for(
+                    self._caught_up.wait_for(lambda: self._served.revision >= revision),
+                    CATCH_UP_TIMEOUT,
+                )
+            except TimeoutError:
+                log.warning("revision %d is stored but not yet served", revision)
 
     @property
     def served(self) -> Fleet:
