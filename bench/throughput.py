@@ -32,25 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit import (
-    HOST,
-    INSTANCE,
-    BenchError,
-    WrkRun,
-    add_timing_options,
-    fetch,
-    find_tool,
-    parse_timed_args,
-    parse_wrk,
-    print_machine,
-    print_table,
-    run_main,
-    run_wrk,
-    running,
-    tool_version,
-    two_free_ports,
-    wait_until_answering,
-)
+import kit
 
 TEXT_LEAF = "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text"
 STATIC_NAME = "instance.json"
@@ -92,7 +74,7 @@ http {{
 @dataclass(frozen=True)
 class Result:
     target: str
-    run: WrkRun
+    run: kit.WrkRun
 
 
 def granian_version() -> str:
@@ -103,7 +85,7 @@ def granian_version() -> str:
 
 
 def wait_for_200(name: str, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    wait_until_answering(
+    kit.wait_until_answering(
         name, proc, url, log, within=START_TIMEOUT, fetch_timeout=0.5, want_status=200
     )
 
@@ -121,7 +103,7 @@ def show_table(results: list[Result]) -> None:
         )
         for r in results
     ]
-    print_table(header, rows, left_first=True)
+    kit.print_table(header, rows, left_first=True)
     for r in results:
         if r.run.notes:
             print(f"warning: {r.target}: {r.run.notes}")
@@ -132,54 +114,56 @@ def benchmark(args: argparse.Namespace, wrk: str, nginx: str) -> list[Result]:
         tmp = Path(tmp_name)
         # nginx started as root runs its worker as "nobody", which must reach the file.
         tmp.chmod(0o755)
-        azimds_port, nginx_port = two_free_ports()
-        azimds_base = f"http://{HOST}:{azimds_port}"
-        nginx_base = f"http://{HOST}:{nginx_port}"
+        azimds_port, nginx_port = kit.two_free_ports()
+        azimds_base = f"http://{kit.HOST}:{azimds_port}"
+        nginx_base = f"http://{kit.HOST}:{nginx_port}"
         azimds_argv = [sys.executable, "-m", "azimds", "serve"]
         # Its state (SQLite store, admin token) in the temporary directory too, and the
         # control plane on a free port: nothing outside it is read, written or contended for.
-        azimds_argv += ["--listen", f"{HOST}:{azimds_port}", "--state-dir", str(tmp)]
-        azimds_argv += ["--admin-listen", f"{HOST}:0"]
-        with running("azimds", azimds_argv, tmp / "azimds.log") as azimds:
-            wait_for_200("azimds", azimds, azimds_base + INSTANCE, tmp / "azimds.log")
-            status, body = fetch(azimds_base + INSTANCE)
+        azimds_argv += ["--listen", f"{kit.HOST}:{azimds_port}", "--state-dir", str(tmp)]
+        azimds_argv += ["--admin-listen", f"{kit.HOST}:0"]
+        with kit.running("azimds", azimds_argv, tmp / "azimds.log") as azimds:
+            wait_for_200("azimds", azimds, azimds_base + kit.INSTANCE, tmp / "azimds.log")
+            status, body = kit.fetch(azimds_base + kit.INSTANCE)
             if status != 200:
-                raise BenchError(f"azimds answered {INSTANCE} with {status}: {body[:200]!r}")
+                raise kit.BenchError(
+                    f"azimds answered {kit.INSTANCE} with {status}: {body[:200]!r}"
+                )
             www = tmp / "www"
             www.mkdir(mode=0o755)
             (www / STATIC_NAME).write_bytes(body)
             (www / STATIC_NAME).chmod(0o644)
             conf = tmp / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(tmp=tmp, host=HOST, port=nginx_port))
+            conf.write_text(NGINX_CONF.format(tmp=tmp, host=kit.HOST, port=nginx_port))
             # -e: without it nginx first opens its compiled-in error log (/var/log/nginx).
             nginx_argv = [nginx, "-p", f"{tmp}/", "-c", str(conf), "-e", str(tmp / "error.log")]
-            with running("nginx", nginx_argv, tmp / "nginx.out") as nginx_proc:
+            with kit.running("nginx", nginx_argv, tmp / "nginx.out") as nginx_proc:
                 static_url = f"{nginx_base}/{STATIC_NAME}"
                 wait_for_200("nginx", nginx_proc, static_url, tmp / "error.log")
-                if fetch(static_url) != (200, body):
-                    raise BenchError("nginx does not serve the same bytes as azimds")
-                status, _ = fetch(azimds_base + TEXT_LEAF)
+                if kit.fetch(static_url) != (200, body):
+                    raise kit.BenchError("nginx does not serve the same bytes as azimds")
+                status, _ = kit.fetch(azimds_base + TEXT_LEAF)
                 if status != 200:
-                    raise BenchError(f"azimds answered {TEXT_LEAF} with {status}")
+                    raise kit.BenchError(f"azimds answered {TEXT_LEAF} with {status}")
                 targets = [
                     ("nginx (static file)", static_url),
-                    ("azimds instance (JSON)", azimds_base + INSTANCE),
+                    ("azimds instance (JSON)", azimds_base + kit.INSTANCE),
                     ("azimds vmId (text leaf)", azimds_base + TEXT_LEAF),
                 ]
                 results = []
                 for name, url in targets:
                     print(f"running {name}: {url}", flush=True)
-                    run_wrk(wrk, url, args.warmup, args.connections)
-                    output = run_wrk(wrk, url, args.duration, args.connections)
-                    results.append(Result(name, parse_wrk(output, name)))
+                    kit.run_wrk(wrk, url, args.warmup, args.connections)
+                    output = kit.run_wrk(wrk, url, args.duration, args.connections)
+                    results.append(Result(name, kit.parse_wrk(output, name)))
                 return results
 
 
 def report(args: argparse.Namespace, wrk: str, nginx: str) -> int:
-    print_machine(
+    kit.print_machine(
         wrk,
         ("granian", granian_version()),
-        ("nginx", tool_version([nginx, "-v"]).removeprefix("nginx version: ")),
+        ("nginx", kit.tool_version([nginx, "-v"]).removeprefix("nginx version: ")),
     )
     print(
         f"load:    wrk -t1 -c{args.connections} -d{args.duration:g}s --latency "
@@ -195,15 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark azimds's guest plane with wrk against nginx serving the same body."
     )
-    add_timing_options(parser, "1 s runs after 0.5 s warm-ups: proves it works")
+    kit.add_timing_options(parser, "1 s runs after 0.5 s warm-ups: proves it works")
     parser.add_argument(
         "--connections", type=int, default=50, metavar="N", help="wrk connections (-c)"
     )
-    args = parse_timed_args(parser, argv)
+    args = kit.parse_timed_args(parser, argv)
     if args.connections < 1:
         parser.error("--connections must be >= 1")
 
-    wrk, nginx = find_tool("wrk"), find_tool("nginx")
+    wrk, nginx = kit.find_tool("wrk"), kit.find_tool("nginx")
     missing = [name for name, path in (("wrk", wrk), ("nginx", nginx)) if path is None]
     if wrk is None or nginx is None:
         print(
@@ -212,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return run_main(lambda: report(args, wrk, nginx), "nginx and azimds")
+    return kit.run_main(lambda: report(args, wrk, nginx), "nginx and azimds")
 
 
 if __name__ == "__main__":
