@@ -15,11 +15,12 @@ from typing import Any
 
 from azimds.fleet import schema
 from azimds.fleet.identity import Identity, identities, normalize_identity
+from azimds.fleet.loadbalancer import normalize_load_balancer
 from azimds.fleet.merge_patch import merge_patch
 from azimds.fleet.schema import DocumentError
 
 # Keys of a VM description: the instance document's own (compute, network), then azimds's.
-VM_KEYS = ("compute", "network", "extended", "reprovisionData", "identity")
+VM_KEYS = ("compute", "network", "extended", "reprovisionData", "identity", "loadBalancer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class VM:
     reprovision_data: str  # OVF XML for /metadata/reprovisiondata ("" = none yet)
     addresses: tuple[str, ...]  # the NICs' private IPv4 and IPv6 addresses, in order
     identity: Mapping[str, Any]  # the normalized identity section (fleet/identity.py)
+    load_balancer: Mapping[str, Any] | None  # /metadata/loadbalancer's data; None: no LB
     system_identity: Identity | None
     user_identities: tuple[Identity, ...]
     _views: dict[tuple[str, bool], Mapping[str, Any]] = field(
@@ -42,6 +44,7 @@ class VM:
             "extended": self.extended,
             "reprovisionData": self.reprovision_data,
             "identity": self.identity,
+            "loadBalancer": self.load_balancer,
         }
 
     @property
@@ -125,6 +128,9 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
         reprovision_data=reprovision,
         addresses=_private_addresses(normalized, where),
         identity=identity,
+        load_balancer=normalize_load_balancer(
+            description.get("loadBalancer"), f"{where}.loadBalancer"
+        ),
         system_identity=system_identity,
         user_identities=user_identities,
     )

@@ -114,6 +114,12 @@ def api_version_invalid(version_set: versions.VersionSet) -> Response:
 
 
 INSTANCE_NOT_FOUND = Family.INSTANCE.error(404, NOT_FOUND)
+# [DOC-LB] 2023 wording, for a VM behind no Standard Load Balancer.
+NO_LOAD_BALANCER = Family.INSTANCE.error(
+    404,
+    "No load balancer metadata is found. Please check if your VM is using any nonbasic SKU "
+    "load balancer and retry later.",
+)
 
 
 # --- the IIS front end --------------------------------------------------------------------

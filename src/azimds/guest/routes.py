@@ -102,6 +102,13 @@ def get_attested_document(call: Call) -> Response:
     return attested.respond(call.vm, call.version, nonce, call.fleet.leaf_for(call.vm))
 
 
+def get_load_balancer(call: Call) -> Response:
+    """``/metadata/loadbalancer``: the VM's Standard Load Balancer data (ports as integers)."""
+    if call.vm.load_balancer is None:
+        return errors.NO_LOAD_BALANCER
+    return json_response({"loadbalancer": call.vm.load_balancer})
+
+
 def get_identity_info(call: Call) -> Response:
     """``/metadata/identity/info``: the tenant of the system-assigned identity."""
     return info_response(call.vm.system_identity)
@@ -115,6 +122,7 @@ ROUTES: dict[tuple[str, ...], Route] = {
     ("identity", "oauth2", "token"): Route(get_token, versions.IDENTITY, cacheable=False),
     ("identity", "info"): Route(get_identity_info, versions.IDENTITY),
     ("attested", "document"): Route(get_attested_document, versions.ATTESTED, cacheable=False),
+    ("loadbalancer",): Route(get_load_balancer, versions.LOADBALANCER),
 }
 # The versions a path that matches no route is checked against, by its first segment.
 CATEGORY_VERSIONS = {"identity": versions.IDENTITY, "attested": versions.ATTESTED}
