@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +24,15 @@ from azimds import server, state
 from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI
 from azimds.config import Config, ConfigError, read_fleet_file
 from azimds.fleet.attestation_certs import ensure_leaves, stale
+from azimds.fleet.clock import set_clock
 from azimds.fleet.operations import FleetError, apply_declarations, set_default_vm
+from azimds.fleet.scheduling import advance_events
 from azimds.fleet.signing_keys import ensure_jwt_key
 from azimds.fleet.snapshot import Fleet
 from azimds.guest.asgi import GuestApp
 from azimds.guest.attested import AttestedService
 from azimds.guest.callers import MODES
+from azimds.guest.events import EventsService
 from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.routes import Services
 from azimds.node import Node
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 CONFIG_SOURCE = f"config:{socket.gethostname()}"
 WATCH_INTERVAL = 1.0  # seconds between checks of the fleet file
 AZURE_ISSUER = "https://sts.windows.net"
+ENGINE_INTERVAL = 0.2  # seconds between checks for due event transitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,26 @@ class CertificateUpkeep:
             await self._running
 
 
+async def run_event_engine(store: Store, node: Node, stop: asyncio.Event) -> None:
+    """Apply scheduled events' transitions as the event clock passes their times."""
+    while not stop.is_set():
+        fleet = node.served
+        now = fleet.clock.now(time.time())
+        if any(event.due(now) for event in fleet.events.values()):
+            try:
+                changed, revision = await asyncio.to_thread(
+                    store.transact, functools.partial(advance_events, now=now)
+                )
+            except StoreError as exc:
+                log.error("scheduled events not advanced (will retry): %s", exc)
+            else:
+                for event_id, status in changed:
+                    log.info("event %s is %s", event_id, status)
+                await node.caught_up(revision)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ENGINE_INTERVAL)
+
+
 async def run(
     config: Config,
     on_ready: Callable[[Ready], None] | None = None,
@@ -203,10 +229,13 @@ async def run(
         await asyncio.to_thread(declare, config, store)
         now = dt.datetime.now(dt.UTC)
         await asyncio.to_thread(store.transact, lambda txn: ensure_jwt_key(txn, now))
+        scale = 0.0 if config.clock == "manual" else config.time_scale
+        await asyncio.to_thread(store.transact, lambda txn: set_clock(txn, scale, time.time()))
         public = public_url(config, admin_url)
         tokens = TokenService(token_settings(config, public))
         attested = AttestedService(azure_digest_identifier=config.attested_digest == "azure")
-        guest = GuestApp(Fleet(), MODES[config.caller_mode](), Services(tokens, attested))
+        services = Services(tokens, attested, EventsService(node))
+        guest = GuestApp(Fleet(), MODES[config.caller_mode](), services)
         node.on_fleet(guest.replace_fleet)
         certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")
         node.on_fleet(certificates.check)
@@ -214,7 +243,9 @@ async def run(
         await certificates.run_once(fleet)
         fleet = node.served
         token = state.admin_token(config.state_dir)
-        admin = AdminAPI(node, token, config.caller_mode, tokens.settings, admin_url).app()
+        admin = AdminAPI(
+            node, token, config.caller_mode, tokens.settings, admin_url, config.terminate_notice
+        ).app()
 
         bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
         bindings.append((admin, admin_host, admin_port))
@@ -223,6 +254,7 @@ async def run(
         await started.wait()
         guest_urls = [_http_url(host, port) for host, port in guest_addresses]
         state.write_admin_address(config.state_dir, admin_url, guest_urls)
+        engine = asyncio.create_task(run_event_engine(store, node, stop))
         watcher = None
         if config.watch and config.fleet_file is not None:
             watcher = asyncio.create_task(_watch_fleet_file(config.fleet_file, store, node, stop))
@@ -233,5 +265,6 @@ async def run(
         if watcher is not None:
             await watcher
         await certificates.stop()
+        await engine
     finally:
         await asyncio.to_thread(node.stop)

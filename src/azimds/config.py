@@ -150,6 +150,29 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("sha256", "azure"),
     ),
     Setting(
+        "clock",
+        "--clock",
+        "AZIMDS_CLOCK",
+        "real",
+        "The clock scheduled events run on: real (with --time-scale) or manual (moved only "
+        "by `azimds events advance`). Kept in the store: a restart continues from it.",
+        choices=("real", "manual"),
+    ),
+    Setting(
+        "time_scale",
+        "--time-scale",
+        "AZIMDS_TIME_SCALE",
+        "1",
+        "How many event-clock seconds pass per real second (e.g. 60: an hour a minute).",
+    ),
+    Setting(
+        "terminate_notice",
+        "--terminate-notice",
+        "AZIMDS_TERMINATE_NOTICE",
+        "600",
+        "Minimum notice of Terminate events, seconds from 300 to 900 (a scale set's setting).",
+    ),
+    Setting(
         "log_level",
         "--log-level",
         "AZIMDS_LOG_LEVEL",
@@ -179,6 +202,9 @@ class Config:
     attested_digest: str  # "sha256" or "azure"
     token_lifetime: int
     token_resources: tuple[str, ...]
+    clock: str  # "real" or "manual"
+    time_scale: float
+    terminate_notice: int
     vm: VM  # the default VM: the example changed by the file's `vm:`
     vm_declared: bool  # `vm:` given, or single mode: the default VM is declared at start
     source: str | None  # the config file, if any
@@ -369,6 +395,30 @@ def load(
         resources_value = [resources_value]
     resources = tuple(str(r) for r in resources_value or () if str(r).strip())
 
+    clock_value, clock_source = pick("clock")
+    clock = _choice("clock", clock_value or "real", clock_source)
+    scale_value, scale_source = pick("time_scale")
+    try:
+        time_scale = float(scale_value if scale_value is not None else 1)
+    except (TypeError, ValueError):
+        time_scale = -1.0
+    if not 0 < time_scale <= 100000:
+        raise ConfigError(
+            scale_source,
+            "time_scale",
+            f"'{scale_value}' is not allowed",
+            "give a number above 0, e.g. 60",
+        )
+    notice_value, notice_source = pick("terminate_notice")
+    notice_text = str(notice_value if notice_value is not None else 600)
+    if not notice_text.isdigit() or not 300 <= int(notice_text) <= 900:
+        raise ConfigError(
+            notice_source,
+            "terminate_notice",
+            f"'{notice_text}' is out of range",
+            "give seconds from 300 to 900",
+        )
+
     vm_patch = data.get("vm")
     if vm_patch is not None and not isinstance(vm_patch, dict):
         raise ConfigError(
@@ -392,6 +442,9 @@ def load(
         attested_digest=attested_digest,
         token_lifetime=int(lifetime_text),
         token_resources=resources,
+        clock=clock,
+        time_scale=time_scale,
+        terminate_notice=int(notice_text),
         vm=vm,
         vm_declared=vm_patch is not None or caller_mode == "single",
         source=source if config_file else None,

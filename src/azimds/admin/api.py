@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,6 +26,8 @@ from starlette.routing import Route
 from azimds import __version__
 from azimds.admin.openapi import document
 from azimds.defaults import TOKEN_REFRESH_MARGIN
+from azimds.fleet.clock import advance_clock
+from azimds.fleet.events import Event
 from azimds.fleet.operations import (
     FleetError,
     add_user_identity,
@@ -36,6 +38,7 @@ from azimds.fleet.operations import (
     replace_vm,
     set_system_identity,
 )
+from azimds.fleet.scheduling import approve_events, cancel_event, schedule_event
 from azimds.fleet.signing_keys import rotate_jwt_key
 from azimds.fleet.vm import VM
 from azimds.guest.identity import TokenSettings
@@ -56,6 +59,30 @@ PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/discovery/keys", *CA_PA
 PUBLIC_PATTERN = re.compile(r"^/[^/]+/(\.well-known/openid-configuration|discovery/keys)$")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 STATUS = {"invalid": 400, "not_found": 404, "conflict": 409}
+ENGINE_SETTLE = 0.5  # seconds an advance waits for the event engine to apply due transitions
+T = TypeVar("T")
+
+
+def _iso(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: Any, now: float, where: str) -> float:
+    """Epoch seconds, an ISO 8601 time, or +SECONDS from now."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        if value.startswith("+") and value[1:].replace(".", "", 1).isdigit():
+            return now + float(value[1:])
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+    raise ApiError(400, "invalid", "a time is ISO 8601, epoch seconds or +SECONDS", where)
+
+
 CLAIMS: tuple[str, ...] = ("aud", "iss", "iat", "nbf", "exp", "appid", "appidacr", "idp")
 CLAIMS += ("idtyp", "oid", "sub", "tid", "uti", "ver", "xms_mirid")
 
@@ -104,13 +131,20 @@ async def read_json(request: Request) -> Any:
 
 class AdminAPI:
     def __init__(
-        self, node: Node, token: str, caller_mode: str, tokens: TokenSettings, url: str
+        self,
+        node: Node,
+        token: str,
+        caller_mode: str,
+        tokens: TokenSettings,
+        url: str,
+        terminate_notice: int = 600,
     ) -> None:
         self.node = node
         self._token = token.encode()
         self.caller_mode = caller_mode
         self.tokens = tokens
         self.url = url  # where this control plane is reached (for jwks_uri)
+        self.terminate_notice = terminate_notice
 
     def app(self) -> Starlette:
         routes = [
@@ -128,6 +162,13 @@ class AdminAPI:
             Route("/v1/vms/{vm}/identities/system", self.enable_system, methods=["PUT"]),
             Route("/v1/vms/{vm}/identities/system", self.disable_system, methods=["DELETE"]),
             Route("/v1/vms/{vm}/identities/{identity}", self.remove_identity, methods=["DELETE"]),
+            Route("/v1/events", self.list_events, methods=["GET"]),
+            Route("/v1/events", self.post_event, methods=["POST"]),
+            Route("/v1/events/scenario", self.run_scenario, methods=["POST"]),
+            Route("/v1/events/{event}", self.delete_event, methods=["DELETE"]),
+            Route("/v1/events/{event}/approve", self.approve_event, methods=["POST"]),
+            Route("/v1/clock", self.show_clock, methods=["GET"]),
+            Route("/v1/clock/advance", self.post_clock_advance, methods=["POST"]),
             Route("/v1/keys", self.list_keys, methods=["GET"]),
             Route("/v1/keys/rotate", self.rotate_keys, methods=["POST"]),
             *(Route(path, self.ca_certificate) for path in CA_PATHS),
@@ -173,7 +214,7 @@ class AdminAPI:
         ).response()
         return response
 
-    async def _write(self, work: Callable[[Transaction], VM]) -> VM:
+    async def _write(self, work: Callable[[Transaction], T]) -> T:
         try:
             vm, revision = await asyncio.to_thread(self.node.store.transact, work)
         except FleetError as exc:
@@ -280,6 +321,133 @@ class AdminAPI:
         key = request.path_params["identity"]
         await self._write(lambda txn: remove_user_identity(txn, vm_id, key))
         return Response(status_code=204)
+
+    # --- scheduled events and their clock ---------------------------------------------
+
+    def _event_now(self) -> float:
+        return self.node.served.clock.now(time.time())
+
+    def _event_json(self, event: Event) -> dict[str, Any]:
+        return {
+            "eventId": event.id,
+            "type": event.type,
+            "status": event.status,
+            "vms": list(event.resources),
+            "names": list(event.names),
+            "appearsAt": _iso(event.appears_at),
+            "notBefore": _iso(event.not_before),
+            "startedAt": _iso(event.started_at) if event.started_at is not None else None,
+            "durationInSeconds": event.duration,
+            "description": event.description,
+            "source": event.source,
+        }
+
+    def _event_spec(
+        self, body: Any, now: float, where: str = ""
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Validate one event request; returns it with NotBefore as epoch, and its VMs."""
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid", "an event is a JSON object with type and vms", where)
+        keys = {
+            "type",
+            "vms",
+            "notBefore",
+            "after",
+            "duration",
+            "description",
+            "source",
+            "unplanned",
+        }
+        unknown = set(body) - keys
+        if unknown:
+            raise ApiError(400, "invalid", f"unknown field {sorted(unknown)[0]}", where)
+        names = body.get("vms")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ApiError(400, "invalid", "vms is a list of VM names or vmIds", f"{where}vms")
+        fleet = self.node.served
+        vms: dict[str, str] = {}
+        for name in names:
+            vm = fleet.find(name)
+            if vm is None:
+                raise ApiError(404, "not_found", f"no VM with vmId or name '{name}'", f"{where}vms")
+            vms[vm.vm_id] = vm.name
+        spec = dict(body)
+        if "notBefore" in spec and spec["notBefore"] is not None:
+            spec["notBefore"] = _parse_time(spec["notBefore"], now, f"{where}notBefore")
+        after = spec.get("after")
+        if after is not None and (
+            not isinstance(after, int | float) or isinstance(after, bool) or after < 0
+        ):
+            raise ApiError(400, "invalid", "after is seconds from now (0 or more)", f"{where}after")
+        return spec, vms
+
+    async def _schedule(
+        self, specs: list[tuple[dict[str, Any], dict[str, str]]], now: float
+    ) -> list[Event]:
+        def work(txn: Transaction) -> list[Event]:
+            return [
+                schedule_event(txn, spec, vms, now, self.terminate_notice) for spec, vms in specs
+            ]
+
+        try:
+            events, revision = await asyncio.to_thread(self.node.store.transact, work)
+        except FleetError as exc:
+            raise ApiError(STATUS[exc.kind], exc.kind, str(exc), exc.where) from exc
+        except StoreError as exc:
+            raise ApiError(503, "store_unavailable", f"nothing was changed: {exc}") from exc
+        await self.node.caught_up(revision)
+        return events
+
+    async def list_events(self, request: Request) -> Response:
+        events = sorted(self.node.served.events.values(), key=lambda e: (e.appears_at, e.id))
+        wanted = request.query_params.get("all") == "true"
+        shown = [e for e in events if wanted or e.status not in ("Completed", "Canceled")]
+        return JSONResponse(
+            {"now": _iso(self._event_now()), "events": [self._event_json(e) for e in shown]}
+        )
+
+    async def post_event(self, request: Request) -> Response:
+        now = self._event_now()
+        spec = self._event_spec(await read_json(request), now)
+        (event,) = await self._schedule([spec], now)
+        return JSONResponse(self._event_json(event), status_code=201)
+
+    async def run_scenario(self, request: Request) -> Response:
+        """A timed sequence of events: each entry's ``after`` counts from now."""
+        body = await read_json(request)
+        entries = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise ApiError(400, "invalid", 'a scenario is {"events": [...]}', "events")
+        now = self._event_now()
+        specs = [self._event_spec(entry, now, f"events[{i}].") for i, entry in enumerate(entries)]
+        events = await self._schedule(specs, now)
+        return JSONResponse({"events": [self._event_json(e) for e in events]}, status_code=201)
+
+    async def delete_event(self, request: Request) -> Response:
+        event_id = request.path_params["event"]
+        await self._write(lambda txn: cancel_event(txn, event_id))
+        return Response(status_code=204)
+
+    async def approve_event(self, request: Request) -> Response:
+        event_id = request.path_params["event"]
+        now = self._event_now()
+        (event,) = await self._write(lambda txn: approve_events(txn, [event_id], None, now))
+        return JSONResponse(self._event_json(event))
+
+    async def show_clock(self, request: Request) -> Response:
+        clock = self.node.served.clock
+        mode = "manual" if clock.scale == 0 else "real"
+        return JSONResponse({"now": _iso(self._event_now()), "mode": mode, "scale": clock.scale})
+
+    async def post_clock_advance(self, request: Request) -> Response:
+        body = await read_json(request)
+        seconds = body.get("seconds") if isinstance(body, dict) else None
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            raise ApiError(400, "invalid", 'give {"seconds": N} with N 0 or more', "seconds")
+        clock = await self._write(lambda txn: advance_clock(txn, float(seconds), time.time()))
+        # Let the event engine apply what fell due; the answer shows the state after it.
+        await asyncio.sleep(ENGINE_SETTLE)
+        return JSONResponse({"now": _iso(clock.now(time.time()))})
 
     # --- token verification (public) and signing keys ---------------------------------
 

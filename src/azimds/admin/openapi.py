@@ -82,6 +82,31 @@ VM_PARAMETER = {
     "schema": {"type": "string"},
 }
 WRITE_ERRORS = (400, 401, 413, 415, 503)
+EVENT_PARAMETER = {
+    "name": "event",
+    "in": "path",
+    "required": True,
+    "description": "The EventId",
+    "schema": {"type": "string"},
+}
+EVENT_REQUEST = {
+    "type": "object",
+    "required": ["type", "vms"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {
+            "type": "string",
+            "enum": ["Freeze", "Reboot", "Redeploy", "Preempt", "Terminate"],
+        },
+        "vms": {"type": "array", "items": {"type": "string"}},
+        "notBefore": {"type": ["string", "number"]},
+        "after": {"type": "number", "minimum": 0},
+        "duration": {"type": "integer", "minimum": -1},
+        "description": {"type": "string"},
+        "source": {"type": "string", "enum": ["Platform", "User"]},
+        "unplanned": {"type": "boolean"},
+    },
+}
 TENANT_PARAMETER = {
     "name": "tenant",
     "in": "path",
@@ -137,6 +162,15 @@ def document() -> dict[str, Any]:
                     },
                 },
                 "Status": {"type": "object"},
+                "EventRequest": EVENT_REQUEST,
+                "Scenario": {
+                    "type": "object",
+                    "required": ["events"],
+                    "properties": {"events": {"type": "array", "items": EVENT_REQUEST}},
+                },
+                "Event": {"type": "object", "properties": {"eventId": {"type": "string"}}},
+                "Events": {"type": "object", "properties": {"events": {"type": "array"}}},
+                "Clock": {"type": "object", "properties": {"now": {"type": "string"}}},
                 "UserIdentity": USER_IDENTITY,
                 "SystemIdentity": SYSTEM_IDENTITY,
                 "Identities": {
@@ -230,6 +264,68 @@ def document() -> dict[str, Any]:
                     "summary": "Unassign a user-assigned identity",
                     "responses": {"204": {"description": "Unassigned"}} | _errors(401, 404, 503),
                 },
+            },
+            "/v1/events": {
+                "get": {
+                    "summary": "Scheduled events (add ?all=true for completed and canceled)",
+                    "responses": {"200": {"description": "Events", "content": _json("Events")}}
+                    | _errors(401),
+                },
+                "post": {
+                    "summary": "Schedule an event",
+                    "requestBody": {"required": True, "content": _json("EventRequest")},
+                    "responses": {"201": {"description": "Scheduled", "content": _json("Event")}}
+                    | _errors(*WRITE_ERRORS, 404),
+                },
+            },
+            "/v1/events/scenario": {
+                "post": {
+                    "summary": "Schedule a timed sequence of events (after: seconds from now)",
+                    "requestBody": {"required": True, "content": _json("Scenario")},
+                    "responses": {"201": {"description": "Scheduled", "content": _json("Events")}}
+                    | _errors(*WRITE_ERRORS, 404),
+                },
+            },
+            "/v1/events/{event}": {
+                "parameters": [EVENT_PARAMETER],
+                "delete": {
+                    "summary": "Cancel a pending or scheduled event",
+                    "responses": {"204": {"description": "Canceled"}} | _errors(401, 404, 409, 503),
+                },
+            },
+            "/v1/events/{event}/approve": {
+                "parameters": [EVENT_PARAMETER],
+                "post": {
+                    "summary": "Approve (start) an event, as one of its VMs would",
+                    "responses": {"200": {"description": "Started", "content": _json("Event")}}
+                    | _errors(401, 404, 503),
+                },
+            },
+            "/v1/clock": {
+                "get": {
+                    "summary": "The event clock",
+                    "responses": {"200": {"description": "Clock", "content": _json("Clock")}}
+                    | _errors(401),
+                }
+            },
+            "/v1/clock/advance": {
+                "post": {
+                    "summary": "Move the event clock forward; due transitions happen at once",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["seconds"],
+                                    "properties": {"seconds": {"type": "number", "minimum": 0}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": {"description": "Advanced", "content": _json("Clock")}}
+                    | _errors(400, 401, 503),
+                }
             },
             "/v1/keys": {
                 "get": {

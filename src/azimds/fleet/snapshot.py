@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azimds.fleet.attestation_certs import CA_KIND, LEAF_KIND, leaf_key_of
+from azimds.fleet.clock import CLOCK_SETTING, ClockState
+from azimds.fleet.events import EVENT_KIND, Event
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.signing_keys import ACTIVE_SETTING, KEY_KIND
 from azimds.fleet.vm import VM, build_vm
@@ -36,6 +38,13 @@ class Fleet:
     active_kid: str = ""
     ca: Mapping[str, Signer] = field(default_factory=dict)  # "root", "intermediate"
     leaves: Mapping[str, Signer] = field(default_factory=dict)  # by leaf_key_of(...)
+    events: Mapping[str, Event] = field(default_factory=dict)  # by EventId, every status
+    clock: ClockState = field(default_factory=ClockState)
+
+    def events_of(self, vm_id: str) -> list[Event]:
+        """Every event (any status) that affects the VM, oldest first."""
+        found = [event for event in self.events.values() if vm_id in event.resources]
+        return sorted(found, key=lambda event: (event.appears_at, event.id))
 
     def leaf_for(self, vm: VM) -> Signer | None:
         """The attestation leaf that signs for ``vm`` (by its location and cloud)."""
@@ -71,6 +80,7 @@ class Fleet:
         jwt_keys = dict(self.jwt_keys)
         active_kid = self.active_kid
         ca, leaves = dict(self.ca), dict(self.leaves)
+        events, clock = dict(self.events), self.clock
         for record in records:
             if record.kind == VM_KIND:
                 vms.pop(record.id, None)
@@ -90,6 +100,12 @@ class Fleet:
                     jwt_keys[record.id] = load_jwt_key(record.id, record.body)
             elif record.kind == SETTING_KIND and record.id == ACTIVE_SETTING:
                 active_kid = "" if record.deleted else str(record.body.get("kid", ""))
+            elif record.kind == EVENT_KIND:
+                events.pop(record.id, None)
+                if not record.deleted:
+                    events[record.id] = Event.from_record(record.id, record.body, record.revision)
+            elif record.kind == SETTING_KIND and record.id == CLOCK_SETTING:
+                clock = ClockState() if record.deleted else ClockState.from_body(record.body)
             elif record.kind in (CA_KIND, LEAF_KIND):
                 signers = ca if record.kind == CA_KIND else leaves
                 signers.pop(record.id, None)
@@ -104,6 +120,8 @@ class Fleet:
             active_kid=active_kid,
             ca=ca,
             leaves=leaves,
+            events=events,
+            clock=clock,
         )
 
 

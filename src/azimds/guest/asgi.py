@@ -17,6 +17,7 @@ from typing import Any
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.callers import CallerIdentifier
+from azimds.guest.events import MAX_BODY
 from azimds.guest.pipeline import NO_SERVICES, Outcome, handle
 from azimds.guest.responses import Response
 from azimds.guest.routes import Services
@@ -62,11 +63,11 @@ class GuestApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self._http(scope, send)
+            await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await _lifespan(receive, send)
 
-    async def _http(self, scope: Scope, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         metadata: bytes | None = None
         forwarded = False
         for name, value in scope["headers"]:
@@ -87,14 +88,19 @@ class GuestApp:
             metadata,
             forwarded,
         )
-        response = self._memo.get(key) if key[0] is not None else None
+        response = self._memo.get(key) if key[0] is not None and method == "GET" else None
         if response is None:
             if not isinstance(caller, VM):
                 self._log_unknown(caller)
+            body = await _read_body(receive) if method == "POST" else b""
             outcome: Outcome = handle(
-                method, path, query, metadata, forwarded, caller, self.fleet, self.services
+                method, path, query, metadata, forwarded, caller, self.fleet, self.services, body
             )
-            response = outcome.response
+            if outcome.deferred is not None:
+                response = await outcome.deferred()
+            else:
+                assert outcome.response is not None
+                response = outcome.response
             if outcome.cacheable and key[0] is not None:
                 memo = self._memo
                 if len(memo) >= MEMO_LIMIT:
@@ -114,6 +120,19 @@ class GuestApp:
                 self._unknown_logged.clear()
             self._unknown_logged[reason] = now
             log.warning("refused a request: %s (caller mode %s)", reason, self.callers.name)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The request body, read up to one byte past what any endpoint accepts."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY or not message.get("more_body", False):
+            break
+    return bytes(body[: MAX_BODY + 1])
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

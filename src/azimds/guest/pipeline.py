@@ -18,6 +18,7 @@ without ``format=text``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from azimds.fleet.snapshot import Fleet
@@ -33,8 +34,9 @@ NO_SERVICES = Services()
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    response: Response
+    response: Response | None  # None when ``deferred`` makes it (a change to the fleet)
     cacheable: bool = True
+    deferred: Callable[[], Awaitable[Response]] | None = None
 
 
 def handle(
@@ -46,6 +48,7 @@ def handle(
     vm: VM | str,
     fleet: Fleet,
     services: Services = NO_SERVICES,
+    body: bytes = b"",
 ) -> Outcome:
     """Answer one guest request. ``metadata`` is the raw header value (None when absent);
     ``vm`` is the caller's VM, or why no VM matched the caller."""
@@ -95,5 +98,10 @@ def handle(
         text=requested_format is not None and requested_format.lower() == "text",
         fleet=fleet,
         services=services,
+        method=method,
+        body=body,
     )
-    return Outcome(route.handler(call), route.cacheable)
+    answer = route.handler(call)
+    if isinstance(answer, Response):
+        return Outcome(answer, route.cacheable and method == "GET")
+    return Outcome(None, cacheable=False, deferred=answer)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest import errors, instance, versions
 from azimds.guest.attested import AttestedService
+from azimds.guest.events import EventsService
+from azimds.guest.events import document as events_document
 from azimds.guest.identity import TokenService, info_response, token_response
 from azimds.guest.responses import XML_TYPE, Response, json_response, make
 
@@ -22,6 +24,7 @@ class Services:
 
     tokens: TokenService | None = None
     attested: AttestedService | None = None
+    events: EventsService | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +38,17 @@ class Call:
     text: bool  # format=text was asked for
     fleet: Fleet
     services: Services
+    method: str = "GET"
+    body: bytes = b""
+
+
+# What a handler gives back: an answer, or (for a change) a coroutine function making one.
+Answer = Response | Callable[[], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    handler: Callable[[Call], Response]
+    handler: Callable[[Call], Answer]
     versions: versions.VersionSet | None  # None: no api-version needed
     methods: frozenset[str] = frozenset({"GET"})
     formats: frozenset[str] = JSON_ONLY
@@ -109,6 +118,17 @@ def get_load_balancer(call: Call) -> Response:
     return json_response({"loadbalancer": call.vm.load_balancer})
 
 
+def scheduled_events(call: Call) -> Answer:
+    """``/metadata/scheduledevents``: GET the VM's events, POST approvals."""
+    if call.method == "POST":
+        events = call.services.events
+        if events is None:
+            return errors.Family.INSTANCE.error(503, "Service unavailable. Please retry later")
+        fleet, vm, body = call.fleet, call.vm, call.body
+        return lambda: events.approve(fleet, vm, body)
+    return events_document(call.fleet, call.vm, call.version)
+
+
 def get_identity_info(call: Call) -> Response:
     """``/metadata/identity/info``: the tenant of the system-assigned identity."""
     return info_response(call.vm.system_identity)
@@ -123,6 +143,9 @@ ROUTES: dict[tuple[str, ...], Route] = {
     ("identity", "info"): Route(get_identity_info, versions.IDENTITY),
     ("attested", "document"): Route(get_attested_document, versions.ATTESTED, cacheable=False),
     ("loadbalancer",): Route(get_load_balancer, versions.LOADBALANCER),
+    ("scheduledevents",): Route(
+        scheduled_events, versions.SCHEDULED_EVENTS, methods=frozenset({"GET", "POST"})
+    ),
 }
 # The versions a path that matches no route is checked against, by its first segment.
 CATEGORY_VERSIONS = {"identity": versions.IDENTITY, "attested": versions.ATTESTED}

@@ -1,0 +1,111 @@
+"""``/metadata/scheduledevents``: a VM's events, and approving them (reference section 6).
+
+GET shows the VM's Scheduled and Started events, shaped by api-version; POST with
+``{"StartRequests":[{"EventId":"..."}]}`` approves (starts) them for every VM they affect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from azimds.fleet.events import VISIBLE, Event
+from azimds.fleet.operations import FleetError
+from azimds.fleet.scheduling import approve_events
+from azimds.fleet.snapshot import Fleet
+from azimds.fleet.vm import VM
+from azimds.guest.errors import Family
+from azimds.guest.responses import Response, json_response, make
+from azimds.node import Node
+from azimds.store.base import StoreError
+
+MAX_BODY = 64 * 1024  # bytes of a POST body
+EMPTY_OK = make(200, b"application/json; charset=utf-8", b"")
+
+
+def _rfc1123(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def render_event(event: Event, version: str) -> dict[str, Any] | None:
+    """One event as ``version`` shows it; None for a type the version does not know."""
+    if (event.type == "Preempt" and version < "2017-11-01") or (
+        event.type == "Terminate" and version < "2019-01-01"
+    ):
+        return None
+    # Before 2017-08-01 the names of IaaS VMs carried a leading underscore.
+    names = [f"_{name}" for name in event.names] if version < "2017-08-01" else list(event.names)
+    shown: dict[str, Any] = {
+        "EventId": event.id,
+        "EventStatus": event.status,
+        "EventType": event.type,
+        "ResourceType": "VirtualMachine",
+        "Resources": names,
+        "NotBefore": _rfc1123(event.not_before) if event.status == "Scheduled" else "",
+    }
+    if version >= "2019-04-01":
+        shown["Description"] = event.description
+    if version >= "2019-08-01":
+        shown["EventSource"] = event.source
+    if version >= "2020-07-01":
+        shown["DurationInSeconds"] = event.duration
+    return shown
+
+
+def document(fleet: Fleet, vm: VM, version: str) -> Response:
+    events = fleet.events_of(vm.vm_id)
+    # Every change to this VM's list is a store write, so the newest revision among its
+    # events (Pending ones aside: they are not on the list yet) only ever grows.
+    incarnation = max((e.revision for e in events if e.status != "Pending"), default=0)
+    shown = [render_event(e, version) for e in events if e.status in VISIBLE]
+    return json_response(
+        {"DocumentIncarnation": incarnation, "Events": [e for e in shown if e is not None]}
+    )
+
+
+def _start_requests(body: bytes) -> list[str] | None:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    requests = parsed.get("StartRequests") if isinstance(parsed, dict) else None
+    if not isinstance(requests, list) or not requests:
+        return None
+    ids = [r.get("EventId") for r in requests if isinstance(r, dict)]
+    if len(ids) != len(requests) or not all(isinstance(i, str) and i for i in ids):
+        return None
+    return [str(i) for i in ids]
+
+
+class EventsService:
+    """Approvals write to the store; the node's snapshot then shows the change."""
+
+    def __init__(self, node: Node, real_time: Callable[[], float] = time.time) -> None:
+        self.node = node
+        self.real_time = real_time
+
+    async def approve(self, fleet: Fleet, vm: VM, body: bytes) -> Response:
+        if len(body) > MAX_BODY:
+            return Family.INSTANCE.error(
+                400, f"Request body is larger than MaxBodyLength: {MAX_BODY}"
+            )
+        ids = _start_requests(body)
+        if ids is None:
+            return Family.INSTANCE.error(
+                400, 'Bad request. The body must be {"StartRequests":[{"EventId":"..."}]}'
+            )
+        now = fleet.clock.now(self.real_time())
+        try:
+            _, revision = await asyncio.to_thread(
+                self.node.store.transact, lambda txn: approve_events(txn, ids, vm.vm_id, now)
+            )
+        except FleetError as exc:
+            return Family.INSTANCE.error(400, f"Bad request. {exc}")
+        except StoreError:
+            return Family.INSTANCE.error(503, "Service unavailable. Please retry later")
+        await self.node.caught_up(revision)
+        return EMPTY_OK
