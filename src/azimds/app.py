@@ -234,7 +234,7 @@ async def run(
         public = public_url(config, admin_url)
         tokens = TokenService(token_settings(config, public))
         attested = AttestedService(azure_digest_identifier=config.attested_digest == "azure")
-        services = Services(tokens, attested, EventsService(node))
+        services = Services(tokens, attested, EventsService(node, config.events_first_call_delay))
         guest = GuestApp(Fleet(), MODES[config.caller_mode](), services)
         node.on_fleet(guest.replace_fleet)
         certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")

@@ -173,6 +173,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Minimum notice of Terminate events, seconds from 300 to 900 (a scale set's setting).",
     ),
     Setting(
+        "events_first_call_delay",
+        "--events-first-call-delay",
+        "AZIMDS_EVENTS_FIRST_CALL_DELAY",
+        "0",
+        "Seconds a VM's first /metadata/scheduledevents request waits, as the real service's "
+        "does while it enables the feature (up to 120). 0: no wait.",
+    ),
+    Setting(
         "log_level",
         "--log-level",
         "AZIMDS_LOG_LEVEL",
@@ -205,6 +213,7 @@ class Config:
     clock: str  # "real" or "manual"
     time_scale: float
     terminate_notice: int
+    events_first_call_delay: float
     vm: VM  # the default VM: the example changed by the file's `vm:`
     vm_declared: bool  # `vm:` given, or single mode: the default VM is declared at start
     source: str | None  # the config file, if any
@@ -419,6 +428,16 @@ def load(
             "give seconds from 300 to 900",
         )
 
+    delay_value, delay_source = pick("events_first_call_delay")
+    delay_text = str(delay_value if delay_value is not None else 0)
+    if not delay_text.replace(".", "", 1).isdigit() or float(delay_text) > 120:
+        raise ConfigError(
+            delay_source,
+            "events_first_call_delay",
+            f"'{delay_text}' is out of range",
+            "give seconds from 0 to 120",
+        )
+
     vm_patch = data.get("vm")
     if vm_patch is not None and not isinstance(vm_patch, dict):
         raise ConfigError(
@@ -445,6 +464,7 @@ def load(
         clock=clock,
         time_scale=time_scale,
         terminate_notice=int(notice_text),
+        events_first_call_delay=float(delay_text),
         vm=vm,
         vm_declared=vm_patch is not None or caller_mode == "single",
         source=source if config_file else None,

@@ -82,11 +82,28 @@ def _start_requests(body: bytes) -> list[str] | None:
 
 
 class EventsService:
-    """Approvals write to the store; the node's snapshot then shows the change."""
+    """Approvals write to the store; the node's snapshot then shows the change.
 
-    def __init__(self, node: Node, real_time: Callable[[], float] = time.time) -> None:
+    With ``first_call_delay`` a VM's first request waits that long, as the real service
+    does while it enables Scheduled Events for a VM ("up to two minutes").
+    """
+
+    def __init__(
+        self, node: Node, first_call_delay: float = 0.0, real_time: Callable[[], float] = time.time
+    ) -> None:
         self.node = node
+        self.first_call_delay = first_call_delay
         self.real_time = real_time
+        self._enabled: set[str] = set()
+
+    def enabling(self, vm: VM) -> bool:
+        """Whether this request is the VM's first, which waits."""
+        return self.first_call_delay > 0 and vm.vm_id not in self._enabled
+
+    async def enable(self, fleet: Fleet, vm: VM, version: str) -> Response:
+        await asyncio.sleep(self.first_call_delay)
+        self._enabled.add(vm.vm_id)
+        return document(fleet, vm, version)
 
     async def approve(self, fleet: Fleet, vm: VM, body: bytes) -> Response:
         if len(body) > MAX_BODY:

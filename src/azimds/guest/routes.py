@@ -120,13 +120,16 @@ def get_load_balancer(call: Call) -> Response:
 
 def scheduled_events(call: Call) -> Answer:
     """``/metadata/scheduledevents``: GET the VM's events, POST approvals."""
+    events = call.services.events
+    fleet, vm, version = call.fleet, call.vm, call.version
     if call.method == "POST":
-        events = call.services.events
         if events is None:
             return errors.Family.INSTANCE.error(503, "Service unavailable. Please retry later")
-        fleet, vm, body = call.fleet, call.vm, call.body
+        body = call.body
         return lambda: events.approve(fleet, vm, body)
-    return events_document(call.fleet, call.vm, call.version)
+    if events is not None and events.enabling(vm):
+        return lambda: events.enable(fleet, vm, version)
+    return events_document(fleet, vm, version)
 
 
 def get_identity_info(call: Call) -> Response:
