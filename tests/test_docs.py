@@ -7,8 +7,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from azimds.config import SETTINGS, Setting, load, read_fleet_file
+from azimds.fleet.events import TYPES
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DOC = (REPO / "docs" / "configuration.md").read_text()
@@ -34,7 +36,12 @@ def yaml_examples() -> list[tuple[str, str]]:
 def test_config_examples_load(tmp_path: Path, doc: str, block: str) -> None:
     path = tmp_path / "example.yaml"
     path.write_text(textwrap.dedent(block))
-    if any(line.strip().startswith("vms:") for line in block.splitlines()):
+    lines = [line.strip() for line in block.splitlines()]
+    if any(line.startswith("vms:") for line in lines):
         assert len(read_fleet_file(path)) >= 2
+    elif lines[0].startswith("events:"):  # a scenario: what `azimds events scenario` sends
+        entries = yaml.safe_load(block)["events"]
+        allowed = {"after", "type", "vms", "notBefore", "duration", "description", "source"}
+        assert all(set(entry) <= allowed and entry["type"] in TYPES for entry in entries)
     else:
         assert load(path, environ={}).vm.name == "web-1"
