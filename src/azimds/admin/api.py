@@ -382,12 +382,20 @@ class AdminAPI:
         return spec, vms
 
     async def _schedule(
-        self, specs: list[tuple[dict[str, Any], dict[str, str]]], now: float
+        self, specs: list[tuple[dict[str, Any], dict[str, str]]], now: float, scenario: bool = False
     ) -> list[Event]:
         def work(txn: Transaction) -> list[Event]:
-            return [
-                schedule_event(txn, spec, vms, now, self.terminate_notice) for spec, vms in specs
-            ]
+            events = []
+            for index, (spec, vms) in enumerate(specs):
+                try:
+                    events.append(schedule_event(txn, spec, vms, now, self.terminate_notice))
+                except FleetError as exc:
+                    if scenario:  # name the entry, as the checks before do
+                        raise FleetError(
+                            exc.kind, str(exc), f"events[{index}].{exc.where}"
+                        ) from exc
+                    raise
+            return events
 
         try:
             events, revision = await asyncio.to_thread(self.node.store.transact, work)
@@ -420,7 +428,7 @@ class AdminAPI:
             raise ApiError(400, "invalid", 'a scenario is {"events": [...]}', "events")
         now = self._event_now()
         specs = [self._event_spec(entry, now, f"events[{i}].") for i, entry in enumerate(entries)]
-        events = await self._schedule(specs, now)
+        events = await self._schedule(specs, now, scenario=True)
         return JSONResponse({"events": [self._event_json(e) for e in events]}, status_code=201)
 
     async def delete_event(self, request: Request) -> Response:

@@ -51,6 +51,7 @@ class Event:
     description: str
     source: str
     revision: int
+    shown: bool = False  # ever on a VM's list (Scheduled or Started)
 
     @classmethod
     def from_record(cls, id: str, body: Mapping[str, Any], revision: int) -> Event:
@@ -67,6 +68,7 @@ class Event:
             description=body["description"],
             source=body["source"],
             revision=revision,
+            shown=bool(body.get("shown", body["status"] != "Pending")),
         )
 
     def ends_at(self) -> float | None:

@@ -34,6 +34,7 @@ def _body(event: Event) -> dict[str, Any]:
         "duration": event.duration,
         "description": event.description,
         "source": event.source,
+        "shown": event.shown or event.status in VISIBLE,
     }
 
 

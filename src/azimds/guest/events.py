@@ -58,9 +58,9 @@ def render_event(event: Event, version: str) -> dict[str, Any] | None:
 
 def document(fleet: Fleet, vm: VM, version: str) -> Response:
     events = fleet.events_of(vm.vm_id)
-    # Every change to this VM's list is a store write, so the newest revision among its
-    # events (Pending ones aside: they are not on the list yet) only ever grows.
-    incarnation = max((e.revision for e in events if e.status != "Pending"), default=0)
+    # Every change to this VM's list is a store write, so the newest revision among the events
+    # that were ever on it only grows (and only when the list changes).
+    incarnation = max((e.revision for e in events if e.shown), default=0)
     shown = [render_event(e, version) for e in events if e.status in VISIBLE]
     return json_response(
         {"DocumentIncarnation": incarnation, "Events": [e for e in shown if e is not None]}

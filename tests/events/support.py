@@ -1,0 +1,153 @@
+"""Helpers for the scheduled-events tests: the guest plane's document and approvals, and the
+control plane's events and clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.admin.client import call
+from tests.conftest import ServerProcess
+from tests.http import Reply, get, send_raw
+
+MANUAL = ("--clock", "manual", "--store", "memory:")
+SE = "/metadata/scheduledevents"
+CURRENT = "2020-07-01"
+DEFAULT_VM = "examplevmname"  # the documentation's example VM: the caller in single mode
+DEFAULT_VM_ID = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
+FIELDS = (
+    "EventId",
+    "EventStatus",
+    "EventType",
+    "ResourceType",
+    "Resources",
+    "NotBefore",
+    "Description",
+    "EventSource",
+    "DurationInSeconds",
+)
+REBOOT_DESCRIPTION = "Virtual machine is going to be restarted as requested by authorized user."
+FREEZE_DESCRIPTION = (
+    "Virtual machine is being paused because of a memory-preserving Live Migration operation."
+)
+FAILURE_DESCRIPTION = "Virtual machine has encountered a failure."
+NEWEST_VERSIONS_400 = (
+    b'{"error":"Bad request. api-version is invalid or was not specified in the request. '
+    b'For more information refer to aka.ms/azureimds",'
+    b'"newest-versions":["2025-04-07","2024-07-17","2024-03-15"]}'
+)
+METADATA_400 = b'{ "error": "Bad request: . Required metadata header not specified" }'
+
+
+def guest_get(
+    node: ServerProcess, version: str | None = CURRENT, source: str | None = None, **kw: Any
+) -> Reply:
+    target = SE if version is None else f"{SE}?api-version={version}"
+    return get(node.port, target, source=source, **kw)
+
+
+def document(
+    node: ServerProcess, version: str = CURRENT, source: str | None = None
+) -> dict[str, Any]:
+    """The VM's scheduled-events document (200 and JSON asserted)."""
+    reply = guest_get(node, version, source)
+    assert reply.status == 200, reply
+    assert reply.headers["content-type"] == "application/json; charset=utf-8"
+    parsed = json.loads(reply.body)
+    assert list(parsed) == ["DocumentIncarnation", "Events"]
+    assert type(parsed["DocumentIncarnation"]) is int
+    return parsed  # type: ignore[no-any-return]
+
+
+def incarnation(node: ServerProcess, source: str | None = None) -> int:
+    return int(document(node, source=source)["DocumentIncarnation"])
+
+
+def shown(node: ServerProcess, source: str | None = None) -> dict[str, str]:
+    """EventId -> EventStatus of the events the VM sees."""
+    return {e["EventId"]: e["EventStatus"] for e in document(node, source=source)["Events"]}
+
+
+def guest_post(
+    node: ServerProcess,
+    body: bytes,
+    source: str | None = None,
+    version: str | None = CURRENT,
+    metadata: bool = True,
+) -> Reply:
+    target = SE if version is None else f"{SE}?api-version={version}"
+    head = [
+        f"POST {target} HTTP/1.1",
+        "Host: 169.254.169.254",
+        "Connection: close",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
+    if metadata:
+        head.append("Metadata: true")
+    raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+    return send_raw(node.port, raw, method="POST", source=source)
+
+
+def start_requests(*event_ids: str) -> bytes:
+    return json.dumps({"StartRequests": [{"EventId": i} for i in event_ids]}).encode()
+
+
+def approve_as_guest(node: ServerProcess, event_id: str, source: str | None = None) -> Reply:
+    return guest_post(node, start_requests(event_id), source)
+
+
+def schedule(node: ServerProcess, **spec: Any) -> dict[str, Any]:
+    """POST /v1/events (201 asserted); ``vms`` defaults to the default VM."""
+    spec.setdefault("vms", [DEFAULT_VM])
+    status, _, answer = call(node, "POST", "/v1/events", spec)
+    assert status == 201, answer
+    return answer  # type: ignore[no-any-return]
+
+
+def advance(node: ServerProcess, seconds: float) -> str:
+    status, _, answer = call(node, "POST", "/v1/clock/advance", {"seconds": seconds})
+    assert status == 200, answer
+    return str(answer["now"])
+
+
+def clock(node: ServerProcess) -> dict[str, Any]:
+    status, _, answer = call(node, "GET", "/v1/clock")
+    assert status == 200, answer
+    return answer  # type: ignore[no-any-return]
+
+
+def all_events(node: ServerProcess) -> dict[str, dict[str, Any]]:
+    """Every event the control plane knows, completed and canceled too, by eventId."""
+    status, _, answer = call(node, "GET", "/v1/events?all=true")
+    assert status == 200, answer
+    return {e["eventId"]: e for e in answer["events"]}
+
+
+def status_of(node: ServerProcess, event_id: str) -> str:
+    return str(all_events(node)[event_id]["status"])
+
+
+def iso(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+def rfc1123(text: str) -> str:
+    """The control plane's ISO time as the guest plane's NotBefore shows it."""
+    return iso(text).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def within(seconds: float, condition: Callable[[], bool], what: str) -> float:
+    """Poll ``condition`` until it holds; fail after ``seconds``. Returns the time it took."""
+    started = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - started
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"not within {seconds}s: {what}")
+        time.sleep(0.02)
