@@ -24,6 +24,12 @@ def write(tmp_path: Path, text: str, name: str = "azimds.yaml") -> Path:
         ("listen: nonsense\n", "listen", "HOST:PORT"),
         ("listen: 127.0.0.1:70000\n", "listen", "0 to 65535"),
         ("log_level: loud\n", "log_level", "debug, info, warning, error"),
+        ("time_scale: 0\n", "time_scale", "give a number from 0.001 to 100000"),
+        ("token_lifetime: soon\n", "token_lifetime", "give a number from 600 to 604800"),
+        ("terminate_notice: 1000\n", "terminate_notice", "give a number from 300 to 900"),
+        ("events_first_call_delay: -1\n", "events_first_call_delay", "from 0 to 120"),
+        ("clock: sundial\n", "clock", "use real, manual"),
+        ("issuer: sts\n", "issuer", "use local, azure or an http(s) URL"),
         ("vm: [1]\n", "vm", "compute: and network:"),
         (
             "vm: {compute: {platformFaultDomian: 1}}\n",

@@ -306,6 +306,20 @@ def _choice(name: str, value: Any, where: str) -> str:
     return text
 
 
+def _number(name: str, value: Any, source: str, low: float, high: float) -> float:
+    """A numeric setting (its default when not given), within [low, high]."""
+    text = str(value if value is not None else SETTING[name].default)
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not low <= number <= high:  # also false for NaN
+        raise ConfigError(
+            source, name, f"'{text}' is out of range", f"give a number from {low:g} to {high:g}"
+        )
+    return number
+
+
 def load(
     config_file: Path | None,
     flags: Mapping[str, Any] | None = None,
@@ -390,15 +404,7 @@ def load(
             f"'{issuer}' is not allowed",
             "use local, azure or an http(s) URL",
         )
-    lifetime_value, lifetime_source = pick("token_lifetime")
-    lifetime_text = str(lifetime_value if lifetime_value is not None else 86400)
-    if not lifetime_text.isdigit() or not 600 <= int(lifetime_text) <= 7 * 86400:
-        raise ConfigError(
-            lifetime_source,
-            "token_lifetime",
-            f"'{lifetime_text}' is out of range",
-            "give seconds from 600 to 604800",
-        )
+    token_lifetime = int(_number("token_lifetime", *pick("token_lifetime"), 600, 7 * 86400))
     resources_value, _ = pick("token_resources")
     if isinstance(resources_value, str):
         resources_value = [resources_value]
@@ -406,37 +412,10 @@ def load(
 
     clock_value, clock_source = pick("clock")
     clock = _choice("clock", clock_value or "real", clock_source)
-    scale_value, scale_source = pick("time_scale")
-    try:
-        time_scale = float(scale_value if scale_value is not None else 1)
-    except (TypeError, ValueError):
-        time_scale = -1.0
-    if not 0 < time_scale <= 100000:
-        raise ConfigError(
-            scale_source,
-            "time_scale",
-            f"'{scale_value}' is not allowed",
-            "give a number above 0, e.g. 60",
-        )
-    notice_value, notice_source = pick("terminate_notice")
-    notice_text = str(notice_value if notice_value is not None else 600)
-    if not notice_text.isdigit() or not 300 <= int(notice_text) <= 900:
-        raise ConfigError(
-            notice_source,
-            "terminate_notice",
-            f"'{notice_text}' is out of range",
-            "give seconds from 300 to 900",
-        )
+    time_scale = _number("time_scale", *pick("time_scale"), 0.001, 100000)
+    terminate_notice = int(_number("terminate_notice", *pick("terminate_notice"), 300, 900))
 
-    delay_value, delay_source = pick("events_first_call_delay")
-    delay_text = str(delay_value if delay_value is not None else 0)
-    if not delay_text.replace(".", "", 1).isdigit() or float(delay_text) > 120:
-        raise ConfigError(
-            delay_source,
-            "events_first_call_delay",
-            f"'{delay_text}' is out of range",
-            "give seconds from 0 to 120",
-        )
+    first_call_delay = _number("events_first_call_delay", *pick("events_first_call_delay"), 0, 120)
 
     vm_patch = data.get("vm")
     if vm_patch is not None and not isinstance(vm_patch, dict):
@@ -459,12 +438,12 @@ def load(
         public_url=public_url,
         issuer=issuer,
         attested_digest=attested_digest,
-        token_lifetime=int(lifetime_text),
+        token_lifetime=token_lifetime,
         token_resources=resources,
         clock=clock,
         time_scale=time_scale,
-        terminate_notice=int(notice_text),
-        events_first_call_delay=float(delay_text),
+        terminate_notice=terminate_notice,
+        events_first_call_delay=first_call_delay,
         vm=vm,
         vm_declared=vm_patch is not None or caller_mode == "single",
         source=source if config_file else None,

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.admin.client import call
 from tests.conftest import ServerProcess
@@ -140,14 +136,3 @@ def iso(text: str) -> dt.datetime:
 def rfc1123(text: str) -> str:
     """The control plane's ISO time as the guest plane's NotBefore shows it."""
     return iso(text).strftime("%a, %d %b %Y %H:%M:%S GMT")
-
-
-def within(seconds: float, condition: Callable[[], bool], what: str) -> float:
-    """Poll ``condition`` until it holds; fail after ``seconds``. Returns the time it took."""
-    started = time.monotonic()
-    while True:
-        if condition():
-            return time.monotonic() - started
-        if time.monotonic() - started > seconds:
-            pytest.fail(f"not within {seconds}s: {what}")
-        time.sleep(0.02)

@@ -8,7 +8,6 @@ writes with 503, and say so; when it returns they catch up.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import pytest
 from tests.conftest import ServerProcess
 from tests.http import get
 from tests.pg import Postgres
+from tests.waiting import within
 
 NAME = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
 DEFAULT_VM_NAME = b"examplevmname"  # the documentation's example VM (single caller mode)
@@ -54,17 +54,6 @@ def status(node: ServerProcess) -> dict[str, Any]:
     code, answer = admin(node, "GET", "/v1/status")
     assert code == 200, answer
     return answer  # type: ignore[no-any-return]
-
-
-def within(seconds: float, condition: Callable[[], bool], what: str) -> float:
-    """Poll ``condition`` until it holds; fail after ``seconds``. Returns the time it took."""
-    started = time.monotonic()
-    while True:
-        if condition():
-            return time.monotonic() - started
-        if time.monotonic() - started > seconds:
-            pytest.fail(f"not within {seconds}s: {what}")
-        time.sleep(0.01)
 
 
 def shows(node: ServerProcess, vm: str, check: Callable[[Any], bool] = lambda _: True) -> bool:

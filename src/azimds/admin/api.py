@@ -43,7 +43,7 @@ from azimds.fleet.signing_keys import rotate_jwt_key
 from azimds.fleet.vm import VM
 from azimds.guest.identity import TokenSettings
 from azimds.node import Node
-from azimds.store.base import StoreError, StoreUnavailable, Transaction
+from azimds.store.base import StoreError, Transaction
 
 MAX_BODY = 1024 * 1024  # bytes; larger bodies get 413
 # The attestation CA's certificates; the leaf's AIA names the intermediate's URL.
@@ -215,16 +215,15 @@ class AdminAPI:
         return response
 
     async def _write(self, work: Callable[[Transaction], T]) -> T:
+        """Run a change in one transaction; answer once this node serves it."""
         try:
-            vm, revision = await asyncio.to_thread(self.node.store.transact, work)
+            result, revision = await asyncio.to_thread(self.node.store.transact, work)
         except FleetError as exc:
             raise ApiError(STATUS[exc.kind], exc.kind, str(exc), exc.where) from exc
-        except StoreUnavailable as exc:
-            raise ApiError(503, "store_unavailable", f"nothing was changed: {exc}") from exc
-        except StoreError as exc:
+        except StoreError as exc:  # unreachable, or refused: nothing was written either way
             raise ApiError(503, "store_unavailable", f"nothing was changed: {exc}") from exc
         await self.node.caught_up(revision)
-        return vm
+        return result
 
     async def _resolve(self, request: Request) -> VM:
         key = request.path_params["vm"]
@@ -397,14 +396,7 @@ class AdminAPI:
                     raise
             return events
 
-        try:
-            events, revision = await asyncio.to_thread(self.node.store.transact, work)
-        except FleetError as exc:
-            raise ApiError(STATUS[exc.kind], exc.kind, str(exc), exc.where) from exc
-        except StoreError as exc:
-            raise ApiError(503, "store_unavailable", f"nothing was changed: {exc}") from exc
-        await self.node.caught_up(revision)
-        return events
+        return await self._write(work)
 
     async def list_events(self, request: Request) -> Response:
         events = sorted(self.node.served.events.values(), key=lambda e: (e.appears_at, e.id))
@@ -512,11 +504,5 @@ class AdminAPI:
         """A new signing key; the old one stays in the JWKS until its tokens have expired."""
         overlap = self.tokens.lifetime + TOKEN_REFRESH_MARGIN
         now = dt.datetime.now(dt.UTC)
-        try:
-            kid, revision = await asyncio.to_thread(
-                self.node.store.transact, lambda txn: rotate_jwt_key(txn, now, overlap)
-            )
-        except StoreError as exc:
-            raise ApiError(503, "store_unavailable", f"nothing was changed: {exc}") from exc
-        await self.node.caught_up(revision)
+        kid = await self._write(lambda txn: rotate_jwt_key(txn, now, overlap))
         return JSONResponse({"kid": kid, "overlap": overlap})
