@@ -21,9 +21,9 @@ from tests.events.support import (
     schedule,
     shown,
     status_of,
-    within,
 )
 from tests.pg import Postgres
+from tests.waiting import within
 
 
 def test_events_and_the_manual_clock_survive_a_restart_sqlite(tmp_path: Path) -> None:

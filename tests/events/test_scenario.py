@@ -24,8 +24,8 @@ from tests.events.support import (
     schedule,
     shown,
     status_of,
-    within,
 )
+from tests.waiting import within
 
 
 def test_a_scenario_entry_stays_invisible_until_the_clock_passes_its_after(
