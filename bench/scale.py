@@ -166,7 +166,7 @@ def measure(count: int, args: argparse.Namespace, wrk: str) -> Result:
         argv = [sys.executable, "-m", "azimds", "serve", "--caller-mode", "source-ip"]
         argv += ["--fleet", str(fleet), "--store", f"sqlite:///{tmp}/azimds.db"]
         argv += ["--state-dir", str(tmp), "--listen", f"{kit.HOST}:{port}"]
-        argv += ["--admin-listen", f"{kit.HOST}:{admin_port}"]
+        argv += ["--admin-listen", f"{kit.HOST}:{admin_port}", "--rate-limit", "off"]
         log = tmp / "azimds.log"
         started = time.monotonic()
         with running(argv, log) as (proc, banner):

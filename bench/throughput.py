@@ -121,7 +121,7 @@ def benchmark(args: argparse.Namespace, wrk: str, nginx: str) -> list[Result]:
         # Its state (SQLite store, admin token) in the temporary directory too, and the
         # control plane on a free port: nothing outside it is read, written or contended for.
         azimds_argv += ["--listen", f"{kit.HOST}:{azimds_port}", "--state-dir", str(tmp)]
-        azimds_argv += ["--admin-listen", f"{kit.HOST}:0"]
+        azimds_argv += ["--admin-listen", f"{kit.HOST}:0", "--rate-limit", "off"]
         with kit.running("azimds", azimds_argv, tmp / "azimds.log") as azimds:
             wait_for_200("azimds", azimds, azimds_base + kit.INSTANCE, tmp / "azimds.log")
             status, body = kit.fetch(azimds_base + kit.INSTANCE)

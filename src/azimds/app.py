@@ -34,6 +34,7 @@ from azimds.guest.attested import AttestedService
 from azimds.guest.callers import MODES
 from azimds.guest.events import EventsService
 from azimds.guest.identity import TokenService, TokenSettings
+from azimds.guest.limits import RateLimiter
 from azimds.guest.routes import Services
 from azimds.node import Node
 from azimds.store import Store, StoreError, Transaction, open_store
@@ -235,7 +236,8 @@ async def run(
         tokens = TokenService(token_settings(config, public))
         attested = AttestedService(azure_digest_identifier=config.attested_digest == "azure")
         services = Services(tokens, attested, EventsService(node, config.events_first_call_delay))
-        guest = GuestApp(Fleet(), MODES[config.caller_mode](), services)
+        limiter = RateLimiter(config.limits) if config.limits.enabled else None
+        guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter)
         node.on_fleet(guest.replace_fleet)
         certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")
         node.on_fleet(certificates.check)

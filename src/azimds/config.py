@@ -22,6 +22,7 @@ from azimds.defaults import DEFAULT_ADMIN_PORT, DEFAULT_HOST, DEFAULT_PORT
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.vm import VM, vm_from_patch
 from azimds.guest.callers import MODES
+from azimds.guest.limits import OFF, Limits
 from azimds.state import default_state_dir
 
 
@@ -181,6 +182,28 @@ SETTINGS: tuple[Setting, ...] = (
         "does while it enables the feature (up to 120). 0: no wait.",
     ),
     Setting(
+        "rate_limit",
+        "--rate-limit",
+        "AZIMDS_RATE_LIMIT",
+        "5",
+        "Requests a second each VM may make outside the identity category, as on Azure; "
+        "beyond it: 429. 0 or off: no limits at all (for load tests).",
+    ),
+    Setting(
+        "identity_rate_limit",
+        "--identity-rate-limit",
+        "AZIMDS_IDENTITY_RATE_LIMIT",
+        "20",
+        "Requests a second each VM may make to /metadata/identity (0: no limit).",
+    ),
+    Setting(
+        "identity_concurrency",
+        "--identity-concurrency",
+        "AZIMDS_IDENTITY_CONCURRENCY",
+        "5",
+        "Identity requests each VM may have in flight at once (0: no limit).",
+    ),
+    Setting(
         "log_level",
         "--log-level",
         "AZIMDS_LOG_LEVEL",
@@ -214,6 +237,7 @@ class Config:
     time_scale: float
     terminate_notice: int
     events_first_call_delay: float
+    limits: Limits  # OFF when --rate-limit off
     vm: VM  # the default VM: the example changed by the file's `vm:`
     vm_declared: bool  # `vm:` given, or single mode: the default VM is declared at start
     source: str | None  # the config file, if any
@@ -417,6 +441,25 @@ def load(
 
     first_call_delay = _number("events_first_call_delay", *pick("events_first_call_delay"), 0, 120)
 
+    rate_value, rate_source = pick("rate_limit")
+    if str(rate_value).lower() == "off":
+        limits = OFF
+    else:
+        rate = _number("rate_limit", rate_value, rate_source, 0, 100000)
+        limits = (
+            OFF
+            if rate == 0
+            else Limits(
+                rate=rate,
+                identity_rate=_number(
+                    "identity_rate_limit", *pick("identity_rate_limit"), 0, 100000
+                ),
+                identity_concurrency=int(
+                    _number("identity_concurrency", *pick("identity_concurrency"), 0, 10000)
+                ),
+            )
+        )
+
     vm_patch = data.get("vm")
     if vm_patch is not None and not isinstance(vm_patch, dict):
         raise ConfigError(
@@ -444,6 +487,7 @@ def load(
         time_scale=time_scale,
         terminate_notice=terminate_notice,
         events_first_call_delay=first_call_delay,
+        limits=limits,
         vm=vm,
         vm_declared=vm_patch is not None or caller_mode == "single",
         source=source if config_file else None,

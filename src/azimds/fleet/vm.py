@@ -15,12 +15,21 @@ from typing import Any
 
 from azimds.fleet import schema
 from azimds.fleet.identity import Identity, identities, normalize_identity
+from azimds.fleet.limits import normalize_limits
 from azimds.fleet.loadbalancer import normalize_load_balancer
 from azimds.fleet.merge_patch import merge_patch
 from azimds.fleet.schema import DocumentError
 
 # Keys of a VM description: the instance document's own (compute, network), then azimds's.
-VM_KEYS = ("compute", "network", "extended", "reprovisionData", "identity", "loadBalancer")
+VM_KEYS = (
+    "compute",
+    "network",
+    "extended",
+    "reprovisionData",
+    "identity",
+    "loadBalancer",
+    "limits",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,7 @@ class VM:
     addresses: tuple[str, ...]  # the NICs' private IPv4 and IPv6 addresses, in order
     identity: Mapping[str, Any]  # the normalized identity section (fleet/identity.py)
     load_balancer: Mapping[str, Any] | None  # /metadata/loadbalancer's data; None: no LB
+    limits: Mapping[str, float] | None  # the VM's own rate limits; None: the node's
     system_identity: Identity | None
     user_identities: tuple[Identity, ...]
     _views: dict[tuple[str, bool], Mapping[str, Any]] = field(
@@ -45,6 +55,7 @@ class VM:
             "reprovisionData": self.reprovision_data,
             "identity": self.identity,
             "loadBalancer": self.load_balancer,
+            "limits": self.limits,
         }
 
     @property
@@ -131,6 +142,7 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
         load_balancer=normalize_load_balancer(
             description.get("loadBalancer"), f"{where}.loadBalancer"
         ),
+        limits=normalize_limits(description.get("limits"), f"{where}.limits"),
         system_identity=system_identity,
         user_identities=user_identities,
     )

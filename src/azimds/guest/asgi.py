@@ -17,7 +17,9 @@ from typing import Any
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.callers import CallerIdentifier
+from azimds.guest.errors import IDENTITY_TOO_MANY_REQUESTS, TOO_MANY_REQUESTS
 from azimds.guest.events import MAX_BODY
+from azimds.guest.limits import GENERAL, IDENTITY, RateLimiter
 from azimds.guest.pipeline import NO_SERVICES, Outcome, handle
 from azimds.guest.responses import Response
 from azimds.guest.routes import Services
@@ -47,11 +49,16 @@ def request_ids() -> Iterator[bytes]:
 
 class GuestApp:
     def __init__(
-        self, fleet: Fleet, callers: CallerIdentifier, services: Services = NO_SERVICES
+        self,
+        fleet: Fleet,
+        callers: CallerIdentifier,
+        services: Services = NO_SERVICES,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.fleet = fleet
         self.callers = callers
         self.services = services
+        self.limiter = limiter
         self._memo: dict[tuple[Any, ...], Response] = {}
         self._next_request_id = request_ids().__next__
         self._unknown_logged: dict[str, float] = {}
@@ -77,6 +84,35 @@ class GuestApp:
             elif name == b"x-forwarded-for":
                 forwarded = True
         caller = self.callers.identify(scope, self.fleet)
+        path: str = scope["path"]
+        limiter = self.limiter
+        if limiter is not None and isinstance(caller, VM) and path[:9].lower() == "/metadata":
+            limits = limiter.limits_for(caller.limits)
+            category = IDENTITY if path[9:18] == "/identity" else GENERAL
+            if not limiter.admit(caller.vm_id, category, limits):
+                limited = TOO_MANY_REQUESTS if category == GENERAL else IDENTITY_TOO_MANY_REQUESTS
+                await self._send(limited, send)
+                return
+            if category == IDENTITY:
+                if not limiter.enter(caller.vm_id, limits):
+                    await self._send(IDENTITY_TOO_MANY_REQUESTS, send)
+                    return
+                try:
+                    await self._answer(scope, receive, send, caller, metadata, forwarded)
+                finally:
+                    limiter.leave(caller.vm_id, limits)
+                return
+        await self._answer(scope, receive, send, caller, metadata, forwarded)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        caller: VM | str,
+        metadata: bytes | None,
+        forwarded: bool,
+    ) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
         query: bytes = scope["query_string"]
@@ -106,6 +142,9 @@ class GuestApp:
                 if len(memo) >= MEMO_LIMIT:
                     del memo[next(iter(memo))]
                 memo[key] = response
+        await self._send(response, send)
+
+    async def _send(self, response: Response, send: Send) -> None:
         headers: Any = response.headers
         if response.request_id:
             headers = [*headers, (b"x-ms-request-id", self._next_request_id())]

@@ -23,7 +23,15 @@ from importlib import resources
 
 from azimds.defaults import IIS_SERVER_HEADER
 from azimds.guest import versions
-from azimds.guest.responses import HTML_TYPE, JSON_TYPE, XML_TYPE, Response, compact_json, make
+from azimds.guest.responses import (
+    HTML_TYPE,
+    JSON_TYPE,
+    TEXT_TYPE,
+    XML_TYPE,
+    Response,
+    compact_json,
+    make,
+)
 
 # --- messages -----------------------------------------------------------------------------
 
@@ -60,6 +68,7 @@ _IDENTITY_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    429: "too_many_requests",
     503: "service_unavailable",
 }
 
@@ -114,6 +123,10 @@ def api_version_invalid(version_set: versions.VersionSet) -> Response:
 
 
 INSTANCE_NOT_FOUND = Family.INSTANCE.error(404, NOT_FOUND)
+# Beyond the rate limits: plain text, as SUSE's cloud-netconfig compares it; the identity
+# family's JSON is the swagger's example.
+TOO_MANY_REQUESTS = make(429, TEXT_TYPE, b"Too many requests")
+IDENTITY_TOO_MANY_REQUESTS = Family.IDENTITY.error(429, "Too many requests")
 # [DOC-LB] 2023 wording, for a VM behind no Standard Load Balancer.
 NO_LOAD_BALANCER = Family.INSTANCE.error(
     404,
