@@ -20,7 +20,7 @@ def write(tmp_path: Path, text: str, name: str = "azimds.yaml") -> Path:
 @pytest.mark.parametrize(
     ("text", "field", "fix"),
     [
-        ("lisen: 127.0.0.1:1\n", "lisen", "known settings are admin_listen, attested_digest"),
+        ("lisen: 127.0.0.1:1\n", "lisen", "known settings are access_log, admin_listen"),
         ("listen: nonsense\n", "listen", "HOST:PORT"),
         ("listen: 127.0.0.1:70000\n", "listen", "0 to 65535"),
         ("log_level: loud\n", "log_level", "debug, info, warning, error"),

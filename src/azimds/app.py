@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from azimds import server, state
-from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI
+from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI, Observed
 from azimds.config import Config, ConfigError, read_fleet_file
 from azimds.fleet.attestation_certs import ensure_leaves, stale
 from azimds.fleet.clock import set_clock
@@ -35,6 +35,7 @@ from azimds.guest.callers import MODES
 from azimds.guest.events import EventsService
 from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.limits import RateLimiter
+from azimds.guest.observe import Recorder
 from azimds.guest.routes import Services
 from azimds.node import Node
 from azimds.store import Store, StoreError, Transaction, open_store
@@ -237,7 +238,8 @@ async def run(
         attested = AttestedService(azure_digest_identifier=config.attested_digest == "azure")
         services = Services(tokens, attested, EventsService(node, config.events_first_call_delay))
         limiter = RateLimiter(config.limits) if config.limits.enabled else None
-        guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter)
+        recorder = Recorder(config.access_log)
+        guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder)
         node.on_fleet(guest.replace_fleet)
         certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")
         node.on_fleet(certificates.check)
@@ -246,7 +248,13 @@ async def run(
         fleet = node.served
         token = state.admin_token(config.state_dir)
         admin = AdminAPI(
-            node, token, config.caller_mode, tokens.settings, admin_url, config.terminate_notice
+            node,
+            token,
+            config.caller_mode,
+            tokens.settings,
+            admin_url,
+            config.terminate_notice,
+            Observed(recorder, services),
         ).app()
 
         bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
@@ -257,6 +265,7 @@ async def run(
         guest_urls = [_http_url(host, port) for host, port in guest_addresses]
         state.write_admin_address(config.state_dir, admin_url, guest_urls)
         engine = asyncio.create_task(run_event_engine(store, node, stop))
+        access_log = asyncio.create_task(recorder.write_access_log(stop))
         watcher = None
         if config.watch and config.fleet_file is not None:
             watcher = asyncio.create_task(_watch_fleet_file(config.fleet_file, store, node, stop))
@@ -268,5 +277,6 @@ async def run(
             await watcher
         await certificates.stop()
         await engine
+        await access_log
     finally:
         await asyncio.to_thread(node.stop)

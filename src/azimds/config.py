@@ -204,6 +204,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Identity requests each VM may have in flight at once (0: no limit).",
     ),
     Setting(
+        "access_log",
+        "--access-log",
+        "AZIMDS_ACCESS_LOG",
+        "",
+        "Write every guest request as a JSON line (time, VM, method, path, status, latency, "
+        "category, request id) to this file, or - for standard output. Off by default.",
+    ),
+    Setting(
         "log_level",
         "--log-level",
         "AZIMDS_LOG_LEVEL",
@@ -238,6 +246,7 @@ class Config:
     terminate_notice: int
     events_first_call_delay: float
     limits: Limits  # OFF when --rate-limit off
+    access_log: str  # "" off, "-" stdout, else a file
     vm: VM  # the default VM: the example changed by the file's `vm:`
     vm_declared: bool  # `vm:` given, or single mode: the default VM is declared at start
     source: str | None  # the config file, if any
@@ -488,6 +497,7 @@ def load(
         terminate_notice=terminate_notice,
         events_first_call_delay=first_call_delay,
         limits=limits,
+        access_log=str(pick("access_log")[0] or ""),
         vm=vm,
         vm_declared=vm_patch is not None or caller_mode == "single",
         source=source if config_file else None,

@@ -14,6 +14,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -42,6 +43,8 @@ from azimds.fleet.scheduling import approve_events, cancel_event, schedule_event
 from azimds.fleet.signing_keys import rotate_jwt_key
 from azimds.fleet.vm import VM
 from azimds.guest.identity import TokenSettings
+from azimds.guest.observe import Recorder, prometheus
+from azimds.guest.routes import Services
 from azimds.node import Node
 from azimds.store.base import StoreError, Transaction
 
@@ -54,7 +57,7 @@ CA_PATHS = {
     "/attestation/root.cer": ("root", "der"),
     "/attestation/root.pem": ("root", "pem"),
 }
-PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/discovery/keys", *CA_PATHS})
+PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/metrics", "/discovery/keys", *CA_PATHS})
 # What relying services fetch to verify tokens, for any tenant: no token needed.
 PUBLIC_PATTERN = re.compile(r"^/[^/]+/(\.well-known/openid-configuration|discovery/keys)$")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -85,6 +88,14 @@ def _parse_time(value: Any, now: float, where: str) -> float:
 
 CLAIMS: tuple[str, ...] = ("aud", "iss", "iat", "nbf", "exp", "appid", "appidacr", "idp")
 CLAIMS += ("idtyp", "oid", "sub", "tid", "uti", "ver", "xms_mirid")
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the control plane reports about the guest plane: its log and counters."""
+
+    recorder: Recorder
+    services: Services
 
 
 class ApiError(Exception):
@@ -138,6 +149,7 @@ class AdminAPI:
         tokens: TokenSettings,
         url: str,
         terminate_notice: int = 600,
+        observed: Observed | None = None,
     ) -> None:
         self.node = node
         self._token = token.encode()
@@ -145,6 +157,7 @@ class AdminAPI:
         self.tokens = tokens
         self.url = url  # where this control plane is reached (for jwks_uri)
         self.terminate_notice = terminate_notice
+        self.observed = observed or Observed(Recorder(), Services())
 
     def app(self) -> Starlette:
         routes = [
@@ -169,6 +182,8 @@ class AdminAPI:
             Route("/v1/events/{event}/approve", self.approve_event, methods=["POST"]),
             Route("/v1/clock", self.show_clock, methods=["GET"]),
             Route("/v1/clock/advance", self.post_clock_advance, methods=["POST"]),
+            Route("/v1/requests", self.requests, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
             Route("/v1/keys", self.list_keys, methods=["GET"]),
             Route("/v1/keys/rotate", self.rotate_keys, methods=["POST"]),
             *(Route(path, self.ca_certificate) for path in CA_PATHS),
@@ -448,6 +463,52 @@ class AdminAPI:
         # Let the event engine apply what fell due; the answer shows the state after it.
         await asyncio.sleep(ENGINE_SETTLE)
         return JSONResponse({"now": _iso(clock.now(time.time()))})
+
+    # --- observability ------------------------------------------------------------------
+
+    async def requests(self, request: Request) -> Response:
+        """The request log: entries after ``since`` (a sequence number), oldest first."""
+        try:
+            since = int(request.query_params.get("since", "0"))
+            limit = min(int(request.query_params.get("limit", "1000")), 10_000)
+        except ValueError as exc:
+            raise ApiError(400, "invalid", "since and limit are whole numbers") from exc
+        entries = self.observed.recorder.since(since, limit)
+        return JSONResponse({"requests": [entry.json() for entry in entries]})
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus text format: requests, latency, tokens, documents, events, store lag."""
+        fleet = self.node.served
+        services = self.observed.services
+        try:
+            lag = float(await asyncio.to_thread(self.node.store.revision) - fleet.revision)
+        except StoreError:
+            lag = float("nan")
+        states: dict[str, int] = {}
+        for event in fleet.events.values():
+            states[event.status] = states.get(event.status, 0) + 1
+        gauges: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]] = {
+            "azimds_tokens_issued_total": (
+                "Managed-identity tokens minted (cache misses).",
+                {(): float(services.tokens.issued if services.tokens else 0)},
+            ),
+            "azimds_attested_documents_signed_total": (
+                "Attested documents signed.",
+                {(): float(services.attested.signed if services.attested else 0)},
+            ),
+            "azimds_events": (
+                "Scheduled events by state.",
+                {(("state", state),): float(count) for state, count in sorted(states.items())},
+            ),
+            "azimds_vms": ("VMs this node serves.", {(): float(len(fleet.vms))}),
+            "azimds_store_revision_lag": (
+                "Store revisions not yet served by this node (NaN: store unreachable).",
+                {(): lag},
+            ),
+        }
+        return Response(
+            prometheus(self.observed.recorder, gauges), media_type="text/plain; version=0.0.4"
+        )
 
     # --- token verification (public) and signing keys ---------------------------------
 

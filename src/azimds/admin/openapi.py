@@ -162,6 +162,7 @@ def document() -> dict[str, Any]:
                     },
                 },
                 "Status": {"type": "object"},
+                "Requests": {"type": "object", "properties": {"requests": {"type": "array"}}},
                 "EventRequest": EVENT_REQUEST,
                 "Scenario": {
                     "type": "object",
@@ -325,6 +326,29 @@ def document() -> dict[str, Any]:
                     },
                     "responses": {"200": {"description": "Advanced", "content": _json("Clock")}}
                     | _errors(400, 401, 503),
+                }
+            },
+            "/v1/requests": {
+                "get": {
+                    "summary": "The guest requests this node answered (its last 10,000)",
+                    "parameters": [
+                        {"name": "since", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                    ],
+                    "responses": {"200": {"description": "Requests", "content": _json("Requests")}}
+                    | _errors(400, 401),
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Metrics, text format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
                 }
             },
             "/v1/keys": {

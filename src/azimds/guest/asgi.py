@@ -20,6 +20,7 @@ from azimds.guest.callers import CallerIdentifier
 from azimds.guest.errors import IDENTITY_TOO_MANY_REQUESTS, TOO_MANY_REQUESTS
 from azimds.guest.events import MAX_BODY
 from azimds.guest.limits import GENERAL, IDENTITY, RateLimiter
+from azimds.guest.observe import Recorder
 from azimds.guest.pipeline import NO_SERVICES, Outcome, handle
 from azimds.guest.responses import Response
 from azimds.guest.routes import Services
@@ -54,11 +55,13 @@ class GuestApp:
         callers: CallerIdentifier,
         services: Services = NO_SERVICES,
         limiter: RateLimiter | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.fleet = fleet
         self.callers = callers
         self.services = services
         self.limiter = limiter
+        self.recorder = recorder
         self._memo: dict[tuple[Any, ...], Response] = {}
         self._next_request_id = request_ids().__next__
         self._unknown_logged: dict[str, float] = {}
@@ -75,6 +78,7 @@ class GuestApp:
             await _lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         metadata: bytes | None = None
         forwarded = False
         for name, value in scope["headers"]:
@@ -84,35 +88,55 @@ class GuestApp:
             elif name == b"x-forwarded-for":
                 forwarded = True
         caller = self.callers.identify(scope, self.fleet)
+        response = await self._limited(scope, receive, caller, metadata, forwarded)
+        request_id = await self._send(response, send)
+        if self.recorder is not None:
+            client = scope.get("client")
+            self.recorder.record(
+                caller.vm_id if isinstance(caller, VM) else "",
+                str(client[0]) if client else "",
+                scope["method"],
+                scope["path"],
+                scope["query_string"],
+                response.status,
+                time.perf_counter() - started,
+                request_id,
+            )
+
+    async def _limited(
+        self,
+        scope: Scope,
+        receive: Receive,
+        caller: VM | str,
+        metadata: bytes | None,
+        forwarded: bool,
+    ) -> Response:
+        """The answer, unless the VM is over its rate limits (then a 429)."""
         path: str = scope["path"]
         limiter = self.limiter
-        if limiter is not None and isinstance(caller, VM) and path[:9].lower() == "/metadata":
-            limits = limiter.limits_for(caller.limits)
-            category = IDENTITY if path[9:18] == "/identity" else GENERAL
-            if not limiter.admit(caller.vm_id, category, limits):
-                limited = TOO_MANY_REQUESTS if category == GENERAL else IDENTITY_TOO_MANY_REQUESTS
-                await self._send(limited, send)
-                return
-            if category == IDENTITY:
-                if not limiter.enter(caller.vm_id, limits):
-                    await self._send(IDENTITY_TOO_MANY_REQUESTS, send)
-                    return
-                try:
-                    await self._answer(scope, receive, send, caller, metadata, forwarded)
-                finally:
-                    limiter.leave(caller.vm_id, limits)
-                return
-        await self._answer(scope, receive, send, caller, metadata, forwarded)
+        if limiter is None or not isinstance(caller, VM) or path[:9].lower() != "/metadata":
+            return await self._answer(scope, receive, caller, metadata, forwarded)
+        limits = limiter.limits_for(caller.limits)
+        category = IDENTITY if path[9:18] == "/identity" else GENERAL
+        if not limiter.admit(caller.vm_id, category, limits):
+            return TOO_MANY_REQUESTS if category == GENERAL else IDENTITY_TOO_MANY_REQUESTS
+        if category == GENERAL:
+            return await self._answer(scope, receive, caller, metadata, forwarded)
+        if not limiter.enter(caller.vm_id, limits):
+            return IDENTITY_TOO_MANY_REQUESTS
+        try:
+            return await self._answer(scope, receive, caller, metadata, forwarded)
+        finally:
+            limiter.leave(caller.vm_id, limits)
 
     async def _answer(
         self,
         scope: Scope,
         receive: Receive,
-        send: Send,
         caller: VM | str,
         metadata: bytes | None,
         forwarded: bool,
-    ) -> None:
+    ) -> Response:
         method: str = scope["method"]
         path: str = scope["path"]
         query: bytes = scope["query_string"]
@@ -125,31 +149,36 @@ class GuestApp:
             forwarded,
         )
         response = self._memo.get(key) if key[0] is not None and method == "GET" else None
-        if response is None:
-            if not isinstance(caller, VM):
-                self._log_unknown(caller)
-            body = await _read_body(receive) if method == "POST" else b""
-            outcome: Outcome = handle(
-                method, path, query, metadata, forwarded, caller, self.fleet, self.services, body
-            )
-            if outcome.deferred is not None:
-                response = await outcome.deferred()
-            else:
-                assert outcome.response is not None
-                response = outcome.response
-            if outcome.cacheable and key[0] is not None:
-                memo = self._memo
-                if len(memo) >= MEMO_LIMIT:
-                    del memo[next(iter(memo))]
-                memo[key] = response
-        await self._send(response, send)
+        if response is not None:
+            return response
+        if not isinstance(caller, VM):
+            self._log_unknown(caller)
+        body = await _read_body(receive) if method == "POST" else b""
+        outcome: Outcome = handle(
+            method, path, query, metadata, forwarded, caller, self.fleet, self.services, body
+        )
+        if outcome.deferred is not None:
+            response = await outcome.deferred()
+        else:
+            assert outcome.response is not None
+            response = outcome.response
+        if outcome.cacheable and key[0] is not None:
+            memo = self._memo
+            if len(memo) >= MEMO_LIMIT:
+                del memo[next(iter(memo))]
+            memo[key] = response
+        return response
 
-    async def _send(self, response: Response, send: Send) -> None:
+    async def _send(self, response: Response, send: Send) -> bytes:
+        """Send the answer; returns the request id it carried (b"" for IIS answers)."""
         headers: Any = response.headers
+        request_id = b""
         if response.request_id:
-            headers = [*headers, (b"x-ms-request-id", self._next_request_id())]
+            request_id = self._next_request_id()
+            headers = [*headers, (b"x-ms-request-id", request_id)]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
+        return request_id
 
     def _log_unknown(self, reason: str) -> None:
         """Log an unidentified caller, at most once a minute per reason (no log floods)."""

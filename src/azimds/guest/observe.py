@@ -1,0 +1,164 @@
+"""What the guest plane did: a bounded request log, counters and latency histograms, and an
+optional JSON-lines access log written off the hot path.
+
+Recording a request appends one tuple and bumps two counters; formatting happens only when
+someone reads the log, scrapes the metrics, or the access-log writer wakes up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+REQUEST_LOG_SIZE = 10_000  # entries kept for `azimds logs` and GET /v1/requests
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+CATEGORIES = ("instance", "identity", "attested", "scheduledevents", "loadbalancer", "versions")
+FLUSH_INTERVAL = 0.2  # seconds between access-log writes
+
+
+def category_of(path: str) -> str:
+    """The IMDS category of a request path (``other`` outside them and outside /metadata)."""
+    if path[:9].lower() != "/metadata":
+        return "other"
+    first = path[10:].split("/", 1)[0]
+    return first if first in CATEGORIES else "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    sequence: int
+    time: float
+    vm: str  # vmId, or "" for a caller that is no VM
+    caller: str  # the peer address
+    method: str
+    path: str
+    query: str
+    status: int
+    latency: float  # seconds
+    category: str
+    request_id: str
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "sequence": self.sequence,
+            "time": dt.datetime.fromtimestamp(self.time, dt.UTC).isoformat(timespec="milliseconds"),
+            "vm": self.vm,
+            "caller": self.caller,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "status": self.status,
+            "latencyMs": round(self.latency * 1000, 3),
+            "category": self.category,
+            "requestId": self.request_id,
+        }
+
+
+class Recorder:
+    def __init__(self, access_log: str = "") -> None:
+        self._log: deque[Entry] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._sequence = 0
+        self.requests: dict[tuple[str, int], int] = {}  # (category, status) -> count
+        self.latency: dict[str, list[float]] = {}  # category -> [bucket counts..., sum, count]
+        self._pending: list[Entry] = []
+        self._access_log = access_log
+
+    def record(
+        self,
+        vm: str,
+        caller: str,
+        method: str,
+        path: str,
+        query: bytes,
+        status: int,
+        latency: float,
+        request_id: bytes,
+    ) -> None:
+        self._sequence += 1
+        category = category_of(path)
+        entry = Entry(
+            self._sequence, time.time(), vm, caller, method, path,
+            query.decode("latin-1"), status, latency, category, request_id.decode("ascii"),
+        )  # fmt: skip
+        self._log.append(entry)
+        key = (category, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        histogram = self.latency.get(category)
+        if histogram is None:
+            histogram = self.latency[category] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        for index, bound in enumerate(LATENCY_BUCKETS):
+            if latency <= bound:
+                histogram[index] += 1
+                break
+        histogram[-2] += latency
+        histogram[-1] += 1
+        if self._access_log:
+            self._pending.append(entry)
+
+    def since(self, sequence: int, limit: int) -> list[Entry]:
+        """Entries after ``sequence``, oldest first, at most ``limit``."""
+        return [entry for entry in self._log if entry.sequence > sequence][:limit]
+
+    async def write_access_log(self, stop: asyncio.Event) -> None:
+        """Append pending entries as JSON lines every FLUSH_INTERVAL, until ``stop``."""
+        if not self._access_log:
+            return
+        if self._access_log == "-":
+            await self._write_until(stop, sys.stdout)
+            return
+        with Path(self._access_log).open("a", encoding="utf-8") as target:
+            await self._write_until(stop, target)
+
+    async def _write_until(self, stop: asyncio.Event, target: TextIO) -> None:
+        while True:
+            stopping = stop.is_set()
+            pending, self._pending = self._pending, []
+            if pending:
+                target.write("".join(json.dumps(e.json()) + "\n" for e in pending))
+                target.flush()
+            if stopping:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
+
+
+def prometheus(
+    recorder: Recorder, gauges: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]
+) -> str:
+    """The metrics in Prometheus's text format; ``gauges``: name -> (help, {labels: value})."""
+    lines = [
+        "# HELP azimds_requests_total Guest-plane requests by category and status.",
+        "# TYPE azimds_requests_total counter",
+    ]
+    for (category, status), total in sorted(recorder.requests.items()):
+        lines.append(f'azimds_requests_total{{category="{category}",status="{status}"}} {total}')
+    lines += [
+        "# HELP azimds_request_seconds Guest-plane answer latency.",
+        "# TYPE azimds_request_seconds histogram",
+    ]
+    for category, histogram in sorted(recorder.latency.items()):
+        cumulative = 0.0
+        for bound, in_bucket in zip(LATENCY_BUCKETS, histogram, strict=False):
+            cumulative += in_bucket
+            label = f'category="{category}",le="{bound}"'
+            lines.append(f"azimds_request_seconds_bucket{{{label}}} {cumulative:g}")
+        lines.append(
+            f'azimds_request_seconds_bucket{{category="{category}",le="+Inf"}} {histogram[-1]:g}'
+        )
+        lines.append(f'azimds_request_seconds_sum{{category="{category}"}} {histogram[-2]:.6f}')
+        lines.append(f'azimds_request_seconds_count{{category="{category}"}} {histogram[-1]:g}')
+    for name, (help_text, values) in gauges.items():
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for labels, value in values.items():
+            label_text = ",".join(f'{k}="{v}"' for k, v in labels)
+            lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+    return "\n".join(lines) + "\n"
