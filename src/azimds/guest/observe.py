@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import sys
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +63,25 @@ class Entry:
         }
 
 
+Row = tuple[int, float, str, str, str, str, bytes, int, float, str, bytes]
+
+
+def _entry(row: Row) -> Entry:
+    sequence, when, vm, caller, method, path, query, status, latency, category, request_id = row
+    return Entry(
+        sequence, when, vm, caller, method, path, query.decode("latin-1"), status, latency,
+        category, request_id.decode("ascii"),
+    )  # fmt: skip
+
+
 class Recorder:
     def __init__(self, access_log: str = "") -> None:
-        self._log: deque[Entry] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._log: deque[Row] = deque(maxlen=REQUEST_LOG_SIZE)
         self._sequence = 0
         self.requests: dict[tuple[str, int], int] = {}  # (category, status) -> count
         self.latency: dict[str, list[float]] = {}  # category -> [bucket counts..., sum, count]
-        self._pending: list[Entry] = []
+        self._pending: list[Row] = []
+        self._categories: dict[str, str] = {}  # paths repeat: classify each once
         self._access_log = access_log
 
     def record(
@@ -82,30 +95,41 @@ class Recorder:
         latency: float,
         request_id: bytes,
     ) -> None:
+        """Count one answered request; kept as a tuple, formatted only when read."""
         self._sequence += 1
-        category = category_of(path)
-        entry = Entry(
-            self._sequence, time.time(), vm, caller, method, path,
-            query.decode("latin-1"), status, latency, category, request_id.decode("ascii"),
-        )  # fmt: skip
-        self._log.append(entry)
+        category = self._categories.get(path)
+        if category is None:
+            if len(self._categories) > REQUEST_LOG_SIZE:
+                self._categories.clear()
+            category = self._categories[path] = category_of(path)
+        row = (
+            self._sequence,
+            time.time(),
+            vm,
+            caller,
+            method,
+            path,
+            query,
+            status,
+            latency,
+            category,
+            request_id,
+        )
+        self._log.append(row)
         key = (category, status)
         self.requests[key] = self.requests.get(key, 0) + 1
         histogram = self.latency.get(category)
         if histogram is None:
-            histogram = self.latency[category] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        for index, bound in enumerate(LATENCY_BUCKETS):
-            if latency <= bound:
-                histogram[index] += 1
-                break
+            histogram = self.latency[category] = [0.0] * (len(LATENCY_BUCKETS) + 3)
+        histogram[bisect_left(LATENCY_BUCKETS, latency)] += 1  # the last slot: above them all
         histogram[-2] += latency
         histogram[-1] += 1
         if self._access_log:
-            self._pending.append(entry)
+            self._pending.append(row)
 
     def since(self, sequence: int, limit: int) -> list[Entry]:
         """Entries after ``sequence``, oldest first, at most ``limit``."""
-        return [entry for entry in self._log if entry.sequence > sequence][:limit]
+        return [_entry(row) for row in self._log if row[0] > sequence][:limit]
 
     async def write_access_log(self, stop: asyncio.Event) -> None:
         """Append pending entries as JSON lines every FLUSH_INTERVAL, until ``stop``."""
@@ -122,7 +146,7 @@ class Recorder:
             stopping = stop.is_set()
             pending, self._pending = self._pending, []
             if pending:
-                target.write("".join(json.dumps(e.json()) + "\n" for e in pending))
+                target.write("".join(json.dumps(_entry(row).json()) + "\n" for row in pending))
                 target.flush()
             if stopping:
                 return
