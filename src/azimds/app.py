@@ -22,9 +22,10 @@ from typing import Any
 
 from azimds import server, state
 from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI, Observed
-from azimds.config import Config, ConfigError, read_fleet_file
+from azimds.config import Config, ConfigError, FleetFile, read_fleet_file
 from azimds.fleet.attestation_certs import ensure_leaves, stale
 from azimds.fleet.clock import set_clock
+from azimds.fleet.faults import FaultError, declare_faults
 from azimds.fleet.operations import FleetError, apply_declarations, set_default_vm
 from azimds.fleet.scheduling import advance_events
 from azimds.fleet.signing_keys import ensure_jwt_key
@@ -33,6 +34,7 @@ from azimds.guest.asgi import GuestApp
 from azimds.guest.attested import AttestedService
 from azimds.guest.callers import MODES
 from azimds.guest.events import EventsService
+from azimds.guest.faults import Faults
 from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.limits import RateLimiter
 from azimds.guest.observe import Recorder
@@ -67,25 +69,33 @@ def fleet_file_source(path: Path) -> str:
 
 def declare(config: Config, store: Store) -> int:
     """Apply the config's default VM and the fleet file, where their declarations changed."""
-    fleet_vms = read_fleet_file(config.fleet_file) if config.fleet_file else None
+    fleet_file = read_fleet_file(config.fleet_file) if config.fleet_file else None
 
     def work(txn: Transaction) -> None:
         if config.vm_declared:
             apply_declarations(txn, CONFIG_SOURCE, [config.vm.description()], "vm")
             set_default_vm(txn, config.vm.vm_id)
-        if fleet_vms is not None and config.fleet_file is not None:
-            apply_declarations(txn, fleet_file_source(config.fleet_file), fleet_vms, "vms")
+        if fleet_file is not None and config.fleet_file is not None:
+            apply_fleet_file(txn, config.fleet_file, fleet_file)
 
     try:
         _, revision = store.transact(work)
+    except FaultError as exc:
+        raise ConfigError(str(config.fleet_file), exc.where, str(exc), "correct the rule") from exc
     except FleetError as exc:
-        source = (
-            str(config.fleet_file) if exc.where.startswith("vms") else (config.source or "defaults")
-        )
+        declared_in_file = exc.where.startswith("vms")
+        source = str(config.fleet_file) if declared_in_file else (config.source or "defaults")
         problem, _, fix = str(exc).partition(". Fix: ")
         fix = fix or "make every vmId and address unique"
         raise ConfigError(source, exc.where or "vms", problem, fix) from exc
     return revision
+
+
+def apply_fleet_file(txn: Transaction, path: Path, declared: FleetFile) -> None:
+    """Make the store hold what the fleet file declares (one transaction: all or nothing)."""
+    source = fleet_file_source(path)
+    apply_declarations(txn, source, declared.vms, "vms")
+    declare_faults(txn, source, declared.faults, time.time(), "faults")
 
 
 def public_url(config: Config, admin_url: str) -> str:
@@ -109,10 +119,6 @@ def _http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _declare_fleet(path: Path, vms: list[dict[str, Any]]) -> Callable[[Transaction], Any]:
-    return lambda txn: apply_declarations(txn, fleet_file_source(path), vms, "vms")
-
-
 async def _watch_fleet_file(path: Path, store: Store, node: Node, stop: asyncio.Event) -> None:
     """Re-apply the fleet file when it changes: all of it in one transaction, or none."""
 
@@ -133,8 +139,10 @@ async def _watch_fleet_file(path: Path, store: Store, node: Node, stop: asyncio.
         seen = current
         try:
             declared = read_fleet_file(path)
-            _, revision = await asyncio.to_thread(store.transact, _declare_fleet(path, declared))
-        except (ConfigError, FleetError, StoreError) as exc:
+            _, revision = await asyncio.to_thread(
+                store.transact, functools.partial(apply_fleet_file, path=path, declared=declared)
+            )
+        except (ConfigError, FleetError, FaultError, StoreError) as exc:
             log.error("fleet file %s not applied, nothing changed: %s", path, exc)
             continue
         await node.caught_up(revision)
@@ -239,7 +247,8 @@ async def run(
         services = Services(tokens, attested, EventsService(node, config.events_first_call_delay))
         limiter = RateLimiter(config.limits) if config.limits.enabled else None
         recorder = Recorder(config.access_log)
-        guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder)
+        faults = Faults(reset=server.reset_connection)
+        guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder, faults)
         node.on_fleet(guest.replace_fleet)
         certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")
         node.on_fleet(certificates.check)
@@ -254,7 +263,7 @@ async def run(
             tokens.settings,
             admin_url,
             config.terminate_notice,
-            Observed(recorder, services),
+            Observed(recorder, services, faults),
         ).app()
 
         bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]

@@ -296,22 +296,29 @@ def read_file(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
     return data
 
 
-def read_fleet_file(path: Path) -> list[dict[str, Any]]:
-    """The VM descriptions a fleet file declares.
+@dataclass(frozen=True, slots=True)
+class FleetFile:
+    vms: list[dict[str, Any]]
+    faults: list[dict[str, Any]]  # fault rules (fleet/faults.py)
 
-    Only the file's shape is checked here; each VM is validated once, where it is applied
-    (``fleet.operations.apply_declarations``), whose errors name the entry (``vms[3]...``).
+
+def read_fleet_file(path: Path) -> FleetFile:
+    """The VMs and fault rules a fleet file declares.
+
+    Only the file's shape is checked here; each VM and rule is validated once, where it is
+    applied (``app.declare``), whose errors name the entry (``vms[3]...``, ``faults[0]...``).
     """
-    data = read_file(path, ("vms",), "write vms: followed by a list of VMs")
-    vms = data.get("vms") or []
+    data = read_file(path, ("vms", "faults"), "write vms: followed by a list of VMs")
     source = str(path)
-    if not isinstance(vms, list):
-        raise ConfigError(source, "vms", "expected a list", "write vms: - compute: {name: ...}")
-    for index, description in enumerate(vms):
-        if not isinstance(description, dict):
-            where = f"vms[{index}]"
-            raise ConfigError(source, where, "expected a mapping", "describe the VM with compute:")
-    return vms
+    entries: dict[str, list[dict[str, Any]]] = {}
+    for key, what in (("vms", "describe the VM with compute:"), ("faults", "give actions:")):
+        entries[key] = data.get(key) or []
+        if not isinstance(entries[key], list):
+            raise ConfigError(source, key, "expected a list", f"write {key}: - ...")
+        for index, entry in enumerate(entries[key]):
+            if not isinstance(entry, dict):
+                raise ConfigError(source, f"{key}[{index}]", "expected a mapping", what)
+    return FleetFile(entries["vms"], entries["faults"])
 
 
 def _pick(

@@ -8,8 +8,10 @@ loop and one copy of the fleet data.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,6 +80,49 @@ def claim(host: str, port: int) -> int:
         claim_unix_socket(Path(host.removeprefix("unix:")))
         return 0
     return claim_port(host, port)
+
+
+def _connection_socket(local: tuple[str, int], peer: tuple[str, int]) -> socket.socket | None:
+    """A duplicate of this process's TCP socket between ``local`` and ``peer``, if any."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            candidate = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue  # closed meanwhile, or not ours to read
+        try:
+            if candidate.type == socket.SOCK_STREAM and (
+                candidate.getsockname()[:2] == local and candidate.getpeername()[:2] == peer
+            ):
+                return candidate
+        except OSError:
+            pass  # a listener, or not connected
+        candidate.close()
+    return None
+
+
+def reset_connection(scope: dict[str, Any]) -> bool:
+    """Abort the TCP connection an ASGI request came on, so the client sees a reset (RST).
+
+    granian offers no way to abort a connection, so this finds the socket among the
+    process's descriptors by its two addresses and disconnects it: connect() with AF_UNSPEC
+    makes Linux drop the connection with a RST. Returns False where that cannot be done
+    (a unix socket, or the connection is already gone); the caller then closes it without
+    an answer. Used only by the "reset" fault, never on the normal path.
+    """
+    server, client = scope.get("server"), scope.get("client")
+    if not server or not client or not server[1]:
+        return False
+    found = _connection_socket((server[0], int(server[1])), (client[0], int(client[1])))
+    if found is None:
+        return False
+    with found:
+        unspecified = (ctypes.c_ubyte * 16)()  # a sockaddr whose family is AF_UNSPEC (0)
+        return bool(_libc.connect(found.fileno(), unspecified, len(unspecified)) == 0)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _server(app: Any, host: str, port: int) -> Server:

@@ -27,8 +27,9 @@ from starlette.routing import Route
 from azimds import __version__
 from azimds.admin.openapi import document
 from azimds.defaults import TOKEN_REFRESH_MARGIN
-from azimds.fleet.clock import advance_clock
+from azimds.fleet.clock import advance_clock, parse_moment
 from azimds.fleet.events import Event
+from azimds.fleet.faults import FaultError, add_fault, clear_faults, parse_rule, remove_fault
 from azimds.fleet.operations import (
     FleetError,
     add_user_identity,
@@ -42,6 +43,7 @@ from azimds.fleet.operations import (
 from azimds.fleet.scheduling import approve_events, cancel_event, schedule_event
 from azimds.fleet.signing_keys import rotate_jwt_key
 from azimds.fleet.vm import VM
+from azimds.guest.faults import Faults
 from azimds.guest.identity import TokenSettings
 from azimds.guest.observe import Recorder, prometheus
 from azimds.guest.routes import Services
@@ -71,19 +73,10 @@ def _iso(moment: float) -> str:
 
 
 def _parse_time(value: Any, now: float, where: str) -> float:
-    """Epoch seconds, an ISO 8601 time, or +SECONDS from now."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        if value.startswith("+") and value[1:].replace(".", "", 1).isdigit():
-            return now + float(value[1:])
-        try:
-            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
-    raise ApiError(400, "invalid", "a time is ISO 8601, epoch seconds or +SECONDS", where)
+    moment = parse_moment(value, now)
+    if moment is None:
+        raise ApiError(400, "invalid", "a time is ISO 8601, epoch seconds or +SECONDS", where)
+    return moment
 
 
 CLAIMS: tuple[str, ...] = ("aud", "iss", "iat", "nbf", "exp", "appid", "appidacr", "idp")
@@ -96,6 +89,7 @@ class Observed:
 
     recorder: Recorder
     services: Services
+    faults: Faults
 
 
 class ApiError(Exception):
@@ -157,7 +151,7 @@ class AdminAPI:
         self.tokens = tokens
         self.url = url  # where this control plane is reached (for jwks_uri)
         self.terminate_notice = terminate_notice
-        self.observed = observed or Observed(Recorder(), Services())
+        self.observed = observed or Observed(Recorder(), Services(), Faults())
 
     def app(self) -> Starlette:
         routes = [
@@ -182,6 +176,11 @@ class AdminAPI:
             Route("/v1/events/{event}/approve", self.approve_event, methods=["POST"]),
             Route("/v1/clock", self.show_clock, methods=["GET"]),
             Route("/v1/clock/advance", self.post_clock_advance, methods=["POST"]),
+            Route("/v1/faults", self.list_faults, methods=["GET"]),
+            Route("/v1/faults", self.add_fault, methods=["POST"]),
+            Route("/v1/faults", self.clear_faults, methods=["DELETE"]),
+            Route("/v1/faults/{fault}", self.show_fault, methods=["GET"]),
+            Route("/v1/faults/{fault}", self.remove_fault, methods=["DELETE"]),
             Route("/v1/requests", self.requests, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/v1/keys", self.list_keys, methods=["GET"]),
@@ -464,6 +463,47 @@ class AdminAPI:
         await asyncio.sleep(ENGINE_SETTLE)
         return JSONResponse({"now": _iso(clock.now(time.time()))})
 
+    # --- fault rules ---------------------------------------------------------------------
+
+    async def list_faults(self, request: Request) -> Response:
+        """Every rule, oldest first, with how often it fired on this node."""
+        faults = self.observed.faults
+        return JSONResponse({"faults": [faults.state(rule) for rule in self.node.served.faults]})
+
+    async def add_fault(self, request: Request) -> Response:
+        spec = await read_json(request)
+        fleet = self.node.served
+
+        def find_vm(key: str) -> str | None:
+            vm = fleet.find(key)
+            return vm.vm_id if vm is not None else None
+
+        try:
+            rule = parse_rule(spec, time.time(), find_vm)
+        except FaultError as exc:
+            status = 404 if exc.where == "vm" else 400
+            code = "not_found" if status == 404 else "invalid"
+            raise ApiError(status, code, str(exc), exc.where) from exc
+        added = await self._write(lambda txn: add_fault(txn, rule))
+        return JSONResponse(self.observed.faults.state(added), status_code=201)
+
+    async def show_fault(self, request: Request) -> Response:
+        rule_id = request.path_params["fault"]
+        for rule in self.node.served.faults:
+            if rule.id == rule_id:
+                return JSONResponse(self.observed.faults.state(rule))
+        raise ApiError(404, "not_found", f"no fault rule {rule_id}")
+
+    async def remove_fault(self, request: Request) -> Response:
+        rule_id = request.path_params["fault"]
+        if not await self._write(lambda txn: remove_fault(txn, rule_id)):
+            raise ApiError(404, "not_found", f"no fault rule {rule_id}")
+        return Response(status_code=204)
+
+    async def clear_faults(self, request: Request) -> Response:
+        removed = await self._write(clear_faults)
+        return JSONResponse({"removed": removed})
+
     # --- observability ------------------------------------------------------------------
 
     async def requests(self, request: Request) -> Response:
@@ -499,6 +539,14 @@ class AdminAPI:
             "azimds_events": (
                 "Scheduled events by state.",
                 {(("state", state),): float(count) for state, count in sorted(states.items())},
+            ),
+            "azimds_faults_total": (
+                "Fault-rule firings on this node by action (410, 429, 500, 503, reset, hang, "
+                "pass).",
+                {
+                    (("action", action),): float(count)
+                    for action, count in sorted(self.observed.faults.outcomes.items())
+                },
             ),
             "azimds_vms": ("VMs this node serves.", {(): float(len(fleet.vms))}),
             "azimds_store_revision_lag": (

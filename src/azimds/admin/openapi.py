@@ -107,6 +107,52 @@ EVENT_REQUEST = {
         "unplanned": {"type": "boolean"},
     },
 }
+FAULT_ACTION = {
+    "description": "410, 429, 500 or 503 (the real service's body), reset, hang or pass; or "
+    "an object such as {status: 429, retryAfter: 5, delay: 0.2}",
+    "oneOf": [
+        {"type": "integer", "enum": [410, 429, 500, 503]},
+        {"type": "string", "enum": ["410", "429", "500", "503", "reset", "hang", "pass"]},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "status": {"type": "integer", "enum": [410, 429, 500, 503]},
+                "retryAfter": {"type": "integer", "minimum": 0, "maximum": 86400},
+                "delay": {"type": "number", "minimum": 0, "maximum": 300},
+                "reset": {"type": "boolean"},
+                "hang": {"type": "boolean"},
+                "pass": {"type": "boolean"},
+            },
+        },
+    ],
+}
+FAULT_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Which requests a rule fires on, and what it does: one action repeats, "
+    "several run in turn once each (count defaults to their number) and the rule is spent.",
+    "properties": {
+        "vm": {"type": "string", "description": "A VM name or vmId (default: every VM)"},
+        "path": {"type": "string", "description": "A path prefix (default /metadata)"},
+        "method": {"type": "string", "enum": ["GET", "POST"]},
+        "probability": {"type": "number", "minimum": 0, "maximum": 1},
+        "count": {"type": "integer", "minimum": 1},
+        "from": {"type": ["string", "number"], "description": "ISO 8601, epoch or +SECONDS"},
+        "until": {"type": ["string", "number"], "description": "ISO 8601, epoch or +SECONDS"},
+        "delay": {"type": "number", "minimum": 0, "maximum": 300},
+        "retryAfter": {"type": "integer", "minimum": 0, "maximum": 86400},
+        "action": FAULT_ACTION,
+        "actions": {"type": "array", "items": FAULT_ACTION},
+    },
+}
+FAULT_PARAMETER = {
+    "name": "fault",
+    "in": "path",
+    "required": True,
+    "description": "The rule's id",
+    "schema": {"type": "string"},
+}
 TENANT_PARAMETER = {
     "name": "tenant",
     "in": "path",
@@ -172,6 +218,13 @@ def document() -> dict[str, Any]:
                 "Event": {"type": "object", "properties": {"eventId": {"type": "string"}}},
                 "Events": {"type": "object", "properties": {"events": {"type": "array"}}},
                 "Clock": {"type": "object", "properties": {"now": {"type": "string"}}},
+                "FaultRequest": FAULT_REQUEST,
+                "Fault": {
+                    "type": "object",
+                    "description": "A rule, with fired, remaining and active on this node",
+                    "properties": {"id": {"type": "string"}, "fired": {"type": "integer"}},
+                },
+                "Faults": {"type": "object", "properties": {"faults": {"type": "array"}}},
                 "UserIdentity": USER_IDENTITY,
                 "SystemIdentity": SYSTEM_IDENTITY,
                 "Identities": {
@@ -300,6 +353,37 @@ def document() -> dict[str, Any]:
                     "summary": "Approve (start) an event, as one of its VMs would",
                     "responses": {"200": {"description": "Started", "content": _json("Event")}}
                     | _errors(401, 404, 503),
+                },
+            },
+            "/v1/faults": {
+                "get": {
+                    "summary": "Fault rules, oldest first (the first that fires wins)",
+                    "responses": {"200": {"description": "Rules", "content": _json("Faults")}}
+                    | _errors(401),
+                },
+                "post": {
+                    "summary": "Add a fault rule",
+                    "requestBody": {"required": True, "content": _json("FaultRequest")},
+                    "responses": {"201": {"description": "Added", "content": _json("Fault")}}
+                    | _errors(*WRITE_ERRORS, 404),
+                },
+                "delete": {
+                    "summary": "Remove every fault rule (the fleet file's return when it is "
+                    "applied again)",
+                    "responses": {"200": {"description": "How many were removed"}}
+                    | _errors(401, 503),
+                },
+            },
+            "/v1/faults/{fault}": {
+                "parameters": [FAULT_PARAMETER],
+                "get": {
+                    "summary": "One fault rule",
+                    "responses": {"200": {"description": "Rule", "content": _json("Fault")}}
+                    | _errors(401, 404),
+                },
+                "delete": {
+                    "summary": "Remove a fault rule",
+                    "responses": {"204": {"description": "Removed"}} | _errors(401, 404, 503),
                 },
             },
             "/v1/clock": {

@@ -14,6 +14,20 @@ import yaml
 from azimds import __version__, state
 from azimds.admin.client import AdminClient, AdminError
 
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds_of(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in UNITS else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a duration such as 90, 15m or 2h") from None
+    if value < 0:
+        raise click.BadParameter("a duration is 0 or more")
+    return value * UNITS[unit]
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="azimds")

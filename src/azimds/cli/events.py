@@ -8,21 +8,14 @@ from typing import Any
 
 import click
 
-from azimds.cli.common import call, control_plane_options, main, read_document, table
-
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def seconds_of(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in UNITS else (text, "s")
-    try:
-        value = float(number)
-    except ValueError:
-        raise click.BadParameter(f"'{text}' is not a duration such as 90, 15m or 2h") from None
-    if value < 0:
-        raise click.BadParameter("a duration is 0 or more")
-    return value * UNITS[unit]
+from azimds.cli.common import (
+    call,
+    control_plane_options,
+    main,
+    read_document,
+    seconds_of,
+    table,
+)
 
 
 @main.group()

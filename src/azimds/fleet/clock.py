@@ -7,6 +7,7 @@ where scale is 1 for real time and 0 for a manual clock.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,3 +60,19 @@ def advance_clock(txn: Transaction, seconds: float, real: float) -> ClockState:
     state = ClockState(current.scale, real, current.now(real) + seconds)
     txn.put(SETTING_KIND, CLOCK_SETTING, state.body())
     return state
+
+
+def parse_moment(value: Any, now: float) -> float | None:
+    """Epoch seconds, an ISO 8601 time (UTC unless it says), or "+SECONDS" from ``now``;
+    None when ``value`` is none of these."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    if value.startswith("+") and value[1:].replace(".", "", 1).isdigit():
+        return now + float(value[1:])
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()

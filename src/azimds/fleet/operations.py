@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from azimds.fleet.schema import DocumentError
-from azimds.fleet.snapshot import DEFAULT_VM_SETTING, SETTING_KIND, VM_KIND, vm_from_record
-from azimds.fleet.vm import VM, build_vm, patch_description
+from azimds.fleet.snapshot import DEFAULT_VM_SETTING, SETTING_KIND, vm_from_record
+from azimds.fleet.vm import VM, VM_KIND, build_vm, patch_description
 from azimds.store.base import Transaction
 
 ADDRESS_KIND = "address"  # body {"vmId": ...}: which VM holds a private address

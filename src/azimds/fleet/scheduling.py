@@ -18,7 +18,7 @@ from azimds.fleet.events import (
     Event,
 )
 from azimds.fleet.operations import FleetError, delete_vm
-from azimds.fleet.snapshot import VM_KIND
+from azimds.fleet.vm import VM_KIND
 from azimds.store.base import Transaction
 
 

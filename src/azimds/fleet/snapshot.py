@@ -15,15 +15,15 @@ from typing import Any
 from azimds.fleet.attestation_certs import CA_KIND, LEAF_KIND, leaf_key_of
 from azimds.fleet.clock import CLOCK_SETTING, ClockState
 from azimds.fleet.events import EVENT_KIND, Event
+from azimds.fleet.faults import FAULT_KIND, FaultRule
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.signing_keys import ACTIVE_SETTING, KEY_KIND
-from azimds.fleet.vm import VM, build_vm
+from azimds.fleet.vm import VM, VM_KIND, build_vm
 from azimds.signing.attestation import Signer, load_signer
 from azimds.signing.keys import JwtKey, load_jwt_key
 
 log = logging.getLogger(__name__)
 
-VM_KIND = "vm"
 SETTING_KIND = "setting"
 DEFAULT_VM_SETTING = "default-vm"  # body {"vmId": ...}: the VM `single` mode serves
 
@@ -40,6 +40,7 @@ class Fleet:
     leaves: Mapping[str, Signer] = field(default_factory=dict)  # by leaf_key_of(...)
     events: Mapping[str, Event] = field(default_factory=dict)  # by EventId, every status
     clock: ClockState = field(default_factory=ClockState)
+    faults: tuple[FaultRule, ...] = ()  # oldest first: the first that fires wins
 
     def events_of(self, vm_id: str) -> list[Event]:
         """Every event (any status) that affects the VM, oldest first."""
@@ -81,6 +82,7 @@ class Fleet:
         active_kid = self.active_kid
         ca, leaves = dict(self.ca), dict(self.leaves)
         events, clock = dict(self.events), self.clock
+        faults = {rule.id: rule for rule in self.faults}
         for record in records:
             if record.kind == VM_KIND:
                 vms.pop(record.id, None)
@@ -106,6 +108,10 @@ class Fleet:
                     events[record.id] = Event.from_record(record.id, record.body, record.revision)
             elif record.kind == SETTING_KIND and record.id == CLOCK_SETTING:
                 clock = ClockState() if record.deleted else ClockState.from_body(record.body)
+            elif record.kind == FAULT_KIND:
+                faults.pop(record.id, None)
+                if not record.deleted:
+                    faults[record.id] = FaultRule.from_body(record.body)
             elif record.kind in (CA_KIND, LEAF_KIND):
                 signers = ca if record.kind == CA_KIND else leaves
                 signers.pop(record.id, None)
@@ -122,6 +128,7 @@ class Fleet:
             leaves=leaves,
             events=events,
             clock=clock,
+            faults=tuple(sorted(faults.values(), key=lambda rule: (rule.created, rule.id))),
         )
 
 

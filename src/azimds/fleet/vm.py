@@ -21,6 +21,7 @@ from azimds.fleet.merge_patch import merge_patch
 from azimds.fleet.schema import DocumentError
 
 # Keys of a VM description: the instance document's own (compute, network), then azimds's.
+VM_KIND = "vm"  # the store kind of a VM record
 VM_KEYS = (
     "compute",
     "network",

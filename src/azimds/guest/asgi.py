@@ -7,6 +7,8 @@ runs the pipeline.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -14,11 +16,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
+from azimds.fleet.faults import Action
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.callers import CallerIdentifier
 from azimds.guest.errors import IDENTITY_TOO_MANY_REQUESTS, TOO_MANY_REQUESTS
 from azimds.guest.events import MAX_BODY
+from azimds.guest.faults import Faults
 from azimds.guest.limits import GENERAL, IDENTITY, RateLimiter
 from azimds.guest.observe import Recorder
 from azimds.guest.pipeline import NO_SERVICES, Outcome, handle
@@ -33,6 +37,7 @@ Send = Callable[[Message], Awaitable[None]]
 # Enough for every (api-version, path, format) a real client asks, per VM, many times over.
 MEMO_LIMIT = 8192
 UNKNOWN_LOG_INTERVAL = 60.0  # seconds
+HANG_LIMIT = 600.0  # seconds a "hang" fault holds a connection the client never gives up on
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +61,14 @@ class GuestApp:
         services: Services = NO_SERVICES,
         limiter: RateLimiter | None = None,
         recorder: Recorder | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.fleet = fleet
         self.callers = callers
         self.services = services
         self.limiter = limiter
         self.recorder = recorder
+        self.faults = faults or Faults()
         self._memo: dict[tuple[Any, ...], Response] = {}
         self._next_request_id = request_ids().__next__
         self._unknown_logged: dict[str, float] = {}
@@ -70,6 +77,7 @@ class GuestApp:
         """Serve a new snapshot; answers rendered from the old one are dropped."""
         self.fleet = fleet
         self._memo = {}
+        self.faults.forget_others(fleet.faults)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -88,8 +96,16 @@ class GuestApp:
             elif name == b"x-forwarded-for":
                 forwarded = True
         caller = self.callers.identify(scope, self.fleet)
-        response = await self._limited(scope, receive, caller, metadata, forwarded)
-        request_id = await self._send(response, send)
+        rules, fault = self.fleet.faults, None
+        if rules and isinstance(caller, VM):
+            fault = self.faults.pick(rules, caller.vm_id, scope["method"], scope["path"])
+        if fault is None:
+            response = await self._limited(scope, receive, caller, metadata, forwarded)
+            status, request_id = response.status, await self._send(response, send)
+        else:
+            status, request_id = await self._faulted(
+                fault[1], scope, receive, send, caller, metadata, forwarded
+            )
         if self.recorder is not None:
             client = scope.get("client")
             self.recorder.record(
@@ -98,10 +114,38 @@ class GuestApp:
                 scope["method"],
                 scope["path"],
                 scope["query_string"],
-                response.status,
+                status,
                 time.perf_counter() - started,
                 request_id,
+                fault[0].id if fault is not None else "",
             )
+
+    async def _faulted(
+        self,
+        action: Action,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        caller: VM | str,
+        metadata: bytes | None,
+        forwarded: bool,
+    ) -> tuple[int, bytes]:
+        """Carry out a fault rule's action; returns the status sent (0 for none) and the
+        request id. Without an answer, returning closes the connection."""
+        if action.delay:
+            await asyncio.sleep(action.delay)
+        if action.kind == "reset":
+            self.faults.reset(scope)  # where it cannot, the connection just closes
+            return 0, b""
+        if action.kind == "hang":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_disconnected(receive), HANG_LIMIT)
+            return 0, b""
+        if action.kind == "status":
+            response = self.faults.answer(action, scope["path"])
+        else:
+            response = await self._limited(scope, receive, caller, metadata, forwarded)
+        return response.status, await self._send(response, send)
 
     async def _limited(
         self,
@@ -201,6 +245,12 @@ async def _read_body(receive: Receive) -> bytes:
         if len(body) > MAX_BODY or not message.get("more_body", False):
             break
     return bytes(body[: MAX_BODY + 1])
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Wait until the client goes away (reading and dropping any body it sends)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -44,6 +44,14 @@ API_VERSION_INVALID = (
     "For more information refer to aka.ms/azureimds"
 )
 NOT_FOUND = "Not found"
+# What fault rules answer with (reference sections 3, 5 and 7); the 410 and 500 wordings are
+# UNCONFIRMED, chosen from the documentation's descriptions (docs/behaviour.md).
+UPDATING = (
+    "IMDS is going through updates and will be available within 70 seconds. Please retry later"
+)
+INTERNAL_ERROR = "Internal server error. Please retry later"
+IDENTITY_INTERNAL_ERROR = "Failed to retrieve token from the Active directory."
+UNAVAILABLE = "Internal service unavailable. Please retry later"  # [DOC-LB]
 
 
 def _bad_parameter_value(name: str, value: str) -> str:
@@ -68,7 +76,9 @@ _IDENTITY_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    410: "gone",
     429: "too_many_requests",
+    500: "unknown",  # the code in [DOC-MI]'s 500 example
     503: "service_unavailable",
 }
 
@@ -76,6 +86,11 @@ _IDENTITY_CODES = {
 class Family(enum.Enum):
     INSTANCE = "instance"
     IDENTITY = "identity"
+
+    @classmethod
+    def for_path(cls, path: str) -> Family:
+        segments = [segment for segment in path.split("/") if segment]
+        return cls.IDENTITY if segments[1:2] == ["identity"] else cls.INSTANCE
 
     def error(self, status: int, message: str) -> Response:
         if self is Family.IDENTITY:
@@ -111,6 +126,14 @@ class Family(enum.Enum):
 
     def method_not_allowed(self, path: str, method: str) -> Response:
         return self.error(405, _method_not_allowed(path, method))
+
+    def failure(self, status: int) -> Response:
+        """The answer to an injected failure: 410, 429, 500 or 503."""
+        if status == 429:
+            return TOO_MANY_REQUESTS if self is Family.INSTANCE else IDENTITY_TOO_MANY_REQUESTS
+        if status == 500 and self is Family.IDENTITY:
+            return self.error(500, IDENTITY_INTERNAL_ERROR)
+        return self.error(status, {410: UPDATING, 500: INTERNAL_ERROR, 503: UNAVAILABLE}[status])
 
 
 def api_version_invalid(version_set: versions.VersionSet) -> Response:

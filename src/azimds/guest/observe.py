@@ -46,6 +46,7 @@ class Entry:
     latency: float  # seconds
     category: str
     request_id: str
+    fault: str  # the id of the fault rule that fired, or ""
 
     def json(self) -> dict[str, Any]:
         return {
@@ -60,17 +61,20 @@ class Entry:
             "latencyMs": round(self.latency * 1000, 3),
             "category": self.category,
             "requestId": self.request_id,
+            "fault": self.fault or None,
         }
 
 
-Row = tuple[int, float, str, str, str, str, bytes, int, float, str, bytes]
+Row = tuple[int, float, str, str, str, str, bytes, int, float, str, bytes, str]
 
 
 def _entry(row: Row) -> Entry:
-    sequence, when, vm, caller, method, path, query, status, latency, category, request_id = row
+    sequence, when, vm, caller, method, path, query, status, latency, category, request_id = row[
+        :11
+    ]
     return Entry(
         sequence, when, vm, caller, method, path, query.decode("latin-1"), status, latency,
-        category, request_id.decode("ascii"),
+        category, request_id.decode("ascii"), row[11],
     )  # fmt: skip
 
 
@@ -94,8 +98,10 @@ class Recorder:
         status: int,
         latency: float,
         request_id: bytes,
+        fault: str = "",
     ) -> None:
-        """Count one answered request; kept as a tuple, formatted only when read."""
+        """Count one answered request (status 0: a fault sent no answer); kept as a tuple,
+        formatted only when read."""
         self._sequence += 1
         category = self._categories.get(path)
         if category is None:
@@ -114,6 +120,7 @@ class Recorder:
             latency,
             category,
             request_id,
+            fault,
         )
         self._log.append(row)
         key = (category, status)

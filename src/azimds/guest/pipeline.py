@@ -58,7 +58,7 @@ def handle(
     if not parts or parts[0].lower() != "metadata":
         return Outcome(errors.IIS_NOT_FOUND)
     below = parts[1:]
-    family = errors.Family.IDENTITY if below[:1] == ["identity"] else errors.Family.INSTANCE
+    family = errors.Family.for_path(path)
     if not isinstance(vm, VM):
         return Outcome(family.caller_unknown(vm), cacheable=False)
 
