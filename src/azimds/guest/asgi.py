@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
-from azimds.fleet.faults import Action
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.callers import CallerIdentifier
@@ -25,7 +24,7 @@ from azimds.guest.events import MAX_BODY
 from azimds.guest.faults import Faults
 from azimds.guest.limits import GENERAL, IDENTITY, RateLimiter
 from azimds.guest.observe import Recorder
-from azimds.guest.pipeline import NO_SERVICES, Outcome, handle
+from azimds.guest.pipeline import NO_SERVICES, Outcome, check, handle, run
 from azimds.guest.responses import Response
 from azimds.guest.routes import Services
 
@@ -33,6 +32,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Sent = tuple[int, bytes, str]  # the status sent (0: none), its request id, the fault rule's id
 
 # Enough for every (api-version, path, format) a real client asks, per VM, many times over.
 MEMO_LIMIT = 8192
@@ -96,16 +96,9 @@ class GuestApp:
             elif name == b"x-forwarded-for":
                 forwarded = True
         caller = self.callers.identify(scope, self.fleet)
-        rules, fault = self.fleet.faults, None
-        if rules and isinstance(caller, VM):
-            fault = self.faults.pick(rules, caller.vm_id, scope["method"], scope["path"])
-        if fault is None:
-            response = await self._limited(scope, receive, caller, metadata, forwarded)
-            status, request_id = response.status, await self._send(response, send)
-        else:
-            status, request_id = await self._faulted(
-                fault[1], scope, receive, send, caller, metadata, forwarded
-            )
+        status, request_id, fault = await self._limited(
+            scope, receive, send, caller, metadata, forwarded
+        )
         if self.recorder is not None:
             client = scope.get("client")
             self.recorder.record(
@@ -117,61 +110,50 @@ class GuestApp:
                 status,
                 time.perf_counter() - started,
                 request_id,
-                fault[0].id if fault is not None else "",
+                fault,
             )
 
-    async def _faulted(
+    async def _limited(
         self,
-        action: Action,
         scope: Scope,
         receive: Receive,
         send: Send,
         caller: VM | str,
         metadata: bytes | None,
         forwarded: bool,
-    ) -> tuple[int, bytes]:
-        """Carry out a fault rule's action; returns the status sent (0 for none) and the
-        request id. Without an answer, returning closes the connection."""
-        if action.delay:
-            await asyncio.sleep(action.delay)
-        if action.kind == "reset":
-            self.faults.reset(scope)  # where it cannot, the connection just closes
-            return 0, b""
-        if action.kind == "hang":
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_disconnected(receive), HANG_LIMIT)
-            return 0, b""
-        if action.kind == "status":
-            response = self.faults.answer(action, scope["path"])
-        else:
-            response = await self._limited(scope, receive, caller, metadata, forwarded)
-        return response.status, await self._send(response, send)
-
-    async def _limited(
-        self,
-        scope: Scope,
-        receive: Receive,
-        caller: VM | str,
-        metadata: bytes | None,
-        forwarded: bool,
-    ) -> Response:
-        """The answer, unless the VM is over its rate limits (then a 429)."""
+    ) -> Sent:
+        """Answer, unless the VM is over its rate limits (then a 429)."""
         path: str = scope["path"]
         limiter = self.limiter
         if limiter is None or not isinstance(caller, VM) or path[:9].lower() != "/metadata":
-            return await self._answer(scope, receive, caller, metadata, forwarded)
+            return await self._respond(scope, receive, send, caller, metadata, forwarded)
         limits = limiter.limits_for(caller.limits)
         category = IDENTITY if path[9:18] == "/identity" else GENERAL
         if not limiter.admit(caller.vm_id, category, limits):
-            return TOO_MANY_REQUESTS if category == GENERAL else IDENTITY_TOO_MANY_REQUESTS
+            refusal = TOO_MANY_REQUESTS if category == GENERAL else IDENTITY_TOO_MANY_REQUESTS
+            return refusal.status, await self._send(refusal, send), ""
         if category == GENERAL:
-            return await self._answer(scope, receive, caller, metadata, forwarded)
+            return await self._respond(scope, receive, send, caller, metadata, forwarded)
         if not limiter.enter(caller.vm_id, limits):
-            return IDENTITY_TOO_MANY_REQUESTS
+            return 429, await self._send(IDENTITY_TOO_MANY_REQUESTS, send), ""
         try:
-            return await self._answer(scope, receive, caller, metadata, forwarded)
+            return await self._respond(scope, receive, send, caller, metadata, forwarded)
         finally:
             limiter.leave(caller.vm_id, limits)
+
+    async def _respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        caller: VM | str,
+        metadata: bytes | None,
+        forwarded: bool,
+    ) -> Sent:
+        if self.fleet.faults and isinstance(caller, VM):
+            return await self._faulted(scope, receive, send, caller, metadata, forwarded)
+        response = await self._answer(scope, receive, caller, metadata, forwarded)
+        return response.status, await self._send(response, send), ""
 
     async def _answer(
         self,
@@ -201,17 +183,55 @@ class GuestApp:
         outcome: Outcome = handle(
             method, path, query, metadata, forwarded, caller, self.fleet, self.services, body
         )
-        if outcome.deferred is not None:
-            response = await outcome.deferred()
-        else:
-            assert outcome.response is not None
-            response = outcome.response
+        response = await _resolved(outcome)
         if outcome.cacheable and key[0] is not None:
             memo = self._memo
             if len(memo) >= MEMO_LIMIT:
                 del memo[next(iter(memo))]
             memo[key] = response
         return response
+
+    async def _faulted(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        vm: VM,
+        metadata: bytes | None,
+        forwarded: bool,
+    ) -> Sent:
+        """Answer where fault rules exist: they fire on requests that pass every check (the
+        memo is bypassed: a fleet with rules is under test, not under load). A fault that
+        sends no answer reports status 0; returning without an answer closes the connection."""
+        method: str = scope["method"]
+        path: str = scope["path"]
+        body = await _read_body(receive) if method == "POST" else b""
+        checked = check(
+            method, path, scope["query_string"], metadata, forwarded, vm, self.fleet,
+            self.services, body,
+        )  # fmt: skip
+        fired = None if isinstance(checked, Outcome) else self.faults.pick(
+            self.fleet.faults, vm.vm_id, method, path
+        )  # fmt: skip
+        if fired is None:
+            response = await _resolved(checked if isinstance(checked, Outcome) else run(*checked))
+            return response.status, await self._send(response, send), ""
+        rule, action = fired
+        if action.delay:
+            await asyncio.sleep(action.delay)
+        if action.kind == "reset":
+            self.faults.reset(scope)  # where it cannot, the connection just closes
+            return 0, b"", rule.id
+        if action.kind == "hang":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_disconnected(receive), HANG_LIMIT)
+            return 0, b"", rule.id
+        if action.kind == "status":
+            response = self.faults.answer(action, path)
+        else:
+            assert not isinstance(checked, Outcome)
+            response = await _resolved(run(*checked))
+        return response.status, await self._send(response, send), rule.id
 
     async def _send(self, response: Response, send: Send) -> bytes:
         """Send the answer; returns the request id it carried (b"" for IIS answers)."""
@@ -245,6 +265,13 @@ async def _read_body(receive: Receive) -> bytes:
         if len(body) > MAX_BODY or not message.get("more_body", False):
             break
     return bytes(body[: MAX_BODY + 1])
+
+
+async def _resolved(outcome: Outcome) -> Response:
+    if outcome.deferred is not None:
+        return await outcome.deferred()
+    assert outcome.response is not None
+    return outcome.response
 
 
 async def _disconnected(receive: Receive) -> None:

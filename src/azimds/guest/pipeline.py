@@ -12,8 +12,8 @@ The checks run in the reference's order (section 10), and the first that fails a
 6. Path: an unknown category (or a sub-path where the category has none) -> 404.
 7. Method: POST where the category does not take it -> 405.
 8. Format: a value the category does not offer -> 400.
-Then the endpoint runs; ``/metadata/instance`` answers 404 for unknown keys and 400 for a leaf
-without ``format=text``.
+Then (``run``) the endpoint runs; ``/metadata/instance`` answers 404 for unknown keys and 400
+for a leaf without ``format=text``. Fault rules fire between the two (``guest/asgi.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from azimds.fleet.vm import VM
 from azimds.guest import errors, versions
 from azimds.guest.query import DuplicateParameter, parse_query
 from azimds.guest.responses import Response
-from azimds.guest.routes import CATEGORY_VERSIONS, Call, Services, match
+from azimds.guest.routes import CATEGORY_VERSIONS, Call, Route, Services, match
 
 FRONT_END_VERBS = ("GET", "POST")
 NO_SERVICES = Services()
@@ -52,6 +52,23 @@ def handle(
 ) -> Outcome:
     """Answer one guest request. ``metadata`` is the raw header value (None when absent);
     ``vm`` is the caller's VM, or why no VM matched the caller."""
+    checked = check(method, path, query, metadata, forwarded, vm, fleet, services, body)
+    return checked if isinstance(checked, Outcome) else run(*checked)
+
+
+def check(
+    method: str,
+    path: str,
+    query: bytes,
+    metadata: bytes | None,
+    forwarded: bool,
+    vm: VM | str,
+    fleet: Fleet,
+    services: Services = NO_SERVICES,
+    body: bytes = b"",
+) -> Outcome | tuple[Route, Call]:
+    """Run every check: the refusal, or the endpoint and the call to make (fault rules
+    fire between the two, on requests that passed)."""
     if method not in FRONT_END_VERBS:
         return Outcome(errors.iis_invalid_verb(method))
     parts = [segment for segment in path.split("/") if segment]
@@ -101,7 +118,12 @@ def handle(
         method=method,
         body=body,
     )
+    return route, call
+
+
+def run(route: Route, call: Call) -> Outcome:
+    """Call the endpoint of a request that passed every check."""
     answer = route.handler(call)
     if isinstance(answer, Response):
-        return Outcome(answer, route.cacheable and method == "GET")
+        return Outcome(answer, route.cacheable and call.method == "GET")
     return Outcome(None, cacheable=False, deferred=answer)
