@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from azimds.app import apply_fleet_file
 from azimds.config import SETTINGS, Setting, load, read_fleet_file
 from azimds.fleet.events import TYPES
+from azimds.store import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DOC = (REPO / "docs" / "configuration.md").read_text()
@@ -38,7 +40,11 @@ def test_config_examples_load(tmp_path: Path, doc: str, block: str) -> None:
     path.write_text(textwrap.dedent(block))
     lines = [line.strip() for line in block.splitlines()]
     if any(line.startswith("vms:") for line in lines):
-        assert len(read_fleet_file(path).vms) >= 2
+        declared = read_fleet_file(path)
+        assert len(declared.vms) >= 2
+        # Applied as `azimds serve --fleet` would: every VM and fault rule validated.
+        store = open_store("memory:", tmp_path)
+        store.transact(lambda txn: apply_fleet_file(txn, path, declared))
     elif lines[0].startswith("events:"):  # a scenario: what `azimds events scenario` sends
         entries = yaml.safe_load(block)["events"]
         allowed = {"after", "type", "vms", "notBefore", "duration", "description", "source"}

@@ -17,9 +17,10 @@ POLL_INTERVAL = 0.5  # seconds between reads while following
 def _line(entry: dict[str, Any]) -> str:
     target = entry["path"] + (f"?{entry['query']}" if entry["query"] else "")
     vm = entry["vm"] or f"({entry['caller']})"
+    fault = f" fault {entry['fault']}" if entry.get("fault") else ""
     return (
         f"{entry['time']} {vm} {entry['method']} {target} {entry['status']} "
-        f"{entry['latencyMs']:.2f}ms {entry['requestId'] or '-'}"
+        f"{entry['latencyMs']:.2f}ms {entry['requestId'] or '-'}{fault}"
     )
 
 
@@ -39,7 +40,8 @@ def logs(
     as_json: bool,
 ) -> None:
     """Show the guest requests the node answered (its last 10,000): time, VM, method,
-    path, status, latency, request id."""
+    path, status (0: a fault sent no answer), latency, request id, and the fault rule that
+    fired, if one did."""
     while True:
         entries = call(ctx, "GET", f"/v1/requests?since={since}")["requests"]
         for entry in entries:
