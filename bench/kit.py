@@ -1,6 +1,6 @@
 """What the benchmark scripts share: child processes, HTTP probes, wrk, and the machine.
 
-Not a benchmark itself. ``bench/throughput.py`` and ``bench/scale.py`` import it as ``kit``:
+Not a benchmark itself. The HTTP benchmarks (throughput, scale, flood) import it as ``kit``:
 running ``python bench/X.py`` puts ``bench/`` on ``sys.path``.
 """
 
