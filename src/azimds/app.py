@@ -14,6 +14,7 @@ import functools
 import logging
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,12 +221,15 @@ async def run(
     config: Config,
     on_ready: Callable[[Ready], None] | None = None,
     stop: asyncio.Event | None = None,
+    store: Store | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or ``stop``)."""
+    """Serve until SIGINT/SIGTERM (or ``stop``). Off the main thread (the test kit runs a node
+    in a thread of its own) signals are left to the program, and only ``stop`` ends it."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
 
     state.prepare(config.state_dir)
     guest_addresses = [(host, server.claim(host, port)) for host, port in config.listen]
@@ -233,7 +237,8 @@ async def run(
     admin_port = server.claim(admin_host, admin_port)
 
     admin_url = _http_url(admin_host, admin_port)
-    store = await asyncio.to_thread(open_store, config.store, config.state_dir)
+    if store is None:  # the test kit brings a memory store that already holds signing keys
+        store = await asyncio.to_thread(open_store, config.store, config.state_dir)
     node = Node(store)
     try:
         await asyncio.to_thread(declare, config, store)

@@ -126,6 +126,7 @@ class Node:
 
     def stop(self) -> None:
         self._stop.set()
+        self.store.wake()
         if self._thread is not None:
             self._thread.join(timeout=WAIT_TIMEOUT + 5)
         self.store.close()

@@ -74,4 +74,9 @@ class Store(Protocol):
         """Return when the store may have passed ``revision``, or after ``timeout`` seconds."""
         ...
 
+    def wake(self) -> None:
+        """Make a ``wait_for_change`` blocked in another thread return now, and later ones at
+        once (the node is stopping)."""
+        ...
+
     def close(self) -> None: ...

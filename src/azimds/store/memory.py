@@ -27,4 +27,9 @@ class MemoryStore(SQLiteStore):
 
     def wait_for_change(self, revision: int, timeout: float) -> None:
         with self._changed:
-            self._changed.wait_for(lambda: self._latest > revision, timeout)
+            self._changed.wait_for(lambda: self._latest > revision or self._woken.is_set(), timeout)
+
+    def wake(self) -> None:
+        with self._changed:
+            self._woken.set()
+            self._changed.notify_all()

@@ -88,6 +88,9 @@ class PostgresStore(SQLStore):
             self._listener = None
             raise StoreUnavailable(f"{self.url} is unreachable: {exc}".strip()) from exc
 
+    def wake(self) -> None:
+        """Nothing to do: a wait on LISTEN ends within its timeout (the node's 0.25 s)."""
+
     def close(self) -> None:
         with self._lock:
             for connection in (self._db, self._listener):

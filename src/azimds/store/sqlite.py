@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ POLL_INTERVAL = 0.1  # seconds between revision checks while following
 class SQLiteStore(SQLStore):
     def __init__(self, path: Path | str) -> None:
         super().__init__()
+        self._woken = threading.Event()
         self.path = str(path)
         self.url = f"sqlite:///{self.path}" if self.path != ":memory:" else "memory:"
         try:
@@ -58,9 +60,11 @@ class SQLiteStore(SQLStore):
         deadline = time.monotonic() + timeout
         while self.revision() <= revision:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._woken.wait(min(POLL_INTERVAL, remaining)):
                 return
-            time.sleep(min(POLL_INTERVAL, remaining))
+
+    def wake(self) -> None:
+        self._woken.set()
 
     def close(self) -> None:
         with self._lock:
