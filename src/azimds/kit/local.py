@@ -1,0 +1,345 @@
+"""azimds in this process, for tests: ``with LocalIMDS() as imds: ...``.
+
+A node runs in a thread of its own (its own uvloop event loop) on ephemeral loopback ports,
+with an in-memory store and a throwaway state directory. While it runs,
+``AZURE_POD_IDENTITY_AUTHORITY_HOST`` points azure-identity, msal and @azure/identity at it;
+the previous value comes back on exit. The handles drive the node through its control plane,
+as a user would: the VM's document, identities, scheduled events and their clock, fault rules,
+the request log, and what relying services verify with (JWKS, CA certificates).
+
+The pytest plugin (``azimds.kit.pytest_plugin``) gives the same as the ``imds`` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from azimds import server
+from azimds.admin.client import AdminClient
+from azimds.config import load
+from azimds.defaults import SDK_ENDPOINT_ENV
+from azimds.fleet.attestation_certs import CA_KIND, LEAF_KIND
+from azimds.fleet.signing_keys import ACTIVE_SETTING, KEY_KIND, SETTING_KIND
+from azimds.store.base import Record, Store, Transaction
+from azimds.store.memory import MemoryStore
+
+START_TIMEOUT = 30.0  # seconds; a start takes well under one
+
+
+class _Reused:
+    """What one test's node leaves for the next, in this process: its signing keys and CA
+    (four RSA keys take ~250 ms to make) and its control plane's port (the leaf certificate
+    names that URL, so a node on the same port needs no new leaf)."""
+
+    material: tuple[Record, ...] = ()
+    admin_port = 0
+
+    @classmethod
+    def keep(cls, store: Store, admin_port: int) -> None:
+        records = [r for kind in (KEY_KIND, CA_KIND, LEAF_KIND) for r in store.objects(kind)]
+        active = store.get(SETTING_KIND, ACTIVE_SETTING)
+        cls.material = (*records, *([active] if active else []))
+        cls.admin_port = admin_port
+
+    @classmethod
+    def store(cls) -> MemoryStore:
+        def copy(txn: Transaction) -> None:
+            for record in cls.material:
+                txn.put(record.kind, record.id, record.body)
+
+        seeded = MemoryStore()
+        if cls.material:
+            seeded.transact(copy)
+        return seeded
+
+    @classmethod
+    def admin_address(cls) -> str:
+        if cls.admin_port:
+            try:
+                return f"127.0.0.1:{server.claim('127.0.0.1', cls.admin_port)}"
+            except server.ListenError:
+                pass  # another node of this process holds it: a new leaf, then
+        return "127.0.0.1:0"
+
+
+class KitError(RuntimeError):
+    """The node could not start, or a handle's request was refused."""
+
+
+class LocalIMDS:
+    """An azimds node in this process. Settings are ``azimds serve``'s, by name
+    (``caller_mode="source-ip"``, ``clock="manual"``, ``fleet="fleet.yaml"``...); rate limits
+    are off unless ``rate_limit`` says otherwise, since tests ask faster than 5 a second."""
+
+    def __init__(self, *, set_environment: bool = True, **settings: Any) -> None:
+        self._settings = {"rate_limit": "off", **{k: _flag(v) for k, v in settings.items()}}
+        self._set_environment = set_environment
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._state_dir: Path | None = None
+        self._saved_env: str | None = None
+        self.port = 0
+        self.url = ""  # the guest plane: http://127.0.0.1:PORT
+        self.admin_url = ""
+        self.token = ""
+        self.vm = VMHandle(self, "")
+        self.events = EventsHandle(self)
+        self.faults = FaultsHandle(self)
+
+    # --- life -------------------------------------------------------------------------
+
+    def start(self) -> LocalIMDS:
+        if self._thread is not None:
+            raise KitError("already started")
+        self._state_dir = Path(tempfile.mkdtemp(prefix="azimds-kit-"))
+        flags = {
+            "listen": ["127.0.0.1:0"],
+            "admin_listen": _Reused.admin_address(),
+            "store": "memory:",
+            "state_dir": str(self._state_dir),
+            **self._settings,
+        }
+        config = load(None, flags, environ={})
+        store = _Reused.store() if "store" not in self._settings else None
+        self._thread = threading.Thread(target=self._run, args=(config, store), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT) or self._failure is not None:
+            self._thread.join(timeout=5)
+            self._cleanup()
+            raise KitError(f"azimds did not start: {self._failure}") from self._failure
+        if self._set_environment:
+            self._saved_env = os.environ.get(SDK_ENDPOINT_ENV)
+            os.environ[SDK_ENDPOINT_ENV] = self.url
+        return self
+
+    def _run(self, config: Any, store: Store | None) -> None:
+        from azimds import app  # the composition root, imported only to run
+
+        def ready(started: app.Ready) -> None:
+            host, self.port = started.guest[0]
+            self.url = f"http://{host}:{self.port}"
+            self.admin_url = started.admin
+            self.token = started.token_file.read_text().strip()
+            self.vm = VMHandle(self, started.fleet.default_vm_id)
+            if store is not None:
+                _Reused.keep(store, self.port_of(started.admin))
+            self._ready.set()
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await app.run(config, on_ready=ready, stop=self._stop, store=store)
+
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main())
+        except BaseException as exc:  # reported by start(), or lost if it ran fine before
+            self._failure = exc
+        finally:
+            self._ready.set()
+
+    @staticmethod
+    def port_of(url: str) -> int:
+        return urllib.parse.urlsplit(url).port or 0
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=START_TIMEOUT)
+        self._thread = None
+        if self._set_environment:
+            if self._saved_env is None:
+                os.environ.pop(SDK_ENDPOINT_ENV, None)
+            else:
+                os.environ[SDK_ENDPOINT_ENV] = self._saved_env
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None
+
+    def __enter__(self) -> LocalIMDS:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the control plane ------------------------------------------------------------
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One control-plane request (docs: ``GET /openapi.json``); the decoded answer."""
+        from azimds.admin.client import AdminError
+
+        try:
+            return AdminClient(self.admin_url, self.token).request(method, path, body)
+        except AdminError as exc:
+            raise KitError(str(exc)) from exc
+
+    def create_vm(self, description: Mapping[str, Any]) -> VMHandle:
+        """Add a VM (a complete description: what is not given is empty, as on IMDS)."""
+        created = self.call("POST", "/v1/vms", dict(description))
+        return VMHandle(self, created["compute"]["vmId"])
+
+    def vm_named(self, key: str) -> VMHandle:
+        """A handle on another VM, by name or vmId."""
+        return VMHandle(self, self.call("GET", f"/v1/vms/{_quote(key)}")["compute"]["vmId"])
+
+    def requests(self, since: int = 0) -> list[dict[str, Any]]:
+        """The guest requests answered so far (after sequence ``since``), oldest first."""
+        answer: list[dict[str, Any]] = self.call("GET", f"/v1/requests?since={since}")["requests"]
+        return answer
+
+    def jwks(self) -> dict[str, Any]:
+        """The keys tokens are signed with, as relying services fetch them."""
+        answer: dict[str, Any] = self.call("GET", "/discovery/keys")
+        return answer
+
+    def certificate(self, which: str = "root") -> bytes:
+        """The attestation CA's ``root`` or ``intermediate`` certificate, PEM."""
+        status, body = AdminClient(self.admin_url, self.token).send(
+            "GET", f"/attestation/{which}.pem"
+        )
+        if status != 200:
+            raise KitError(f"no {which} certificate: {status}")
+        return body
+
+
+class VMHandle:
+    """One VM: its description, document changes and identities."""
+
+    def __init__(self, node: LocalIMDS, vm_id: str) -> None:
+        self._node, self.vm_id = node, vm_id
+
+    def description(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._node.call("GET", f"/v1/vms/{self.vm_id}")
+        return answer
+
+    def patch(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of the description: ``{"compute": {"tags": {"env": "ci"}}}``.
+        Guests see the change as soon as this returns."""
+        answer: dict[str, Any] = self._node.call("PATCH", f"/v1/vms/{self.vm_id}", dict(changes))
+        return answer
+
+    def replace(self, description: Mapping[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = self._node.call("PUT", f"/v1/vms/{self.vm_id}", dict(description))
+        return answer
+
+    def delete(self) -> None:
+        self._node.call("DELETE", f"/v1/vms/{self.vm_id}")
+
+    def identities(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._node.call("GET", f"/v1/vms/{self.vm_id}/identities")
+        return answer
+
+    def add_identity(self, name: str, **ids: str) -> dict[str, Any]:
+        """Assign a user-assigned identity (clientId, objectId... derived where not given)."""
+        answer: dict[str, Any] = self._node.call(
+            "POST", f"/v1/vms/{self.vm_id}/identities", {"name": name, **ids}
+        )
+        return answer
+
+    def remove_identity(self, key: str) -> None:
+        """Unassign a user-assigned identity by client id, object id, name or resource id."""
+        self._node.call("DELETE", f"/v1/vms/{self.vm_id}/identities/{_quote(key)}")
+
+    def system_identity(self, enabled: bool = True) -> None:
+        self._node.call(
+            "PUT" if enabled else "DELETE", f"/v1/vms/{self.vm_id}/identities/system", {}
+        )
+
+
+class EventsHandle:
+    """Scheduled events and the clock they run on."""
+
+    def __init__(self, node: LocalIMDS) -> None:
+        self._node = node
+
+    def schedule(self, type: str, vms: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+        """Schedule an event (``type``: Freeze, Reboot, Redeploy, Preempt, Terminate) for
+        ``vms`` (names or vmIds; default the default VM). ``fields``: notBefore, after,
+        duration, description, source, unplanned (docs/events.md)."""
+        targets = vms if vms is not None else [self._node.vm.vm_id]
+        answer: dict[str, Any] = self._node.call(
+            "POST", "/v1/events", {"type": type, "vms": targets, **fields}
+        )
+        return answer
+
+    def list(self, everything: bool = False) -> list[dict[str, Any]]:
+        answer = self._node.call("GET", "/v1/events" + ("?all=true" if everything else ""))
+        events: list[dict[str, Any]] = answer["events"]
+        return events
+
+    def approve(self, event_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self._node.call("POST", f"/v1/events/{event_id}/approve")
+        return answer
+
+    def cancel(self, event_id: str) -> None:
+        self._node.call("DELETE", f"/v1/events/{event_id}")
+
+    def advance(self, seconds: float) -> str:
+        """Move the event clock forward; what falls due happens. Returns the clock's time."""
+        answer = self._node.call("POST", "/v1/clock/advance", {"seconds": seconds})
+        now: str = answer["now"]
+        return now
+
+
+class FaultsHandle:
+    """Fault rules (docs/faults.md): ``imds.faults.add(410, 410, path="/metadata/identity")``."""
+
+    def __init__(self, node: LocalIMDS) -> None:
+        self._node = node
+
+    def add(self, *actions: int | str | Mapping[str, Any], **rule: Any) -> dict[str, Any]:
+        """Add a rule; ``actions`` in turn (410, 429, 500, 503, "reset", "hang", "pass", or an
+        object), ``rule``: vm, path, method, probability, count, from_, until, delay,
+        retry_after. Returns the rule with its id."""
+        body: dict[str, Any] = {_wire_name(key): value for key, value in rule.items()}
+        if actions:
+            body["actions"] = [dict(a) if isinstance(a, Mapping) else a for a in actions]
+        answer: dict[str, Any] = self._node.call("POST", "/v1/faults", body)
+        return answer
+
+    def list(self) -> list[dict[str, Any]]:
+        rules: list[dict[str, Any]] = self._node.call("GET", "/v1/faults")["faults"]
+        return rules
+
+    def remove(self, rule_id: str) -> None:
+        self._node.call("DELETE", f"/v1/faults/{rule_id}")
+
+    def clear(self) -> int:
+        removed: int = self._node.call("DELETE", "/v1/faults")["removed"]
+        return removed
+
+
+def _wire_name(key: str) -> str:
+    """Python keyword arguments to the rule's field names (``from_`` -> ``from``)."""
+    return {"from_": "from", "retry_after": "retryAfter"}.get(key, key)
+
+
+def _flag(value: Any) -> Any:
+    """A setting as ``azimds serve`` would get it on its command line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
