@@ -184,3 +184,16 @@ def test_the_plugin_is_installed_for_any_project(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_the_documented_examples_pass() -> None:
+    """examples/pytest, the runnable form of docs/testing.md's examples."""
+    examples = Path(__file__).resolve().parents[2] / "examples" / "pytest"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(examples)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
