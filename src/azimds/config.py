@@ -23,6 +23,8 @@ from azimds.fleet.schema import DocumentError
 from azimds.fleet.vm import VM, vm_from_patch
 from azimds.guest.callers import MODES
 from azimds.guest.limits import OFF, Limits
+from azimds.link_local import ADDRESS as LINK_LOCAL_ADDRESS
+from azimds.link_local import PORT as LINK_LOCAL_PORT
 from azimds.state import default_state_dir
 
 
@@ -58,6 +60,16 @@ SETTINGS: tuple[Setting, ...] = (
         "169.254.169.254:80 works where that address exists on this host. Port 0 picks a "
         "free port.",
         multiple=True,
+    ),
+    Setting(
+        "link_local",
+        "--link-local",
+        "AZIMDS_LINK_LOCAL",
+        "false",
+        "Serve at the real address: add 169.254.169.254/32 to the loopback device (needs "
+        "root), listen on 169.254.169.254:80 instead of the default address (and besides any "
+        "--listen given), and remove the address on exit unless it was there before.",
+        choices=("true", "false"),
     ),
     Setting(
         "admin_listen",
@@ -250,6 +262,7 @@ class Config:
     vm: VM  # the default VM: the example changed by the file's `vm:`
     vm_declared: bool  # `vm:` given, or single mode: the default VM is declared at start
     source: str | None  # the config file, if any
+    link_local: bool = False  # add 169.254.169.254 to lo while serving (link_local.held)
 
 
 def parse_listen(text: str, source: str, where: str = "listen", unix: bool = False) -> Address:
@@ -375,9 +388,14 @@ def load(
     def pick(name: str) -> tuple[Any, str]:
         return _pick(name, flags.get(name), env, data, source)
 
+    link_value, link_source = pick("link_local")
+    link_local = (
+        _choice("link_local", link_value if link_value is not None else "false", link_source)
+        == "true"
+    )
     listen_value, listen_source = pick("listen")
     if listen_value is None:
-        listen_value = [SETTING["listen"].default]
+        listen_value = [] if link_local else [SETTING["listen"].default]
     if isinstance(listen_value, str):
         listen_value = [listen_value]
     if not isinstance(listen_value, list | tuple) or not all(
@@ -390,6 +408,9 @@ def load(
             'write listen: ["127.0.0.1:16925"]',
         )
     listen = tuple(parse_listen(text, listen_source) for text in listen_value)
+    if link_local:  # the real address first: the banner's examples use the first address
+        real = (LINK_LOCAL_ADDRESS, LINK_LOCAL_PORT)
+        listen = (real, *(address for address in listen if address != real))
 
     admin_value, admin_source = pick("admin_listen")
     admin = parse_listen(
@@ -508,4 +529,5 @@ def load(
         vm=vm,
         vm_declared=vm_patch is not None or caller_mode == "single",
         source=source if config_file else None,
+        link_local=link_local,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 import click
 import uvloop
 
-from azimds import __version__
+from azimds import __version__, link_local
 from azimds.cli.common import main
 from azimds.config import SETTINGS, Config, ConfigError, Setting, load
 from azimds.defaults import SDK_ENDPOINT_ENV
@@ -87,6 +88,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
       azimds serve
       azimds serve --config vm.yaml --listen 0.0.0.0:16925
       sudo azimds serve --listen 169.254.169.254:80
+      sudo azimds serve --link-local     # adds 169.254.169.254 to lo, removes it on exit
       azimds serve --caller-mode source-ip --fleet fleet.yaml --watch \\
                    --store postgresql://azimds@db/azimds
     """
@@ -105,8 +107,10 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         _announce(config, started)
         sys.stdout.flush()
 
+    address = link_local.held() if config.link_local else contextlib.nullcontext()
     try:
-        uvloop.run(app.run(config, on_ready=ready))
-    except (ConfigError, ListenError, StoreError) as exc:
+        with address:
+            uvloop.run(app.run(config, on_ready=ready))
+    except (ConfigError, ListenError, StoreError, link_local.LinkLocalError) as exc:
         raise click.ClickException(str(exc)) from exc
     log.info("stopped")

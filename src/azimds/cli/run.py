@@ -1,0 +1,124 @@
+"""``azimds run``: a command in a private network namespace where 169.254.169.254 is azimds."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from azimds.cli.common import main
+from azimds.cli.serve import _setting_option
+from azimds.config import SETTINGS, ConfigError, load
+from azimds.kit import sandbox
+from azimds.link_local import ADDRESS, PORT
+
+# Settings `azimds run` decides itself: the guest address is the real one, every caller is
+# the default VM, the control plane is a socket in the state directory.
+OWN_SETTINGS = frozenset({"listen", "link_local", "admin_listen", "caller_mode", "state_dir"})
+RUN_SETTINGS = tuple(setting for setting in SETTINGS if setting.name not in OWN_SETTINGS)
+
+
+class RunError(click.ClickException):
+    """azimds run itself failed: exit status 125, never one COMMAND could return."""
+
+    exit_code = sandbox.EXIT_FAILED
+
+
+def _run_settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for setting in reversed(RUN_SETTINGS):
+        command = _setting_option(setting)(command)
+    return command
+
+
+def serve_args(config_file: Path | None, flags: dict[str, Any]) -> list[str]:
+    """The node's settings as `azimds serve` options (its environment is the same as ours)."""
+    args = ["--config", str(config_file)] if config_file is not None else []
+    for setting in RUN_SETTINGS:
+        value = flags.get(setting.name)
+        if value in (None, (), ""):
+            continue
+        if setting.multiple:
+            for item in value:
+                args += [setting.flag, str(item)]
+        elif setting.choices == ("true", "false"):
+            args.append(setting.flag)
+        else:
+            args += [setting.flag, str(value)]
+    return args
+
+
+@main.command(context_settings={"allow_interspersed_args": False})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="AZIMDS_CONFIG",
+    help="YAML or JSON file with settings and the default VM (vm:); see "
+    "docs/configuration.md. [env: AZIMDS_CONFIG]",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The node's state directory (database, admin token, admin.sock, azimds.log); give "
+    "one to keep state between runs or to reach the control plane from another shell. "
+    "[default: a new temporary directory, removed afterwards; AZIMDS_STATE_DIR is not read, "
+    "azimds run sets it for COMMAND]",
+)
+@click.option(
+    "--log-file",
+    metavar="FILE",
+    help="Where azimds's own output (its banner and log) goes: a file, or - for standard "
+    "error. It never goes to COMMAND's output. [default: azimds.log in the state directory]",
+)
+@_run_settings_options
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    config_file: Path | None,
+    state_dir: Path | None,
+    log_file: str | None,
+    command: tuple[str, ...],
+    **flags: Any,
+) -> None:
+    """Run COMMAND where http://169.254.169.254 is azimds, as on an Azure VM.
+
+    COMMAND runs in a private network namespace in which 169.254.169.254:80 is azimds,
+    so any client (curl, azure-identity, msal, cloud-init, your code) reaches it unmodified.
+    COMMAND keeps its terminal, environment and user; the namespace has no other network.
+    Signals are passed on to COMMAND; azimds stops when COMMAND exits.
+
+    COMMAND gets AZIMDS_STATE_DIR, AZIMDS_ADMIN_URL and AZIMDS_ADMIN_TOKEN, so `azimds vm`,
+    `azimds events` and the like drive this node from inside; with --state-dir they do
+    from any shell. AZURE_POD_IDENTITY_AUTHORITY_HOST is removed: the real address works.
+
+    Exit status: COMMAND's (128+N when a signal N ended it); 125 when azimds run fails
+    (no namespaces, no `ip`, bad configuration), 126/127 when COMMAND cannot be run or
+    is not found. Examples:
+
+    \b
+      azimds run -- curl -s -H Metadata:true \\
+          "http://169.254.169.254/metadata/instance?api-version=2021-02-01"
+      azimds run --config vm.yaml -- python app.py
+      azimds run --state-dir ./imds -- bash   # another shell: azimds vm --state-dir ./imds list
+    """
+    # The whole configuration, checked before any namespace exists (the socket path is only
+    # parsed here; the node gets the real one).
+    fixed = {"listen": (f"{ADDRESS}:{PORT}",), "admin_listen": "unix:admin.sock"}
+    try:
+        load(config_file, {**flags, **fixed, "caller_mode": "single"})
+    except ConfigError as exc:
+        raise RunError(str(exc)) from exc
+    request = sandbox.Sandbox(
+        command=command,
+        serve_args=serve_args(config_file, flags),
+        state_dir=state_dir,
+        log_file=log_file,
+    )
+    try:
+        code = sandbox.run(request)
+    except sandbox.SandboxError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code)
