@@ -23,6 +23,7 @@ def write(tmp_path: Path, text: str, name: str = "azimds.yaml") -> Path:
         ("lisen: 127.0.0.1:1\n", "lisen", "known settings are access_log, admin_listen"),
         ("listen: nonsense\n", "listen", "HOST:PORT"),
         ("listen: 127.0.0.1:70000\n", "listen", "0 to 65535"),
+        ("listen: []\n", "listen", 'write listen: ["127.0.0.1:16925"]'),
         ("log_level: loud\n", "log_level", "debug, info, warning, error"),
         ("time_scale: 0\n", "time_scale", "give a number from 0.001 to 100000"),
         ("token_lifetime: soon\n", "token_lifetime", "give a number from 600 to 604800"),

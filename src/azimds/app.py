@@ -223,12 +223,12 @@ async def run(
     stop: asyncio.Event | None = None,
     store: Store | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or ``stop``). Off the main thread (the test kit runs a node
-    in a thread of its own) signals are left to the program, and only ``stop`` ends it."""
+    """Serve until SIGINT, SIGTERM or SIGHUP (or ``stop``). Off the main thread (the test kit
+    runs a node in a thread of its own) signals are left to the program: ``stop`` ends it."""
     stop = stop or asyncio.Event()
     if threading.current_thread() is threading.main_thread():
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
 
     state.prepare(config.state_dir)

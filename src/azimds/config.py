@@ -408,6 +408,10 @@ def load(
             'write listen: ["127.0.0.1:16925"]',
         )
     listen = tuple(parse_listen(text, listen_source) for text in listen_value)
+    if not listen and not link_local:
+        raise ConfigError(
+            listen_source, "listen", "no address to serve on", 'write listen: ["127.0.0.1:16925"]'
+        )
     if link_local:  # the real address first: the banner's examples use the first address
         real = (LINK_LOCAL_ADDRESS, LINK_LOCAL_PORT)
         listen = (real, *(address for address in listen if address != real))

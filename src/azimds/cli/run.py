@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from azimds.cli.common import main
-from azimds.cli.serve import _setting_option
+from azimds.cli.serve import settings_options
 from azimds.config import SETTINGS, ConfigError, load
 from azimds.kit import sandbox
 from azimds.link_local import ADDRESS, PORT
@@ -25,12 +24,6 @@ class RunError(click.ClickException):
     """azimds run itself failed: exit status 125, never one COMMAND could return."""
 
     exit_code = sandbox.EXIT_FAILED
-
-
-def _run_settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for setting in reversed(RUN_SETTINGS):
-        command = _setting_option(setting)(command)
-    return command
 
 
 def serve_args(config_file: Path | None, flags: dict[str, Any]) -> list[str]:
@@ -73,7 +66,7 @@ def serve_args(config_file: Path | None, flags: dict[str, Any]) -> list[str]:
     help="Where azimds's own output (its banner and log) goes: a file, or - for standard "
     "error. It never goes to COMMAND's output. [default: azimds.log in the state directory]",
 )
-@_run_settings_options
+@settings_options(RUN_SETTINGS)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     config_file: Path | None,

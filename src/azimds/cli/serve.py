@@ -53,7 +53,8 @@ def _setting_option(setting: Setting) -> Callable[[Any], Any]:
     name = setting.name
     text = f"{setting.help} [default: {setting.default or 'none'}; env: {setting.env}]"
     if setting.multiple:
-        return click.option(setting.flag, name, multiple=True, metavar="HOST:PORT", help=text)
+        metavar = "HOST:PORT" if name == "listen" else "VALUE"
+        return click.option(setting.flag, name, multiple=True, metavar=metavar, help=text)
     if setting.choices == ("true", "false"):
         return click.option(setting.flag, name, is_flag=True, default=None, help=text)
     if setting.choices:
@@ -62,10 +63,17 @@ def _setting_option(setting: Setting) -> Callable[[Any], Any]:
     return click.option(setting.flag, name, help=text)
 
 
-def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for setting in reversed(SETTINGS):
-        command = _setting_option(setting)(command)
-    return command
+def settings_options(
+    settings: tuple[Setting, ...] = SETTINGS,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Click options for ``settings`` (every setting by default), in the table's order."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for setting in reversed(settings):
+            command = _setting_option(setting)(command)
+        return command
+
+    return decorate
 
 
 @main.command()
@@ -77,7 +85,7 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     help="YAML or JSON file with settings and the default VM (vm:); see "
     "docs/configuration.md. [env: AZIMDS_CONFIG]",
 )
-@settings_options
+@settings_options()
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Serve the guest plane (the IMDS API) and the control plane until Ctrl+C or SIGTERM.
 
