@@ -4,10 +4,11 @@ signer's names and the document's times.
 The real service's SignedData (reference section 4) embeds the content, carries only the
 signing leaf, has no signed attributes and writes sha256WithRSAEncryption where a digest
 algorithm belongs. ``cryptography`` reads PKCS#7 certificates but does not verify PKCS#7
-signatures, so this module reads the few fields it needs from the DER itself, checks the RSA
-signature with ``cryptography``, and builds and checks the chain (leaf -> intermediate ->
-root) with ``cryptography``'s X.509 path validation. Signed attributes, when present, are
-verified as CMS says (messageDigest over the content, the signature over the attributes).
+signatures, so this module parses the SignedData with ``asn1crypto`` (its ``cms`` module),
+checks the RSA signature with ``cryptography``, and builds and checks the chain (leaf ->
+intermediate -> root) with ``cryptography``'s X.509 path validation. Signed attributes, when
+present, are verified as CMS says (messageDigest over the content, the signature over the
+attributes' DER re-tagged as a SET OF). Malformed input of any kind is an ``AttestationError``.
 
 The intermediate is not in the document: give it, or let the client fetch it from the URL
 the leaf names (its AIA "CA Issuers" entry), as the documentation's openssl steps do.
@@ -21,6 +22,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from asn1crypto import cms, core  # type: ignore[import-untyped]
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -62,82 +64,6 @@ def _fail(message: str) -> AttestationError:
     return AttestationError(f"attested document: {message}")
 
 
-# --- a minimal DER reader --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Node:
-    tag: int
-    content: bytes
-    encoded: bytes  # tag, length and content
-
-    @property
-    def children(self) -> list[_Node]:
-        items, offset = [], 0
-        while offset < len(self.content):
-            item, offset = _read(self.content, offset)
-            items.append(item)
-        return items
-
-
-def _read(data: bytes, offset: int = 0) -> tuple[_Node, int]:
-    try:
-        start, tag = offset, data[offset]
-        if tag & 0x1F == 0x1F:
-            raise _fail("unsupported DER tag")
-        first = data[offset + 1]
-        offset += 2
-        if first < 0x80:
-            length = first
-        elif first == 0x80:
-            raise _fail("indefinite lengths are not DER")
-        else:
-            count = first & 0x7F
-            length = int.from_bytes(data[offset : offset + count], "big")
-            offset += count
-    except IndexError:
-        raise _fail("truncated DER") from None
-    end = offset + length
-    if end > len(data):
-        raise _fail("truncated DER")
-    return _Node(tag, data[offset:end], data[start:end]), end
-
-
-def _expect(node: _Node, tag: int, what: str) -> _Node:
-    if node.tag != tag:
-        raise _fail(f"{what}: expected tag 0x{tag:02x}, found 0x{node.tag:02x}")
-    return node
-
-
-def _oid(node: _Node) -> str:
-    body = _expect(node, 0x06, "object identifier").content
-    if not body:
-        raise _fail("empty object identifier")
-    parts, value = [], 0
-    for byte in body:
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            parts.append(value)
-            value = 0
-    if body[-1] & 0x80:
-        raise _fail("truncated object identifier")
-    first = min(parts[0] // 40, 2)
-    return ".".join(str(p) for p in (first, parts[0] - 40 * first, *parts[1:]))
-
-
-def _integer(node: _Node) -> int:
-    return int.from_bytes(_expect(node, 0x02, "integer").content, "big", signed=True)
-
-
-def _octets(node: _Node) -> bytes:
-    """An OCTET STRING, primitive or (BER) constructed of primitive pieces."""
-    if node.tag == 0x04:
-        return node.content
-    if node.tag == 0x24:
-        return b"".join(_octets(child) for child in node.children)
-    raise _fail(f"expected an octet string, found tag 0x{node.tag:02x}")
-
-
 # --- SignedData ------------------------------------------------------------------------------
 
 
@@ -151,7 +77,8 @@ class SignedData:
     signer_serial: int | None
     signer_key_id: bytes | None
     digest_algorithm: str
-    signed_attributes: bytes | None  # DER, as encoded ([0] IMPLICIT SET OF Attribute)
+    signed_attributes: bytes | None  # DER of the SET OF Attribute the signature covers
+    message_digest: bytes | None  # the messageDigest signed attribute, if any
     signature_algorithm: str
     signature: bytes
 
@@ -177,85 +104,64 @@ class SignedData:
 
 def parse_signed_data(der: bytes) -> SignedData:
     """Read a DER PKCS#7 ContentInfo holding SignedData with embedded content."""
+    # asn1crypto parses lazily, as fields are read: everything is read here, in the try.
     try:
         return _parse_signed_data(der)
-    except (ValueError, IndexError) as exc:  # a structure of the wrong shape
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
         raise _fail(f"malformed PKCS#7: {exc}") from exc
 
 
 def _parse_signed_data(der: bytes) -> SignedData:
-    info, end = _read(der)
-    if end != len(der):
-        raise _fail("trailing bytes after the PKCS#7 structure")
-    parts = _expect(info, 0x30, "ContentInfo").children
-    if len(parts) != 2 or _oid(parts[0]) != SIGNED_DATA:
+    info = cms.ContentInfo.load(der, strict=True)  # strict: no trailing bytes
+    if info["content_type"].dotted != SIGNED_DATA:
         raise _fail("not PKCS#7 SignedData")
-    (signed,) = _expect(parts[1], 0xA0, "ContentInfo.content").children
-    items = _expect(signed, 0x30, "SignedData").children
-    if len(items) < 4:
-        raise _fail("SignedData is incomplete")
-    _integer(items[0])  # version
-    digests = {
-        _oid(_expect(a, 0x30, "AlgorithmIdentifier").children[0])
-        for a in _expect(items[1], 0x31, "digestAlgorithms").children
-    }
-    encapsulated = _expect(items[2], 0x30, "EncapsulatedContentInfo").children
-    if len(encapsulated) != 2:
-        raise _fail("the document's content is not embedded")
-    if _oid(encapsulated[0]) != DATA:
+    signed = info["content"]
+    encapsulated = signed["encap_content_info"]
+    if encapsulated["content_type"].dotted != DATA:
         raise _fail("the embedded content is not data")
-    (wrapped,) = _expect(encapsulated[1], 0xA0, "eContent").children
-    content = _octets(wrapped)
-    rest = items[3:]
-    certificates: list[x509.Certificate] = []
-    if rest and rest[0].tag == 0xA0:
-        for node in rest.pop(0).children:
-            try:
-                certificates.append(x509.load_der_x509_certificate(node.encoded))
-            except ValueError as exc:
-                raise _fail(f"unreadable certificate: {exc}") from exc
-    if rest and rest[0].tag == 0xA1:  # CRLs
-        rest.pop(0)
-    if len(rest) != 1:
-        raise _fail("SignedData has no signer infos")
-    signers = _expect(rest[0], 0x31, "SignerInfos").children
+    if isinstance(encapsulated["content"], core.Void):
+        raise _fail("the document's content is not embedded")
+    signers = signed["signer_infos"]
     if len(signers) != 1:
         raise _fail(f"expected one signer, found {len(signers)}")
-    fields = _expect(signers[0], 0x30, "SignerInfo").children
-    if len(fields) < 5:
-        raise _fail("SignerInfo is incomplete")
-    _integer(fields[0])  # version
-    identifier = fields[1]
+    signer = signers[0]
+    # asn1crypto parses lazily: read all of the signer and the digest algorithms here, so that
+    # a wrong tag anywhere in them fails now.
+    _ = signer.native, signed["digest_algorithms"].native
     issuer, serial, key_id = b"", None, None
-    if identifier.tag == 0x30:
-        name, number = identifier.children
-        issuer, serial = name.encoded, _integer(number)
-    elif identifier.tag == 0x80:
-        key_id = identifier.content
+    if signer["sid"].name == "issuer_and_serial_number":
+        named = signer["sid"].chosen
+        issuer, serial = named["issuer"].dump(), int(named["serial_number"].native)
     else:
-        raise _fail("unknown signer identifier")
-    digest = _oid(_expect(fields[2], 0x30, "digestAlgorithm").children[0])
-    if digest not in digests:
+        key_id = bytes(signer["sid"].chosen)
+    digest = signer["digest_algorithm"]["algorithm"].dotted
+    if digest not in {a["algorithm"].dotted for a in signed["digest_algorithms"]}:
         raise _fail("the signer's digest algorithm is not among the SignedData's")
-    index = 3
-    attributes = None
-    if fields[index].tag == 0xA0:
-        attributes = fields[index].encoded
-        index += 1
-    if len(fields) < index + 2:
-        raise _fail("SignerInfo is incomplete")
-    algorithm = _oid(_expect(fields[index], 0x30, "signatureAlgorithm").children[0])
-    signature = _expect(fields[index + 1], 0x04, "signature").content
+    attributes, message_digest = None, None
+    if not isinstance(signer["signed_attrs"], core.Void):
+        attributes = signer["signed_attrs"].untag().dump()  # signed as a SET OF, not [0]
+        for attribute in signer["signed_attrs"]:
+            if attribute["type"].dotted == MESSAGE_DIGEST:
+                (value,) = attribute["values"]
+                message_digest = bytes(value)
+    certificates: list[x509.Certificate] = []
+    if not isinstance(signed["certificates"], core.Void):
+        for choice in signed["certificates"]:
+            try:
+                certificates.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+            except (ValueError, x509.InvalidVersion) as exc:
+                raise _fail(f"unreadable certificate: {exc}") from exc
     return SignedData(
-        content=content,
+        content=bytes(encapsulated["content"]),
         certificates=tuple(certificates),
         signer_issuer=issuer,
         signer_serial=serial,
         signer_key_id=key_id,
         digest_algorithm=digest,
         signed_attributes=attributes,
-        signature_algorithm=algorithm,
-        signature=signature,
+        message_digest=message_digest,
+        signature_algorithm=signer["signature_algorithm"]["algorithm"].dotted,
+        signature=bytes(signer["signature"]),
     )
 
 
@@ -278,30 +184,19 @@ def _verify_signature(signed: SignedData) -> x509.Certificate:
     if not isinstance(key, rsa.RSAPublicKey):
         raise _fail("the signing certificate's key is not RSA")
     data = signed.content
-    if signed.signed_attributes is not None:
-        _check_message_digest(signed.signed_attributes, signed.content, digest())
-        data = b"\x31" + signed.signed_attributes[1:]  # signed as a SET OF, not [0]
+    if signed.signed_attributes is not None:  # CMS: the content's digest is among them
+        if signed.message_digest is None:
+            raise _fail("signed attributes without a message digest")
+        hasher = hashes.Hash(digest())
+        hasher.update(signed.content)
+        if signed.message_digest != hasher.finalize():
+            raise _fail("the signed message digest does not match the content")
+        data = signed.signed_attributes
     try:
         key.verify(signed.signature, data, padding.PKCS1v15(), digest())
     except InvalidSignature as exc:
         raise _fail("the signature does not match the content") from exc
     return certificate
-
-
-def _check_message_digest(
-    attributes: bytes, content: bytes, algorithm: hashes.HashAlgorithm
-) -> None:
-    node, _ = _read(attributes)
-    for attribute in node.children:
-        kind, values = _expect(attribute, 0x30, "Attribute").children
-        if _oid(kind) == MESSAGE_DIGEST:
-            (value,) = values.children
-            hasher = hashes.Hash(algorithm)
-            hasher.update(content)
-            if _octets(value) != hasher.finalize():
-                raise _fail("the signed message digest does not match the content")
-            return
-    raise _fail("signed attributes without a message digest")
 
 
 def signature_der(signature: str | bytes) -> bytes:
