@@ -197,3 +197,22 @@ def test_the_documented_examples_pass() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
+
+
+@pytest.mark.parametrize("script", ["local-dev.sh", "ci-job.sh"])
+def test_the_example_scripts_run(script: str) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    bin_dir = str(Path(sys.executable).parent)  # where the venv's azimds command is
+    result = subprocess.run(
+        ["bash", str(examples / script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = {
+        "local-dev.sh": "web-1\nenv:staging\n1\n",
+        "ci-job.sh": '02aab8a4-74ef-476e-8182-f6d2ba4166a6\n"token_type":"Bearer"\n',
+    }
+    assert result.stdout == expected[script]
