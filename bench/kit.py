@@ -219,10 +219,15 @@ def parse_wrk(output: str, what: str) -> WrkRun:
     return WrkRun(float(rps[1]), to_ms(p50[1]), to_ms(p99[1]), "; ".join(notes))
 
 
-def run_wrk(wrk: str, url: str, seconds: float, connections: int) -> str:
-    """Run wrk for ``seconds``; wrk takes whole seconds, so a fraction ends it with SIGINT."""
+def run_wrk(
+    wrk: str, url: str, seconds: float, connections: int, script: Path | None = None
+) -> str:
+    """Run wrk for ``seconds``; wrk takes whole seconds, so a fraction ends it with SIGINT.
+    ``script``: a wrk Lua script (``pacing_script`` makes one that paces the load)."""
     whole = math.ceil(seconds)
     argv = [wrk, "-t1", f"-c{connections}", f"-d{whole}s", "--latency"]
+    if script is not None:
+        argv += ["-s", str(script)]
     argv += ["-H", "Metadata: true", url]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -238,6 +243,14 @@ def run_wrk(wrk: str, url: str, seconds: float, connections: int) -> str:
     if proc.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed ({proc.returncode}):\n{err}")
     return out
+
+
+def pacing_script(directory: Path, delay_ms: int) -> Path:
+    """A wrk script in which each connection waits ``delay_ms`` between its requests: with C
+    connections the load is about C * 1000 / (delay_ms + latency) requests a second."""
+    path = directory / f"pace-{delay_ms}ms.lua"
+    path.write_text(f"function delay()\n  return {delay_ms}\nend\n")
+    return path
 
 
 def tool_version(argv: list[str]) -> str:

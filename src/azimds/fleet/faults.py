@@ -32,7 +32,6 @@ from azimds.store.base import Transaction
 
 FAULT_KIND = "fault"
 STATUSES = (410, 429, 500, 503)  # the failures the real service is documented to answer with
-KINDS = ("status", "reset", "hang", "pass")
 MAX_DELAY = 300.0  # seconds; longer is a hang
 FIELDS: tuple[str, ...] = ("vm", "path", "method", "probability", "count", "from", "until")
 FIELDS += ("delay", "retryAfter", "actions", "action")
