@@ -11,11 +11,12 @@ import asyncio
 import datetime as dt
 import hmac
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -25,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from azimds import __version__
-from azimds.admin.openapi import document
+from azimds.admin.openapi import MAX_AHEAD, document
 from azimds.defaults import TOKEN_REFRESH_MARGIN
 from azimds.fleet.clock import advance_clock, parse_moment
 from azimds.fleet.events import Event
@@ -74,9 +75,24 @@ def _iso(moment: float) -> str:
 
 def _parse_time(value: Any, now: float, where: str) -> float:
     moment = parse_moment(value, now)
-    if moment is None:
-        raise ApiError(400, "invalid", "a time is ISO 8601, epoch seconds or +SECONDS", where)
+    if moment is None or not 0 <= moment <= now + MAX_AHEAD:  # (NaN is neither)
+        raise ApiError(
+            400,
+            "invalid",
+            "a time is ISO 8601, epoch seconds or +SECONDS, at most 100 years ahead",
+            where,
+        )
     return moment
+
+
+def _seconds_ahead(value: Any) -> TypeGuard[float]:
+    """A number of seconds from now: 0 or more, at most ``MAX_AHEAD`` (not NaN)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= MAX_AHEAD
+    )
 
 
 CLAIMS: tuple[str, ...] = ("aud", "iss", "iat", "nbf", "exp", "appid", "appidacr", "idp")
@@ -388,10 +404,13 @@ class AdminAPI:
         if "notBefore" in spec and spec["notBefore"] is not None:
             spec["notBefore"] = _parse_time(spec["notBefore"], now, f"{where}notBefore")
         after = spec.get("after")
-        if after is not None and (
-            not isinstance(after, int | float) or isinstance(after, bool) or after < 0
-        ):
-            raise ApiError(400, "invalid", "after is seconds from now (0 or more)", f"{where}after")
+        if after is not None and not _seconds_ahead(after):
+            raise ApiError(
+                400,
+                "invalid",
+                "after is seconds from now (0 or more, at most 100 years)",
+                f"{where}after",
+            )
         return spec, vms
 
     async def _schedule(
@@ -456,8 +475,13 @@ class AdminAPI:
     async def post_clock_advance(self, request: Request) -> Response:
         body = await read_json(request)
         seconds = body.get("seconds") if isinstance(body, dict) else None
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
-            raise ApiError(400, "invalid", 'give {"seconds": N} with N 0 or more', "seconds")
+        if not _seconds_ahead(seconds) or self._event_now() + seconds > time.time() + MAX_AHEAD:
+            raise ApiError(
+                400,
+                "invalid",
+                'give {"seconds": N} with N 0 or more, the clock at most 100 years ahead',
+                "seconds",
+            )
         clock = await self._write(lambda txn: advance_clock(txn, float(seconds), time.time()))
         # Let the event engine apply what fell due; the answer shows the state after it.
         await asyncio.sleep(ENGINE_SETTLE)

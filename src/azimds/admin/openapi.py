@@ -6,6 +6,9 @@ from typing import Any
 
 from azimds import __version__
 from azimds.fleet import schema
+from azimds.fleet.identity import USER_KEYS
+from azimds.fleet.limits import LIMIT_KEYS
+from azimds.fleet.loadbalancer import SECTIONS
 
 ERROR = {
     "type": "object",
@@ -22,6 +25,7 @@ ERROR = {
                         "invalid_json",
                         "unauthorized",
                         "not_found",
+                        "method_not_allowed",
                         "conflict",
                         "too_large",
                         "unsupported_media_type",
@@ -36,6 +40,59 @@ ERROR = {
 }
 
 
+NULLABLE_TEXT = {"type": ["string", "null"]}
+# azimds's own parts of a VM description (fleet/identity.py, loadbalancer.py, limits.py): what
+# they accept, which includes what a VM's description shows (ids filled in, ports as integers).
+VM_IDENTITY = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "description": "Managed identities (docs/identity.md); ids not given are derived",
+    "properties": {
+        "systemAssigned": {
+            "type": ["boolean", "object", "null"],
+            "additionalProperties": False,
+            "properties": {"enabled": {"type": "boolean"}}
+            | {key: NULLABLE_TEXT for key in ("clientId", "objectId", "tenantId")},
+        },
+        "userAssigned": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {key: NULLABLE_TEXT for key in USER_KEYS},
+            },
+        },
+    },
+}
+VM_LOAD_BALANCER = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "description": "What /metadata/loadbalancer shows; null: behind no Standard Load Balancer",
+    "properties": {
+        name: {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    key: {"type": ["integer", "string", "null"]}
+                    if key in integers
+                    else {"type": ["string", "number", "boolean", "null"]}
+                    for key in keys
+                },
+            },
+        }
+        for name, (keys, integers) in SECTIONS.items()
+    },
+}
+VM_LIMITS = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "description": "The VM's own rate limits (0: none); null: the node's",
+    "properties": {key: {"type": "number", "minimum": 0} for key in LIMIT_KEYS},
+}
+
+
 def _vm_schema() -> dict[str, Any]:
     compute = schema.json_schema(schema.COMPUTE)
     compute["properties"]["tags"]["type"] = ["string", "object", "null"]
@@ -46,7 +103,10 @@ def _vm_schema() -> dict[str, Any]:
             "compute": compute,
             "network": schema.json_schema(schema.NETWORK),
             "extended": schema.json_schema(schema.EXTENDED),
-            "reprovisionData": {"type": ["string", "null"]},
+            "reprovisionData": NULLABLE_TEXT,
+            "identity": VM_IDENTITY,
+            "loadBalancer": VM_LOAD_BALANCER,
+            "limits": VM_LIMITS,
         },
     }
 
@@ -89,6 +149,8 @@ EVENT_PARAMETER = {
     "description": "The EventId",
     "schema": {"type": "string"},
 }
+# How far ahead an event or the event clock may be put (seconds): times stay printable dates.
+MAX_AHEAD = 100 * 365 * 86400
 EVENT_REQUEST = {
     "type": "object",
     "required": ["type", "vms"],
@@ -100,7 +162,7 @@ EVENT_REQUEST = {
         },
         "vms": {"type": "array", "items": {"type": "string"}},
         "notBefore": {"type": ["string", "number"]},
-        "after": {"type": "number", "minimum": 0},
+        "after": {"type": "number", "minimum": 0, "maximum": MAX_AHEAD},
         "duration": {"type": "integer", "minimum": -1},
         "description": {"type": "string"},
         "source": {"type": "string", "enum": ["Platform", "User"]},
@@ -173,11 +235,18 @@ SYSTEM_IDENTITY = {
     "properties": {"enabled": {"type": "boolean"}}
     | {key: {"type": "string"} for key in ("clientId", "objectId", "tenantId")},
 }
+SYSTEM_IDENTITY_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Ids to give the identity (GUIDs); those not given are derived",
+    "properties": {"enabled": {"description": "Ignored: PUT turns the identity on"}}
+    | {key: {"type": ["string", "null"]} for key in ("clientId", "objectId", "tenantId")},
+}
 
 
 def document() -> dict[str, Any]:
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "azimds control plane",
             "version": __version__,
@@ -227,6 +296,7 @@ def document() -> dict[str, Any]:
                 "Faults": {"type": "object", "properties": {"faults": {"type": "array"}}},
                 "UserIdentity": USER_IDENTITY,
                 "SystemIdentity": SYSTEM_IDENTITY,
+                "SystemIdentityRequest": SYSTEM_IDENTITY_REQUEST,
                 "Identities": {
                     "type": "object",
                     "properties": {
@@ -294,7 +364,10 @@ def document() -> dict[str, Any]:
                 "parameters": [VM_PARAMETER],
                 "put": {
                     "summary": "Turn the system-assigned identity on",
-                    "requestBody": {"required": False, "content": _json("SystemIdentity")},
+                    "requestBody": {
+                        "required": False,
+                        "content": _json("SystemIdentityRequest"),
+                    },
                     "responses": {"200": {"description": "On", "content": _json("SystemIdentity")}}
                     | _errors(*WRITE_ERRORS, 404),
                 },
@@ -403,7 +476,15 @@ def document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "required": ["seconds"],
-                                    "properties": {"seconds": {"type": "number", "minimum": 0}},
+                                    "properties": {
+                                        "seconds": {
+                                            "type": "number",
+                                            "minimum": 0,
+                                            "maximum": MAX_AHEAD,
+                                            "description": "The clock stays within 100 years "
+                                            "of real time",
+                                        }
+                                    },
                                 }
                             }
                         },

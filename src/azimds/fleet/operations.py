@@ -39,6 +39,13 @@ class Change:
     created: bool = False
 
 
+def _compute_of(description: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    compute = description.get("compute") or {}
+    if not isinstance(compute, Mapping):
+        raise FleetError("invalid", "compute is an object of fields", f"{where}.compute")
+    return compute
+
+
 def _validate(description: Any, where: str = "vm") -> VM:
     if not isinstance(description, Mapping):
         raise FleetError("invalid", "a VM description is a JSON object", where)
@@ -54,7 +61,7 @@ def _validate(description: Any, where: str = "vm") -> VM:
 
 
 def _with_vm_id(description: Mapping[str, Any], vm_id: str) -> dict[str, Any]:
-    compute = dict(description.get("compute") or {})
+    compute = dict(_compute_of(description, "vm"))
     compute["vmId"] = vm_id
     return {**description, "compute": compute}
 
@@ -93,7 +100,7 @@ def _write(
 def create_vm(txn: Transaction, description: Any, source: str = "api") -> VM:
     if not isinstance(description, Mapping):
         raise FleetError("invalid", "a VM description is a JSON object")
-    vm_id = str((description.get("compute") or {}).get("vmId") or uuid.uuid4())
+    vm_id = str(_compute_of(description, "vm").get("vmId") or uuid.uuid4())
     vm = _validate(_with_vm_id(description, vm_id))
     if txn.get(VM_KIND, vm.vm_id) is not None:
         raise FleetError("conflict", f"VM {vm.vm_id} already exists")
@@ -105,7 +112,7 @@ def replace_vm(txn: Transaction, vm_id: str, description: Any) -> VM:
     previous, body = _current(txn, vm_id)
     if not isinstance(description, Mapping):
         raise FleetError("invalid", "a VM description is a JSON object")
-    given = (description.get("compute") or {}).get("vmId")
+    given = _compute_of(description, "vm").get("vmId")
     if given not in (None, "", vm_id):
         raise FleetError(
             "invalid", "vmId cannot change. Fix: leave it out or keep it", "vm.compute.vmId"
@@ -155,9 +162,9 @@ def apply_declarations(
         spot = f"{where}[{index}]"
         if not isinstance(description, Mapping):
             raise FleetError("invalid", "a VM description is a mapping", spot)
-        compute = description.get("compute") or {}
-        name = str(compute.get("name") or "") if isinstance(compute, Mapping) else ""
-        vm_id = str(compute.get("vmId") or "") if isinstance(compute, Mapping) else ""
+        compute = _compute_of(description, spot)
+        name = str(compute.get("name") or "")
+        vm_id = str(compute.get("vmId") or "")
         vm_id = vm_id or str(uuid.uuid5(_DECLARED_NAMESPACE, name))
         vm = _validate(_with_vm_id(description, vm_id), spot)
         if vm.vm_id in declared:

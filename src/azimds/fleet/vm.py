@@ -101,9 +101,11 @@ def _reconcile_tags(compute: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Fill whichever of tags / tagsList is missing from the other, so they always agree."""
     result = dict(compute)
     has_list = result.get("tagsList") is not None
-    derived = _tags_from_input(result.get("tags"), f"{where}.tags")
+    tags = result.get("tags")
+    derived = _tags_from_input(tags, f"{where}.tags")
     if derived is not None:
-        result["tags"] = derived[0]
+        # A string stays as given: a value holding ';' cannot round-trip through the split.
+        result["tags"] = tags if isinstance(tags, str) else derived[0]
         if not has_list:
             result["tagsList"] = derived[1]
     elif has_list and isinstance(result["tagsList"], list):
