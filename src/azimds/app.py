@@ -274,7 +274,9 @@ async def run(
         bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
         bindings.append((admin, admin_host, admin_port))
         started = asyncio.Event()
-        serving = asyncio.create_task(server.serve(bindings, stop, started))
+        serving = asyncio.create_task(
+            server.serve(bindings, stop, started, request_timeout=config.request_timeout)
+        )
         await started.wait()
         guest_urls = [_http_url(host, port) for host, port in guest_addresses]
         state.write_admin_address(config.state_dir, admin_url, guest_urls)

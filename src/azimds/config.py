@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from azimds.defaults import DEFAULT_ADMIN_PORT, DEFAULT_HOST, DEFAULT_PORT
+from azimds.defaults import DEFAULT_ADMIN_PORT, DEFAULT_HOST, DEFAULT_PORT, REQUEST_TIMEOUT
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.vm import VM, vm_from_patch
 from azimds.guest.callers import MODES
@@ -216,6 +216,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Identity requests each VM may have in flight at once (0: no limit).",
     ),
     Setting(
+        "request_timeout",
+        "--request-timeout",
+        "AZIMDS_REQUEST_TIMEOUT",
+        f"{REQUEST_TIMEOUT:g}",
+        "Seconds a client has to send a request's head (from connecting, or from its previous "
+        "answer on a kept-alive connection: idle connections close after it), and again its "
+        "body. A head too late: the connection closes; a body too late: 408.",
+    ),
+    Setting(
         "access_log",
         "--access-log",
         "AZIMDS_ACCESS_LOG",
@@ -263,6 +272,7 @@ class Config:
     vm_declared: bool  # `vm:` given, or single mode: the default VM is declared at start
     source: str | None  # the config file, if any
     link_local: bool = False  # add 169.254.169.254 to lo while serving (link_local.held)
+    request_timeout: float = REQUEST_TIMEOUT  # seconds to send a head, and again a body
 
 
 def parse_listen(text: str, source: str, where: str = "listen", unix: bool = False) -> Address:
@@ -501,6 +511,8 @@ def load(
             )
         )
 
+    request_timeout = _number("request_timeout", *pick("request_timeout"), 0.1, 3600)
+
     vm_patch = data.get("vm")
     if vm_patch is not None and not isinstance(vm_patch, dict):
         raise ConfigError(
@@ -534,4 +546,5 @@ def load(
         vm_declared=vm_patch is not None or caller_mode == "single",
         source=source if config_file else None,
         link_local=link_local,
+        request_timeout=request_timeout,
     )

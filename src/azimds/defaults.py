@@ -27,3 +27,25 @@ DEFAULT_TOKEN_LIFETIME = 86400  # seconds; real tokens live about 24 h
 TOKEN_REFRESH_MARGIN = 300  # seconds
 # Real tokens' not_before lies this far before issue (expires_on - not_before = 86700).
 TOKEN_NOT_BEFORE_SKEW = 300
+
+# --- HTTP limits (docs/behaviour.md, "Malformed requests and limits") ---------------------
+# granian (its HTTP core, hyper) enforces the first four (server.py); the guest plane's query
+# parser the last two (guest/query.py). Scheduled events' body limit (64 KB, IMDS's documented
+# "MaxBodyLength") is the endpoint's: guest/events.py MAX_BODY.
+
+# Bytes of a request's head (request line and headers). Beyond: 431 and the connection closes.
+# What http.sys, the real service's front end, allows by default (MaxRequestBytes, 16 KB).
+MAX_REQUEST_HEAD = 16 * 1024
+# Seconds a client has to send a request's head (from connecting, or from the previous answer
+# on a kept-alive connection: idle connections close after it), and again to send its body.
+# The `request_timeout` setting; local clients send a request in well under a second.
+REQUEST_TIMEOUT = 10.0
+# Connections each listener serves at once (more wait in the listen backlog). granian's
+# default, 128, let 128 idle or slow connections stall every other client.
+MAX_CONNECTIONS = 4096
+LISTEN_BACKLOG = 1024
+# A query string: bytes as sent, and parameters. Beyond either: the family's query 400. Real
+# clients send at most six parameters and well under 1 KB (a token request naming an identity
+# by its resource id is the longest).
+MAX_QUERY_LENGTH = 4096
+MAX_QUERY_PARAMETERS = 64

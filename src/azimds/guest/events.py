@@ -70,7 +70,7 @@ def document(fleet: Fleet, vm: VM, version: str) -> Response:
 def _start_requests(body: bytes) -> list[str] | None:
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         return None
     requests = parsed.get("StartRequests") if isinstance(parsed, dict) else None
     if not isinstance(requests, list) or not requests:
@@ -78,7 +78,18 @@ def _start_requests(body: bytes) -> list[str] | None:
     ids = [r.get("EventId") for r in requests if isinstance(r, dict)]
     if len(ids) != len(requests) or not all(isinstance(i, str) and i for i in ids):
         return None
-    return [str(i) for i in ids]
+    found = [str(i) for i in ids]
+    if not all(_encodable(i) for i in found):  # "\ud800": no store key, no answer can say it
+        return None
+    return found
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class EventsService:

@@ -17,7 +17,9 @@ def walk(document: Any, segments: Sequence[str]) -> Any:
         if isinstance(node, Mapping):
             node = node.get(segment, _MISSING)
         elif isinstance(node, list) and segment.isascii() and segment.isdigit():
-            index = int(segment)
+            # Compared as text first: int() refuses over 4300 digits (a 500, once).
+            digits = segment.lstrip("0") or "0"
+            index = int(digits) if len(digits) <= len(str(len(node))) else len(node)
             node = node[index] if index < len(node) else _MISSING
         else:
             return _MISSING

@@ -1,12 +1,24 @@
-"""Query-string parsing with the IMDS rules: duplicate names are an error."""
+"""Query-string parsing with the IMDS rules: duplicate names are an error, and so is a query
+over the limits (``defaults.MAX_QUERY_LENGTH`` bytes, ``defaults.MAX_QUERY_PARAMETERS``)."""
 
 from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+from azimds.defaults import MAX_QUERY_LENGTH, MAX_QUERY_PARAMETERS
+
 
 class DuplicateParameter(ValueError):
-    pass
+    """A query the service refuses with the family's query 400 ("Unexpected request. Please
+    check the query parameters and retry."): a name given twice, or one of the subclasses."""
+
+
+class QueryTooLong(DuplicateParameter):
+    """More than ``MAX_QUERY_LENGTH`` bytes, as sent."""
+
+
+class TooManyParameters(DuplicateParameter):
+    """More than ``MAX_QUERY_PARAMETERS`` parameters."""
 
 
 def parse_query(raw: bytes) -> dict[str, str]:
@@ -18,8 +30,13 @@ def parse_query(raw: bytes) -> dict[str, str]:
     params: dict[str, str] = {}
     if not raw:
         return params
+    if len(raw) > MAX_QUERY_LENGTH:
+        raise QueryTooLong(len(raw))
     text = raw.decode("utf-8", "replace")
-    for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
+    pairs = parse_qsl(text, keep_blank_values=True, errors="replace")
+    if len(pairs) > MAX_QUERY_PARAMETERS:
+        raise TooManyParameters(len(pairs))
+    for name, value in pairs:
         key = name.lower()
         if key in params:
             raise DuplicateParameter(key)
