@@ -128,8 +128,7 @@ def reset_connection(scope: dict[str, Any]) -> bool:
     granian offers no way to abort a connection, so this finds the socket among the
     process's descriptors by its two addresses and disconnects it: connect() with AF_UNSPEC
     makes Linux drop the connection with a RST. Returns False where that cannot be done
-    (a unix socket, or the connection is already gone); the caller then closes it without
-    an answer. Used only by the "reset" fault, never on the normal path.
+    (the connection is already gone). Used only by fault rules, never on the normal path.
     """
     server, client = scope.get("server"), scope.get("client")
     if not server or not client or not server[1]:

@@ -8,7 +8,6 @@ runs the pipeline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -36,6 +35,9 @@ Sent = tuple[int, bytes, str]  # the status sent (0: none), its request id, the 
 
 # Enough for every (api-version, path, format) a real client asks, per VM, many times over.
 MEMO_LIMIT = 8192
+# Bytes of path, query and Metadata value beyond which an answer is not kept: real requests
+# are far shorter, and absurd ones (whose 404s echo the path) would fill memory.
+MEMO_KEY_LIMIT = 1024
 UNKNOWN_LOG_INTERVAL = 60.0  # seconds
 HANG_LIMIT = 600.0  # seconds a "hang" fault holds a connection the client never gives up on
 
@@ -184,7 +186,11 @@ class GuestApp:
             method, path, query, metadata, forwarded, caller, self.fleet, self.services, body
         )
         response = await _resolved(outcome)
-        if outcome.cacheable and key[0] is not None:
+        if (
+            outcome.cacheable
+            and key[0] is not None
+            and len(path) + len(query) + len(metadata or b"") <= MEMO_KEY_LIMIT
+        ):
             memo = self._memo
             if len(memo) >= MEMO_LIMIT:
                 del memo[next(iter(memo))]
@@ -202,7 +208,7 @@ class GuestApp:
     ) -> Sent:
         """Answer where fault rules exist: they fire on requests that pass every check (the
         memo is bypassed: a fleet with rules is under test, not under load). A fault that
-        sends no answer reports status 0; returning without an answer closes the connection."""
+        sends no answer reports status 0, and leaves the connection reset."""
         method: str = scope["method"]
         path: str = scope["path"]
         body = await _read_body(receive) if method == "POST" else b""
@@ -220,11 +226,13 @@ class GuestApp:
         if action.delay:
             await asyncio.sleep(action.delay)
         if action.kind == "reset":
-            self.faults.reset(scope)  # where it cannot, the connection just closes
+            self.faults.reset(scope)  # False only when the client has already gone
             return 0, b"", rule.id
         if action.kind == "hang":
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(_disconnected(receive), HANG_LIMIT)
+            except TimeoutError:
+                self.faults.reset(scope)  # still no answer: the client sees the line drop
             return 0, b"", rule.id
         if action.kind == "status":
             response = self.faults.answer(action, path)

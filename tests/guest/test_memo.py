@@ -1,0 +1,28 @@
+"""The answer memo stays small: only requests of a real client's size are kept."""
+
+from __future__ import annotations
+
+from azimds.guest.asgi import MEMO_KEY_LIMIT, GuestApp
+from azimds.guest.callers import SingleVM
+from tests.guest.test_properties import FLEET, SERVICES, run_asgi
+
+
+def ask(app: GuestApp, path: str) -> int:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "query_string": b"api-version=2021-02-01",
+        "headers": [(b"metadata", b"true")],
+    }
+    status: int = run_asgi(app, scope)[0]["status"]
+    return status
+
+
+def test_long_absurd_paths_are_answered_but_not_kept() -> None:
+    app = GuestApp(FLEET, SingleVM(), SERVICES)
+    assert ask(app, "/metadata/instance/compute/name") == 400  # a leaf without format=text
+    assert len(app._memo) == 1
+    for n in range(50):
+        assert ask(app, f"/metadata/instance/{n}" + "x" * MEMO_KEY_LIMIT) == 404
+    assert len(app._memo) == 1
