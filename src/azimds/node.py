@@ -72,9 +72,19 @@ class Node:
         """Wait until the served snapshot includes ``revision`` (read your own writes).
 
         Gives up after ``CATCH_UP_TIMEOUT`` with a warning: the write is stored either way,
-        and an answer that never comes helps nobody.
+        and an answer that never comes helps nobody. If the store went away since the write
+        committed, it gives up at once: the follower serves the write when the store returns.
         """
-        await asyncio.to_thread(self.refresh)
+        try:
+            await asyncio.to_thread(self.refresh)
+        except StoreError as exc:
+            if self._served.revision < revision:
+                log.warning(
+                    "revision %d is stored but not yet served (the store went away: %s)",
+                    revision,
+                    exc,
+                )
+            return
         async with self._caught_up:
             try:
                 await asyncio.wait_for(

@@ -54,6 +54,14 @@ class PostgresStore(SQLStore):
             self._db = self._connect()
         return self._db
 
+    def _begin_write(self, cursor: Any) -> None:
+        # Every write transaction reads before it writes (merge-patch a VM, add an identity,
+        # check an address is free); under READ COMMITTED two nodes doing that at once would
+        # both read the old row and the later commit would undo the earlier one. Taking the
+        # counter's row lock first orders writers from their first read, as SQLite's BEGIN
+        # IMMEDIATE does; they were serialised on that row at their first write anyway.
+        cursor.execute(self.lock_statement)
+
     def _begin_migration(self, cursor: Any) -> None:
         # Nodes starting together take turns; the lock ends with the transaction.
         cursor.execute("SELECT pg_advisory_xact_lock(7469637)")
