@@ -199,6 +199,7 @@ class CertificateUpkeep:
 
 async def run_event_engine(store: Store, node: Node, stop: asyncio.Event) -> None:
     """Apply scheduled events' transitions as the event clock passes their times."""
+    failing = False  # log a store outage once, not every ENGINE_INTERVAL
     while not stop.is_set():
         fleet = node.served
         now = fleet.clock.now(time.time())
@@ -208,8 +209,13 @@ async def run_event_engine(store: Store, node: Node, stop: asyncio.Event) -> Non
                     store.transact, functools.partial(advance_events, now=now)
                 )
             except StoreError as exc:
-                log.error("scheduled events not advanced (will retry): %s", exc)
+                if not failing:
+                    log.error("scheduled events not advanced (will retry): %s", exc)
+                failing = True
             else:
+                if failing:
+                    log.warning("scheduled events advance again")
+                failing = False
                 for event_id, status in changed:
                     log.info("event %s is %s", event_id, status)
                 await node.caught_up(revision)

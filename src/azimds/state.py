@@ -26,6 +26,7 @@ def default_state_dir() -> Path:
 
 def prepare(state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state_dir.chmod(0o700)  # also one that existed: it holds the admin token and the keys
 
 
 def write_private(path: Path, text: str) -> None:

@@ -259,7 +259,10 @@ class AdminAPI:
         key = request.path_params["vm"]
         vm = self.node.served.find(key)
         if vm is None:
-            await asyncio.to_thread(self.node.refresh)  # perhaps written by another node
+            try:
+                await asyncio.to_thread(self.node.refresh)  # perhaps written by another node
+            except StoreError as exc:
+                raise ApiError(503, "store_unavailable", f"cannot look {key} up: {exc}") from exc
             vm = self.node.fleet.find(key)
         if vm is None:
             raise ApiError(404, "not_found", f"no VM with vmId or name '{key}'")

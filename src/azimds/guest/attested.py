@@ -22,7 +22,7 @@ from azimds.signing.attestation import Signer, sign
 
 VALIDITY = dt.timedelta(hours=6)
 CACHE_SECONDS = 60
-CACHE_LIMIT = 100_000
+CACHE_LIMIT = 10_000  # ~3.7 KB each: fresh nonces must not grow the node
 MAX_NONCE = 32  # characters (the swagger's limit; Teleport sends exactly 32)
 
 
@@ -77,8 +77,10 @@ class AttestedService:
         response = json_response(
             {"encoding": "pkcs7", "signature": base64.b64encode(signature).decode("ascii")}
         )
-        if len(self._cache) >= CACHE_LIMIT:
-            del self._cache[next(iter(self._cache))]
-        self._cache[key] = (now + CACHE_SECONDS, response)
+        cache = self._cache
+        cache.pop(key, None)  # re-inserted at the end: the dict stays in order of expiry
+        while cache and (len(cache) >= CACHE_LIMIT or next(iter(cache.values()))[0] <= now):
+            del cache[next(iter(cache))]
+        cache[key] = (now + CACHE_SECONDS, response)
         self.signed += 1
         return response
