@@ -42,6 +42,7 @@ TOKEN = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https:/
 THROTTLED = "azimds 429s (limiter on)"
 HALF_LOAD = "azimds instance, paced to ~half"
 GOAL_P99_MS = 2.0  # at half of azimds's measured maximum
+PACE_MS = 5  # each paced connection's wait between requests
 STATIC_NAME = "instance.json"
 START_TIMEOUT = 20.0
 
@@ -187,14 +188,15 @@ def benchmark(args: argparse.Namespace, wrk: str, nginx: str) -> list[Result]:
                     kit.run_wrk(wrk, url, args.warmup, args.connections)
                     output = kit.run_wrk(wrk, url, args.duration, args.connections)
                     results.append(Result(name, kit.parse_wrk(output, name)))
-                # The latency goal is at half the maximum: each connection waits between
-                # requests so that, together, they offer about half of what azimds managed.
-                maximum = results[1].run.requests_per_s
-                delay_ms = max(1, round(args.connections * 1000 / (maximum / 2)))
-                script = kit.pacing_script(tmp, delay_ms)
+                # The latency goal is at half the maximum: connections that each wait
+                # PACE_MS between requests, as many as offer about half of what azimds
+                # managed (each request takes PACE_MS plus about half a millisecond).
+                half = results[1].run.requests_per_s / 2
+                paced = max(1, round(half * (PACE_MS + 0.5) / 1000))
+                script = kit.pacing_script(tmp, PACE_MS)
                 url = azimds_base + kit.INSTANCE
-                print(f"running {HALF_LOAD}: {delay_ms} ms between requests", flush=True)
-                output = kit.run_wrk(wrk, url, args.duration, args.connections, script)
+                print(f"running {HALF_LOAD}: {paced} connections", flush=True)
+                output = kit.run_wrk(wrk, url, args.duration, paced, script)
                 results.append(Result(HALF_LOAD, kit.parse_wrk(output, HALF_LOAD)))
                 throttled = next(r for r in results if r.target == THROTTLED)
                 if "non-2xx" not in throttled.run.notes:
