@@ -20,7 +20,6 @@ parse; an error body outside its family's template; a refusal out of the documen
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import re
 import sys
@@ -31,22 +30,14 @@ import atheris
 from harness import main
 
 with atheris.instrument_imports(include=["azimds"]):
-    from azimds.fleet.attestation_certs import ensure_leaves
-    from azimds.fleet.operations import apply_declarations, set_default_vm
-    from azimds.fleet.signing_keys import ensure_jwt_key
-    from azimds.fleet.snapshot import Fleet
     from azimds.fleet.vm import VM, example_vm
     from azimds.guest import errors
     from azimds.guest.asgi import GuestApp
-    from azimds.guest.attested import AttestedService
     from azimds.guest.callers import SingleVM
-    from azimds.guest.events import EventsService
-    from azimds.guest.identity import TokenService, TokenSettings
     from azimds.guest.pipeline import handle
     from azimds.guest.query import DuplicateParameter, parse_query
     from azimds.guest.responses import HTML_TYPE, JSON_TYPE, TEXT_TYPE, XML_TYPE, Response
-    from azimds.guest.routes import Services
-    from azimds.store.base import Transaction
+    from azimds.kit.fleet import example_fleet, services
     from azimds.store.memory import MemoryStore
 
 DOCUMENTED = {200, 400, 403, 404, 405}
@@ -54,41 +45,10 @@ IDENTITY_CODES = {400: "invalid_request", 403: "forbidden", 404: "not_found"}
 IDENTITY_CODES |= {405: "method_not_allowed"}
 
 
-class _Node:
-    """What ``EventsService`` uses of a node: the store, and waiting for a write to be served."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self.store = store
-
-    async def caught_up(self, revision: int) -> None:
-        return None
-
-
-def _fleet(store: MemoryStore) -> Fleet:
-    """The example VM, with a signing key and an attestation leaf, as a started node has."""
-    vm = example_vm()
-    now = dt.datetime.now(dt.UTC)
-
-    def work(txn: Transaction) -> None:
-        apply_declarations(txn, "config", [vm.description()], "vm")
-        set_default_vm(txn, vm.vm_id)
-        ensure_jwt_key(txn, now)
-
-    store.transact(work)
-    fleet = Fleet().with_changes(store.changes_since(0), store.revision())
-    aia = "http://127.0.0.1:16926/attestation/intermediate.cer"
-    store.transact(lambda txn: ensure_leaves(txn, fleet.wanted_leaves(), aia, now))
-    return Fleet().with_changes(store.changes_since(0), store.revision())
-
-
 STORE = MemoryStore()
-FLEET = _fleet(STORE)
+FLEET = example_fleet(STORE)
 VM_ = FLEET.vms[example_vm().vm_id]
-SERVICES = Services(
-    TokenService(TokenSettings("http://127.0.0.1:16926", 86400)),
-    AttestedService(azure_digest_identifier=False),
-    EventsService(_Node(STORE)),  # type: ignore[arg-type]
-)
+SERVICES = services(STORE)
 APP = GuestApp(FLEET, SingleVM(), SERVICES)
 LOOP = asyncio.new_event_loop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 from typing import Any
 from urllib.parse import quote
@@ -11,46 +10,20 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from azimds.fleet.attestation_certs import ensure_leaves
-from azimds.fleet.operations import apply_declarations, set_default_vm
-from azimds.fleet.signing_keys import ensure_jwt_key
-from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import example_vm
 from azimds.guest.asgi import GuestApp
-from azimds.guest.attested import AttestedService
 from azimds.guest.callers import SingleVM
-from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.pipeline import handle
-from azimds.guest.routes import Services
-from azimds.store.base import Transaction
+from azimds.kit.fleet import example_fleet, services
 from azimds.store.memory import MemoryStore
 from tests.http import get
 
 VM = example_vm()
 
 
-def _fleet() -> Fleet:
-    """The example VM with a signing key and an attestation leaf, as a node builds it."""
-    store = MemoryStore()
-    now = dt.datetime.now(dt.UTC)
-
-    def work(txn: Transaction) -> None:
-        apply_declarations(txn, "config", [VM.description()], "vm")
-        set_default_vm(txn, VM.vm_id)
-        ensure_jwt_key(txn, now)
-
-    store.transact(work)
-    fleet = Fleet().with_changes(store.changes_since(0), store.revision())
-    aia = "http://127.0.0.1:16926/attestation/intermediate.cer"
-    store.transact(lambda txn: ensure_leaves(txn, fleet.wanted_leaves(), aia, now))
-    return Fleet().with_changes(store.changes_since(0), store.revision())
-
-
-FLEET = _fleet()
-SERVICES = Services(
-    TokenService(TokenSettings("http://127.0.0.1:16926", 86400)),
-    AttestedService(azure_digest_identifier=False),
-)
+STORE = MemoryStore()
+FLEET = example_fleet(STORE)
+SERVICES = services(STORE)
 ROUTES = [
     "/metadata/instance", "/metadata/instance/compute", "/metadata/instance/compute/vmId",
     "/metadata/instance/network/interface/0", "/metadata/versions", "/metadata/reprovisiondata",

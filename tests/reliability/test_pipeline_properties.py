@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime as dt
 import json
 import re
 from typing import Any
@@ -22,22 +21,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azimds.fleet import schema
-from azimds.fleet.attestation_certs import ensure_leaves
 from azimds.fleet.merge_patch import merge_patch
-from azimds.fleet.operations import apply_declarations, set_default_vm
 from azimds.fleet.schema import DocumentError
-from azimds.fleet.signing_keys import ensure_jwt_key
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM, build_vm, example_vm
 from azimds.guest import errors, versions
-from azimds.guest.attested import AttestedService
-from azimds.guest.events import EventsService
-from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.pipeline import Outcome, check, handle, run
 from azimds.guest.query import DuplicateParameter, parse_query
 from azimds.guest.responses import HTML_TYPE, JSON_TYPE, TEXT_TYPE, XML_TYPE, Response
 from azimds.guest.routes import Services
-from azimds.store.base import Transaction
+from azimds.kit.fleet import example_fleet, services
 from azimds.store.memory import MemoryStore
 
 EXAMPLE = example_vm()
@@ -49,50 +42,13 @@ IDENTITY_CODES |= {405: "method_not_allowed", 503: "service_unavailable"}
 DOCUMENTED = {200, 400, 403, 404, 405}  # every answer of a node that has finished starting
 
 
-class _Node:
-    """What `EventsService` uses of a node: its store, and waiting until a write is served."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self.store = store
-
-    async def caught_up(self, revision: int) -> None:
-        return None
-
-
-def _fleet(store: MemoryStore, keys: bool) -> Fleet:
-    """The example VM; with ``keys``, a token-signing key and an attestation leaf too (a node
-    that finished starting), without, the moment before (no key, no leaf yet)."""
-    now = dt.datetime.now(dt.UTC)
-
-    def work(txn: Transaction) -> None:
-        apply_declarations(txn, "config", [EXAMPLE.description()], "vm")
-        set_default_vm(txn, EXAMPLE.vm_id)
-        if keys:
-            ensure_jwt_key(txn, now)
-
-    store.transact(work)
-    fleet = Fleet().with_changes(store.changes_since(0), store.revision())
-    if keys:
-        aia = "http://127.0.0.1:16926/attestation/intermediate.cer"
-        store.transact(lambda txn: ensure_leaves(txn, fleet.wanted_leaves(), aia, now))
-    return Fleet().with_changes(store.changes_since(0), store.revision())
-
-
 STORE = MemoryStore()
-FLEET = _fleet(STORE, keys=True)
+FLEET = example_fleet(STORE)
 VM_ = FLEET.vms[EXAMPLE.vm_id]
-STARTING = _fleet(MemoryStore(), keys=False)
+STARTING = example_fleet(MemoryStore(), keys=False)
 
 
-def _services() -> Services:
-    return Services(
-        TokenService(TokenSettings("http://127.0.0.1:16926", 86400)),
-        AttestedService(azure_digest_identifier=False),
-        EventsService(_Node(STORE)),  # type: ignore[arg-type]  # the two members it uses
-    )
-
-
-SERVICES = _services()
+SERVICES = services(STORE)
 
 
 def answer(
@@ -252,7 +208,7 @@ def test_a_starting_node_fails_only_with_the_documented_503s(
     """Before the first signing key and attestation leaf exist, tokens and attested documents
     answer 503 with the documented bodies (clients retry 5xx); nothing else is a 5xx."""
     query = b"api-version=2021-02-01&resource=https://vault.azure.net&" + encoded(extra)
-    response, _ = answer(method, path, query, b"true", fleet=STARTING, services=_services())
+    response, _ = answer(method, path, query, b"true", fleet=STARTING, services=services(STORE))
     assert response.status in DOCUMENTED | {503}
     assert_wire_shape(response, path)
     if response.status == 503:
