@@ -15,6 +15,7 @@ from azimds.fleet.operations import (
     replace_vm,
     set_default_vm,
 )
+from azimds.fleet.schema import DocumentError
 from azimds.fleet.vm import build_vm, example_vm
 from azimds.store.base import Transaction
 from azimds.store.memory import MemoryStore
@@ -55,3 +56,11 @@ def test_tags_with_separators_survive_a_rebuild(tags: dict[str, str]) -> None:
     vm = build_vm({"compute": {"tags": tags}})
     again = build_vm(vm.description())
     assert again.document["compute"]["tags"] == vm.document["compute"]["tags"]
+
+
+@pytest.mark.parametrize("compute", [[1], "d244d447-6fd9", 5])
+def test_build_vm_refuses_a_compute_that_is_no_object_naming_it(compute: object) -> None:
+    """Found by fuzz/fuzz_fleet.py: a raw ValueError from the model itself."""
+    with pytest.raises(DocumentError) as refused:
+        build_vm({"compute": compute})
+    assert refused.value.where == "vm.compute"

@@ -120,8 +120,11 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
     for key in description:
         if key not in VM_KEYS:
             raise DocumentError(f"{where}.{key}", "unknown field", "a VM has " + ", ".join(VM_KEYS))
+    compute = description.get("compute") or {}
+    if not isinstance(compute, Mapping):
+        raise DocumentError(f"{where}.compute", "expected a mapping", "write compute: {name: ...}")
     document = {
-        "compute": _reconcile_tags(description.get("compute") or {}, f"{where}.compute"),
+        "compute": _reconcile_tags(compute, f"{where}.compute"),
         "network": description.get("network"),
     }
     reprovision = description.get("reprovisionData") or ""
