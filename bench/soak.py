@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import kit
+from azimds.admin.client import AdminClient, AdminError
 
 STEADY = [f"127.0.77.{n}" for n in range(1, 5)]
 NOISY = "127.0.77.9"
@@ -135,25 +136,16 @@ class Guest:
 
 
 class Admin:
-    """The control plane, with the node's bearer token."""
+    """The control plane, with the node's bearer token (the project's own client)."""
 
     def __init__(self, port: int, token: str) -> None:
-        self.port, self.token = port, token
+        self._client = AdminClient(f"http://{kit.HOST}:{port}", token)
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection(kit.HOST, self.port, timeout=30)
-        headers = {"Authorization": f"Bearer {self.token}"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        try:
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            return response.status, json.loads(data) if data else None
-        finally:
-            connection.close()
+        payload = None if body is None else json.dumps(body).encode()
+        kind = "application/json" if payload is not None else ""
+        status, data = self._client.send(method, path, payload, kind)
+        return status, json.loads(data) if data else None
 
 
 def paced(stop: threading.Event, interval: float, step: Callable[[int], None]) -> None:
@@ -245,7 +237,7 @@ def control_plane(admin: Admin, interval: float, tally: Tally, stop: threading.E
                 expect("vm create", 201, status, answer)
                 status, answer = admin.call("DELETE", "/v1/vms/scratch")
                 expect("vm delete", 204, status, answer)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except (AdminError, ValueError) as exc:
             tally.add("cp", "connection error", False, repr(exc))
 
     paced(stop, interval, step)
@@ -293,7 +285,7 @@ def events_driver(
             status, answer = admin.call("GET", "/v1/events?all=true")
             final = {e["eventId"]: e["status"] for e in answer["events"]}.get(event_id)
             expect("event completed", final == "Completed", str(final), answer)
-        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+        except (AdminError, ValueError, KeyError) as exc:
             expect("events driver", False, "connection error", repr(exc))
 
     try:

@@ -8,7 +8,7 @@ documents:
 - by the ASGI app (``GuestApp``, as the server calls it: the header scan, the memo, the
   request id), for the example VM;
 - by ``pipeline.handle`` directly, for the VM and for an unknown caller (403);
-- by ``query.parse_query``, which may refuse only with ``DuplicateParameter``.
+- by ``query.parse_query``, which may refuse only with ``QueryRefused``.
 
 A crash is an exception escaping any of these, or a broken invariant: a status outside 200,
 400, 403, 404, 405; a Content-Length that is not the body's length; a JSON body that does not
@@ -35,7 +35,7 @@ with atheris.instrument_imports(include=["azimds"]):
     from azimds.guest.asgi import GuestApp
     from azimds.guest.callers import SingleVM
     from azimds.guest.pipeline import handle
-    from azimds.guest.query import DuplicateParameter, parse_query
+    from azimds.guest.query import QueryRefused, parse_query
     from azimds.guest.responses import HTML_TYPE, JSON_TYPE, TEXT_TYPE, XML_TYPE, Response
     from azimds.kit.fleet import example_fleet, services
     from azimds.store.memory import MemoryStore
@@ -141,7 +141,7 @@ def test_one_input(data: bytes) -> None:
     try:
         params = parse_query(query)
         assert all(isinstance(v, str) and k == k.lower() for k, v in params.items())
-    except DuplicateParameter:
+    except QueryRefused:
         pass
 
     metadata: bytes | None = None

@@ -173,7 +173,6 @@ def test_a_reset_is_a_reset_to_real_clients(node: ServerProcess) -> None:
     add(node, {"actions": ["reset"], "count": 2})
     with pytest.raises(requests.ConnectionError) as caught:
         requests.get(f"http://127.0.0.1:{node.port}{LEAF}", headers={"Metadata": "true"}, timeout=5)
-    assert isinstance(caught.value.__context__ or caught.value.args[0], Exception)
     assert "reset" in str(caught.value).lower()
     curl = subprocess.run(
         ["curl", "-s", "-H", "Metadata: true", f"http://127.0.0.1:{node.port}{LEAF}"],

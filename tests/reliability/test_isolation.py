@@ -17,7 +17,6 @@ import inspect
 import json
 import os
 import re
-import socket
 import sqlite3
 import string
 import textwrap
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from azimds.admin import api as admin_api
+from azimds.admin.client import AdminClient
 from tests.admin.client import call, new_vm
 from tests.attested.test_ca_lifecycle import views
 from tests.conftest import ServerProcess
@@ -53,33 +53,13 @@ RESOURCE = "https://vault.azure.net"
 # --- the namespace host's control plane (its Unix socket) --------------------------------
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=15)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
 def admin(host: Host, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """One control-plane request over the host's socket, with its token."""
     token = (host.state_dir / "admin-token").read_text().strip()
-    headers = {"Authorization": f"Bearer {token}"}
-    payload = None
-    if body is not None:
-        payload = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    connection = _UnixConnection(host.admin_socket)
-    try:
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-        return response.status, json.loads(data) if data else None
-    finally:
-        connection.close()
+    client = AdminClient(f"unix:{host.admin_socket}", token, timeout=15)
+    payload = None if body is None else json.dumps(body).encode()
+    status, data = client.send(method, path, payload, "application/json" if payload else "")
+    return status, json.loads(data) if data else None
 
 
 def must_admin(host: Host, method: str, path: str, body: Any = None) -> Any:

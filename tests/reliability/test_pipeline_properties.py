@@ -259,7 +259,7 @@ def expected_refusal(
     if forwarded:
         return family.forwarded_for_present()
     if _is_duplicate(query):
-        return family.duplicate_query_parameter()
+        return family.query_refused()
     below = parts[1:]
     if not below:
         return errors.api_version_invalid(versions.ANY)
@@ -297,8 +297,8 @@ def test_refusals_come_in_the_documented_order(
             errors.Family.IDENTITY.metadata_header_missing().body,
             errors.Family.INSTANCE.forwarded_for_present().body,
             errors.Family.IDENTITY.forwarded_for_present().body,
-            errors.Family.INSTANCE.duplicate_query_parameter().body,
-            errors.Family.IDENTITY.duplicate_query_parameter().body,
+            errors.Family.INSTANCE.query_refused().body,
+            errors.Family.IDENTITY.query_refused().body,
             errors.api_version_invalid(versions.ANY).body,
             errors.IIS_NOT_FOUND.body,
         }

@@ -115,7 +115,8 @@ class Family(enum.Enum):
         """azimds's own: the caller is no VM of this node (source-ip mode, or no default VM)."""
         return self.error(403, f"Forbidden: the caller is not a known VM ({reason})")
 
-    def duplicate_query_parameter(self) -> Response:
+    def query_refused(self) -> Response:
+        """A duplicate parameter name, or a query over the limits."""
         return self.error(400, UNEXPECTED_QUERY)
 
     def bad_parameter_value(self, name: str, value: str) -> Response:

@@ -6,7 +6,7 @@ The checks run in the reference's order (section 10), and the first that fails a
    Then the caller must be a known VM (``guest/callers.py``) -> 403.
 2. ``Metadata: true`` (value case-insensitive) -> 400, in the family's shape.
 3. No ``X-Forwarded-For`` -> 400.
-4. No duplicate query parameter names -> 400.
+4. No duplicate query parameter names, and a query within the limits -> 400.
 5. api-version: the root ``/metadata`` always answers the 400 with ``newest-versions``;
    elsewhere a missing, unknown or too-old version does.
 6. Path: an unknown category (or a sub-path where the category has none) -> 404.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest import errors, versions
-from azimds.guest.query import DuplicateParameter, parse_query
+from azimds.guest.query import QueryRefused, parse_query
 from azimds.guest.responses import Response
 from azimds.guest.routes import CATEGORY_VERSIONS, Call, Route, Services, match
 
@@ -85,8 +85,8 @@ def check(
         return Outcome(family.forwarded_for_present())
     try:
         params = parse_query(query)
-    except DuplicateParameter:
-        return Outcome(family.duplicate_query_parameter())
+    except QueryRefused:
+        return Outcome(family.query_refused())
 
     version = params.get("api-version")
     if not below:

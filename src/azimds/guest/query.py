@@ -8,16 +8,20 @@ from urllib.parse import parse_qsl
 from azimds.defaults import MAX_QUERY_LENGTH, MAX_QUERY_PARAMETERS
 
 
-class DuplicateParameter(ValueError):
+class QueryRefused(ValueError):
     """A query the service refuses with the family's query 400 ("Unexpected request. Please
-    check the query parameters and retry."): a name given twice, or one of the subclasses."""
+    check the query parameters and retry.")."""
 
 
-class QueryTooLong(DuplicateParameter):
+class DuplicateParameter(QueryRefused):
+    """A name given twice (in any case)."""
+
+
+class QueryTooLong(QueryRefused):
     """More than ``MAX_QUERY_LENGTH`` bytes, as sent."""
 
 
-class TooManyParameters(DuplicateParameter):
+class TooManyParameters(QueryRefused):
     """More than ``MAX_QUERY_PARAMETERS`` parameters."""
 
 
