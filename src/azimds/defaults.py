@@ -8,9 +8,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 16925
 
 # The real service's Server header (build seen in 2026 captures, reference section 1).
-IMDS_SERVER_HEADER = b"IMDS/150.870.65.1854"
+IMDS_SERVER_HEADER = "IMDS/150.870.65.1854"
 # The IIS front end that answers unknown verbs and paths outside /metadata.
-IIS_SERVER_HEADER = b"Microsoft-IIS/10.0"
+IIS_SERVER_HEADER = "Microsoft-IIS/10.0"
 
 # Environment variable azure-identity, msal and @azure/identity read for the IMDS address.
 SDK_ENDPOINT_ENV = "AZURE_POD_IDENTITY_AUTHORITY_HOST"

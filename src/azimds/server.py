@@ -1,15 +1,18 @@
-"""Serving ASGI apps on real sockets: granian's HTTP core, embedded in one uvloop event loop.
+"""Serving apps on real sockets: granian's HTTP core, embedded in one uvloop event loop.
 
-The only module that knows about granian. Embedding (rather than granian's own process
-manager) lets every listener, and later the control plane and background tasks, share one
-loop and one copy of the fleet data.
+The only module that configures granian. Embedding (rather than granian's own process
+manager) lets every listener, the control plane and background tasks share one loop and one
+copy of the fleet data. An app with ``__rsgi__`` (the guest plane) is served through RSGI,
+granian's native interface, and reads request bodies with ``read_body``; any other app is
+ASGI, behind ``Guarded``.
 
 granian parses HTTP/1.1 (HTTP/2 and WebSocket upgrades are off: the real service speaks
 neither on port 80) and enforces the head's limits (``defaults.MAX_REQUEST_HEAD``, 100
 headers), the time to send a head (``request_timeout``, also the keep-alive idle time) and the
-number of connections served at once. What granian leaves to the app, ``Guarded`` adds: a
-request's body must arrive whole and in time, and an app's crash is logged.
-(docs/behaviour.md, "Malformed requests and limits".)
+number of connections served at once. What granian leaves to the app, ``read_body`` (RSGI)
+and ``Guarded`` (ASGI) add: a request's body must arrive whole and in time (else 400 or 408,
+empty, and the connection closes), and an app's crash is logged. (docs/behaviour.md,
+"Malformed requests and limits".)
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from azimds.defaults import LISTEN_BACKLOG, MAX_CONNECTIONS, MAX_REQUEST_HEAD, R
 # covered by our own tests against real sockets.
 logging.getLogger("_granian").setLevel(logging.ERROR)
 
+# Listeners' wildcard hosts, and the address that reaches each from this host.
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 READY_TIMEOUT = 10.0  # seconds for every listener to accept connections
 FD_RESERVE = 256  # descriptors kept for everything but connections (store, files, threads)
 
@@ -102,8 +107,16 @@ def claim(host: str, port: int) -> int:
     return claim_port(host, port)
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """An RSGI address (``10.0.0.4:5000``, ``[::1]:5000``) as (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 def _connection_socket(local: tuple[str, int], peer: tuple[str, int]) -> socket.socket | None:
-    """A duplicate of this process's TCP socket between ``local`` and ``peer``, if any."""
+    """A duplicate of this process's TCP socket between ``local`` and ``peer``, if any.
+    A wildcard ``local`` host (the listener's) matches any local address on that port."""
+    wildcard = local[0] in WILDCARDS
     for name in os.listdir("/proc/self/fd"):
         try:
             if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
@@ -112,28 +125,30 @@ def _connection_socket(local: tuple[str, int], peer: tuple[str, int]) -> socket.
         except OSError:
             continue  # closed meanwhile, or not ours to read
         try:
-            if candidate.type == socket.SOCK_STREAM and (
-                candidate.getsockname()[:2] == local and candidate.getpeername()[:2] == peer
-            ):
-                return candidate
+            if candidate.type == socket.SOCK_STREAM and candidate.getpeername()[:2] == peer:
+                here = candidate.getsockname()[:2]
+                if here[1] == local[1] and (wildcard or here[0] == local[0]):
+                    return candidate
         except OSError:
             pass  # a listener, or not connected
         candidate.close()
     return None
 
 
-def reset_connection(scope: dict[str, Any]) -> bool:
-    """Abort the TCP connection an ASGI request came on, so the client sees a reset (RST).
+def reset_connection(scope: Any) -> bool:
+    """Abort the TCP connection an RSGI request came on, so the client sees a reset (RST).
 
     granian offers no way to abort a connection, so this finds the socket among the
     process's descriptors by its two addresses and disconnects it: connect() with AF_UNSPEC
     makes Linux drop the connection with a RST. Returns False where that cannot be done
-    (the connection is already gone). Used only by fault rules, never on the normal path.
+    (the connection is already gone, or came over a unix socket). Used only by fault rules,
+    never on the normal path.
     """
-    server, client = scope.get("server"), scope.get("client")
-    if not server or not client or not server[1]:
-        return False
-    found = _connection_socket((server[0], int(server[1])), (client[0], int(client[1])))
+    try:
+        local, peer = split_address(scope.server), split_address(scope.client)
+    except ValueError:
+        return False  # a unix socket's peer has no address
+    found = _connection_socket(local, peer)
     if found is None:
         return False
     with found:
@@ -239,6 +254,46 @@ class Guarded:
             await send({"type": "http.response.body", "body": b""})
 
 
+class BodyAbandoned(Exception):
+    """An RSGI request's body stopped short (400) or did not arrive in time (408)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+    def answer(self, protocol: Any) -> None:
+        """Refuse the request as ``Guarded`` does: empty, and the connection closes."""
+        protocol.response_bytes(self.status, ABANDONED_HEADERS, b"")
+
+
+ABANDONED_HEADERS = [("content-length", "0"), ("connection", "close")]
+
+
+async def read_body(protocol: Any, limit: int, timeout: float) -> bytes:
+    """An RSGI request's body, whole, read within ``timeout`` seconds; reading stops one byte
+    past ``limit`` (the caller refuses such a body). Raises ``BodyAbandoned``.
+
+    granian's body stream yields an empty chunk at its end; an empty chunk before the end
+    means the body broke off (the client closed early, or sent broken chunked encoding).
+    """
+    body = bytearray()
+    ended = False
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in protocol:
+                if ended:
+                    raise BodyAbandoned(400)
+                if not chunk:
+                    ended = True
+                    continue
+                body += chunk
+                if len(body) > limit:
+                    return bytes(body[: limit + 1])
+    except TimeoutError:
+        raise BodyAbandoned(408) from None
+    return bytes(body)
+
+
 def connection_limit(listeners: int) -> int:
     """Connections each of ``listeners`` may serve at once: ``MAX_CONNECTIONS``, or fewer
     where the process may not open that many descriptors. Raises the soft limit to fit."""
@@ -270,12 +325,15 @@ def _server(app: Any, host: str, port: int, request_timeout: float, connections:
             max_buffer_size=MAX_REQUEST_HEAD,
         ),
     }
-    guarded = Guarded(app, request_timeout)
+    if hasattr(app, "__rsgi__"):
+        options["interface"] = Interfaces.RSGI  # the app reads bodies with read_body()
+    else:
+        app = Guarded(app, request_timeout)
     if host.startswith("unix:"):
-        server = Server(guarded, uds=Path(host.removeprefix("unix:")), **options)
+        server = Server(app, uds=Path(host.removeprefix("unix:")), **options)
         server.uds_permissions = 0o600  # owner only; the embedded constructor has no such option
         return server
-    return Server(guarded, address=host, port=port, **options)
+    return Server(app, address=host, port=port, **options)
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -283,8 +341,7 @@ def _accepts(host: str, port: int) -> bool:
     if host.startswith("unix:"):
         family, target = socket.AF_UNIX, host.removeprefix("unix:")
     else:
-        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
-        host = wildcard.get(host, host)
+        host = WILDCARDS.get(host, host)
         family, target = (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.2)

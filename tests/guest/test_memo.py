@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from azimds.guest.asgi import MEMO_KEY_LIMIT, GuestApp
+import asyncio
+
 from azimds.guest.callers import SingleVM
-from tests.guest.test_properties import FLEET, SERVICES, run_asgi
+from azimds.guest.rsgi import MEMO_KEY_LIMIT, GuestApp
+from azimds.kit.rsgi import call
+from tests.guest.test_properties import FLEET, SERVICES
 
 
 def ask(app: GuestApp, path: str) -> int:
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": path,
-        "query_string": b"api-version=2021-02-01",
-        "headers": [(b"metadata", b"true")],
-    }
-    status: int = run_asgi(app, scope)[0]["status"]
-    return status
+    answers = asyncio.run(
+        call(app, "GET", path, b"api-version=2021-02-01", [(b"metadata", b"true")])
+    )
+    return answers[0].status
 
 
 def test_long_absurd_paths_are_answered_but_not_kept() -> None:

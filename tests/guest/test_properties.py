@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azimds.fleet.vm import example_vm
-from azimds.guest.asgi import GuestApp
 from azimds.guest.callers import SingleVM
 from azimds.guest.pipeline import handle
+from azimds.guest.rsgi import GuestApp
 from azimds.kit.fleet import example_fleet, services
+from azimds.kit.rsgi import call
 from azimds.store.memory import MemoryStore
 from tests.http import get
 
@@ -92,22 +92,9 @@ def test_pipeline_always_answers_a_documented_status(
     response = outcome.response
     assert response.status in ALLOWED
     headers = dict(response.headers)
-    assert headers[b"content-length"] == str(len(response.body)).encode()
-    if headers[b"content-type"].startswith(b"application/json"):
+    assert headers["content-length"] == str(len(response.body))
+    if headers["content-type"].startswith("application/json"):
         json.loads(response.body)
-
-
-def run_asgi(app: GuestApp, scope: dict[str, Any]) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    return sent
 
 
 header_lists = st.lists(
@@ -123,20 +110,14 @@ header_lists = st.lists(
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(methods, paths, raw_queries, header_lists)
-def test_asgi_app_sends_one_complete_answer(
+def test_rsgi_app_sends_one_complete_answer(
     method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
     app = GuestApp(FLEET, SingleVM(), SERVICES)
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "query_string": query,
-        "headers": headers,
-    }
-    sent = run_asgi(app, scope)
-    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
-    assert sent[0]["status"] in ALLOWED
+    answers = asyncio.run(call(app, method, path, query, headers))
+    assert len(answers) == 1
+    assert answers[0].status in ALLOWED
+    assert answers[0].header("content-length") == str(len(answers[0].body))
 
 
 @settings(
@@ -160,7 +141,7 @@ def test_endpoints_answer_any_parameters(path: str, extra: list[tuple[str, str]]
     query = f"api-version=2020-09-01&resource=https://vault.azure.net&{_encode(extra)}"
     response = handle("GET", path, query.encode(), b"true", False, VM, FLEET, SERVICES).response
     assert response.status in ALLOWED
-    if response.status == 200 and dict(response.headers)[b"content-type"].startswith(
-        b"application/json"
+    if response.status == 200 and dict(response.headers)["content-type"].startswith(
+        "application/json"
     ):
         json.loads(response.body)

@@ -159,7 +159,7 @@ def assert_http_refusal(conversation: Conversation, status: int) -> None:
 
 
 def assert_body_refusal(conversation: Conversation, status: int) -> None:
-    """azimds's refusal of a body that stopped short (server.Guarded): empty, closed."""
+    """azimds's refusal of a body that stopped short (server.read_body): empty, closed."""
     answer = only(conversation)
     assert (answer.status, answer.body) == (status, b""), answer
     assert answer.headers["connection"] == "close"
@@ -557,6 +557,29 @@ def test_a_chunked_approval_is_read_like_any_other(node: Node) -> None:
 )
 def test_broken_chunked_encoding_is_400_and_closed(node: Node, chunked: bytes) -> None:
     assert_body_refusal(converse(node.port, post(chunked, b"Transfer-Encoding: chunked\r\n")), 400)
+
+
+def test_a_chunked_body_with_trailers_is_400_and_closed(node: Node) -> None:
+    """granian reports trailers as it reports a body that broke off (docs/behaviour.md)."""
+    body = b'{"StartRequests":[]}'
+    chunked = b"%x\r\n%s\r\n0\r\nX-Checksum: 1\r\n\r\n" % (len(body), body)
+    assert_body_refusal(converse(node.port, post(chunked, b"Transfer-Encoding: chunked\r\n")), 400)
+
+
+def test_header_values_that_are_not_utf_8_count_as_absent(node: Node) -> None:
+    target = INSTANCE.encode()
+    answer = only(converse(node.port, request(target, b"Metadata: \xff\xfe\r\n")))
+    assert_imds(answer, 400, METADATA_400)
+    forwarded = request(target, MD, b"X-Forwarded-For: \xff\r\n")
+    assert_imds(
+        only(converse(node.port, forwarded)),
+        400,
+        b'{ "error": "Bad request: . X-Forwarded-For header is not allowed" }',
+    )
+    # A second Metadata header the app never sees leaves the first alone (a documented choice).
+    twice = request(target, MD, b"Metadata: \xff\r\n")
+    answer = only(converse(node.port, twice))
+    assert (answer.status, answer.body) == (200, node.normal[INSTANCE]), answer
 
 
 def test_a_body_longer_than_its_content_length_leaves_the_rest_as_a_next_request(

@@ -34,8 +34,8 @@ from azimds.kit.fleet import example_fleet, services
 from azimds.store.memory import MemoryStore
 
 EXAMPLE = example_vm()
-IMDS_SERVER = b"IMDS/150.870.65.1854"
-IIS_SERVER = b"Microsoft-IIS/10.0"
+IMDS_SERVER = "IMDS/150.870.65.1854"
+IIS_SERVER = "Microsoft-IIS/10.0"
 NEWEST = ["2025-04-07", "2024-07-17", "2024-03-15"]
 IDENTITY_CODES = {400: "invalid_request", 403: "forbidden", 404: "not_found"}
 IDENTITY_CODES |= {405: "method_not_allowed", 503: "service_unavailable"}
@@ -146,14 +146,14 @@ def family_of(path: str) -> errors.Family:
 def assert_wire_shape(response: Response, path: str) -> None:
     """The documented wire shape of any answer, by its status and family."""
     headers = dict(response.headers)
-    assert headers[b"content-length"] == str(len(response.body)).encode()
-    content_type = headers[b"content-type"]
+    assert headers["content-length"] == str(len(response.body))
+    content_type = headers["content-type"]
     assert content_type in (JSON_TYPE, TEXT_TYPE, XML_TYPE, HTML_TYPE)
-    if headers[b"server"] == IIS_SERVER:  # the front end: two answers, no request id
+    if headers["server"] == IIS_SERVER:  # the front end: two answers, no request id
         assert not response.request_id
         assert (response.status, content_type) in ((400, XML_TYPE), (404, HTML_TYPE))
         return
-    assert headers[b"server"] == IMDS_SERVER
+    assert headers["server"] == IMDS_SERVER
     assert response.request_id
     if content_type != JSON_TYPE:
         assert response.status == 200

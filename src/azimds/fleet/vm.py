@@ -35,6 +35,7 @@ VM_KEYS = (
 
 @dataclass(frozen=True, slots=True)
 class VM:
+    vm_id: str  # compute.vmId, looked up on every request
     document: Mapping[str, Any]  # complete: every field of every api-version, as strings
     extended: Mapping[str, Any]  # what extended=true adds
     reprovision_data: str  # OVF XML for /metadata/reprovisiondata ("" = none yet)
@@ -58,10 +59,6 @@ class VM:
             "loadBalancer": self.load_balancer,
             "limits": self.limits,
         }
-
-    @property
-    def vm_id(self) -> str:
-        return str(self.document["compute"]["vmId"])
 
     @property
     def name(self) -> str:
@@ -138,6 +135,7 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
     )
     system_identity, user_identities = identities(identity, normalized["compute"])
     return VM(
+        vm_id=str(normalized["compute"]["vmId"]),
         document=normalized,
         extended=schema.normalize(
             schema.EXTENDED, description.get("extended"), f"{where}.extended"

@@ -1,6 +1,6 @@
 """Caller identification: which VM is asking. One class per mode, chosen per node.
 
-A mode maps a request's ASGI scope and the current fleet snapshot to a VM, or to the reason
+A mode maps a request's peer address and the current fleet snapshot to a VM, or to the reason
 none matched. Endpoints never see how the VM was found, so a new mode (a signed header from a
 trusted per-host proxy, say) is one more class here.
 """
@@ -8,20 +8,23 @@ trusted per-host proxy, say) is one more class here.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import MutableMapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 
-Scope = MutableMapping[str, Any]
+
+def peer_host(client: str) -> str:
+    """The host of a TCP peer given as ``host:port`` (an IPv6 host in brackets)."""
+    return client.rpartition(":")[0].removeprefix("[").removesuffix("]")
 
 
 class CallerIdentifier(Protocol):
     name: str
 
-    def identify(self, scope: Scope, fleet: Fleet) -> VM | str:
-        """The caller's VM, or why there is none (for the 403 answer and the log)."""
+    def identify(self, client: str, fleet: Fleet) -> VM | str:
+        """The caller's VM, or why there is none (for the 403 answer and the log).
+        ``client``: the TCP peer as ``host:port`` (an IPv6 host in brackets)."""
         ...
 
 
@@ -30,7 +33,7 @@ class SingleVM:
 
     name = "single"
 
-    def identify(self, scope: Scope, fleet: Fleet) -> VM | str:
+    def identify(self, client: str, fleet: Fleet) -> VM | str:
         return fleet.default_vm or "no default VM is set on this azimds node"
 
 
@@ -39,9 +42,8 @@ class SourceAddress:
 
     name = "source-ip"
 
-    def identify(self, scope: Scope, fleet: Fleet) -> VM | str:
-        client = scope.get("client")
-        host = str(client[0]) if client else ""
+    def identify(self, client: str, fleet: Fleet) -> VM | str:
+        host = peer_host(client)
         vm = fleet.by_address.get(host)
         if vm is not None:
             return vm

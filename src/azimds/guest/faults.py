@@ -63,7 +63,7 @@ class Faults:
         if response is None:
             response = family.failure(action.status)
             if action.retry_after is not None:
-                retry_after = (b"retry-after", str(action.retry_after).encode("ascii"))
+                retry_after = ("retry-after", str(action.retry_after))
                 response = Response(
                     response.status, (*response.headers, retry_after), response.body
                 )

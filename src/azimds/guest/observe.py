@@ -1,8 +1,9 @@
 """What the guest plane did: a bounded request log, counters and latency histograms, and an
 optional JSON-lines access log written off the hot path.
 
-Recording a request appends one tuple and bumps two counters; formatting happens only when
-someone reads the log, scrapes the metrics, or the access-log writer wakes up.
+Recording a request appends one tuple, no more: every 1,024 requests, and whenever someone
+reads the log, scrapes the metrics or the access-log writer wakes up, the new tuples are folded
+into the log, the counters and the histograms in one loop. Formatting happens only when read.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import json
 import sys
 import time
@@ -19,10 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from azimds.guest.callers import peer_host
+
 REQUEST_LOG_SIZE = 10_000  # entries kept for `azimds logs` and GET /v1/requests
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 CATEGORIES = ("instance", "identity", "attested", "scheduledevents", "loadbalancer", "versions")
 FLUSH_INTERVAL = 0.2  # seconds between access-log writes
+FOLD_BATCH = 1024  # requests recorded before they are folded into the log and metrics
+
+# What the guest app reports of a request, as it has it at hand:
+Request = tuple[str, str, str, str | None, bool]  # method, path, query, Metadata, X-Forwarded-For
+Sent = tuple[int, str, str]  # the status sent (0: none), its request id, the fault rule's id
 
 
 def category_of(path: str) -> str:
@@ -65,78 +74,82 @@ class Entry:
         }
 
 
-Row = tuple[int, float, str, str, str, str, bytes, int, float, str, bytes, str]
+Row = tuple[float, str, str, Request, Sent, float]  # time, vmId, client, request, sent, latency
 
 
-def _entry(row: Row) -> Entry:
-    sequence, when, vm, caller, method, path, query, status, latency, category, request_id = row[
-        :11
-    ]
+def _entry(sequence: int, row: Row) -> Entry:
+    when, vm, client, (method, path, query, _, _), (status, request_id, fault), latency = row
     return Entry(
-        sequence, when, vm, caller, method, path, query.decode("latin-1"), status, latency,
-        category, request_id.decode("ascii"), row[11],
+        sequence, when, vm, peer_host(client), method, path, query, status, latency,
+        category_of(path), request_id, fault,
     )  # fmt: skip
 
 
 class Recorder:
     def __init__(self, access_log: str = "") -> None:
+        self._fresh: list[Row] = []  # recorded, not yet folded
         self._log: deque[Row] = deque(maxlen=REQUEST_LOG_SIZE)
-        self._sequence = 0
-        self.requests: dict[tuple[str, int], int] = {}  # (category, status) -> count
-        self.latency: dict[str, list[float]] = {}  # category -> [bucket counts..., sum, count]
-        self._pending: list[Row] = []
+        self._sequence = 0  # the sequence number of the newest row in the log
+        self._requests: dict[tuple[str, int], int] = {}  # (category, status) -> count
+        self._latency: dict[str, list[float]] = {}  # category -> [bucket counts..., sum, count]
+        self._pending: list[tuple[int, list[Row]]] = []  # (first sequence, rows) to write
         self._categories: dict[str, str] = {}  # paths repeat: classify each once
         self._access_log = access_log
 
-    def record(
-        self,
-        vm: str,
-        caller: str,
-        method: str,
-        path: str,
-        query: bytes,
-        status: int,
-        latency: float,
-        request_id: bytes,
-        fault: str = "",
-    ) -> None:
-        """Count one answered request (status 0: a fault sent no answer); kept as a tuple,
-        formatted only when read."""
-        self._sequence += 1
-        category = self._categories.get(path)
-        if category is None:
-            if len(self._categories) > REQUEST_LOG_SIZE:
-                self._categories.clear()
-            category = self._categories[path] = category_of(path)
-        row = (
-            self._sequence,
-            time.time(),
-            vm,
-            caller,
-            method,
-            path,
-            query,
-            status,
-            latency,
-            category,
-            request_id,
-            fault,
-        )
-        self._log.append(row)
-        key = (category, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        histogram = self.latency.get(category)
-        if histogram is None:
-            histogram = self.latency[category] = [0.0] * (len(LATENCY_BUCKETS) + 3)
-        histogram[bisect_left(LATENCY_BUCKETS, latency)] += 1  # the last slot: above them all
-        histogram[-2] += latency
-        histogram[-1] += 1
+    def record(self, vm: str, client: str, request: Request, sent: Sent, latency: float) -> None:
+        """Note one request: ``vm`` its VM's id ("" for none), ``client`` the peer as
+        ``host:port``, ``latency`` in seconds."""
+        fresh = self._fresh
+        fresh.append((time.time(), vm, client, request, sent, latency))
+        if len(fresh) >= FOLD_BATCH:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Count recorded requests and move them into the log."""
+        fresh, self._fresh = self._fresh, []
+        if not fresh:
+            return
+        categories, requests, histograms = self._categories, self._requests, self._latency
+        for row in fresh:
+            path = row[3][1]
+            latency = row[5]
+            category = categories.get(path)
+            if category is None:
+                if len(categories) > REQUEST_LOG_SIZE:
+                    categories.clear()
+                category = categories[path] = category_of(path)
+            key = (category, row[4][0])
+            requests[key] = requests.get(key, 0) + 1
+            histogram = histograms.get(category)
+            if histogram is None:
+                histogram = histograms[category] = [0.0] * (len(LATENCY_BUCKETS) + 3)
+            histogram[bisect_left(LATENCY_BUCKETS, latency)] += 1  # the last: above them all
+            histogram[-2] += latency
+            histogram[-1] += 1
         if self._access_log:
-            self._pending.append(row)
+            self._pending.append((self._sequence + 1, fresh))
+        self._sequence += len(fresh)
+        self._log.extend(fresh)
+
+    @property
+    def requests(self) -> dict[tuple[str, int], int]:
+        """Requests so far by (category, status)."""
+        self._fold()
+        return self._requests
+
+    @property
+    def latency(self) -> dict[str, list[float]]:
+        """Latency histograms by category: LATENCY_BUCKETS' counts, above them all, sum, count."""
+        self._fold()
+        return self._latency
 
     def since(self, sequence: int, limit: int) -> list[Entry]:
         """Entries after ``sequence``, oldest first, at most ``limit``."""
-        return [_entry(row) for row in self._log if row[0] > sequence][:limit]
+        self._fold()
+        first = self._sequence - len(self._log) + 1  # the oldest row's sequence number
+        skip = max(0, sequence - first + 1)
+        rows = itertools.islice(self._log, skip, skip + max(0, limit))
+        return [_entry(n, row) for n, row in enumerate(rows, first + skip)]
 
     async def write_access_log(self, stop: asyncio.Event) -> None:
         """Append pending entries as JSON lines every FLUSH_INTERVAL, until ``stop``."""
@@ -151,9 +164,16 @@ class Recorder:
     async def _write_until(self, stop: asyncio.Event, target: TextIO) -> None:
         while True:
             stopping = stop.is_set()
+            self._fold()
             pending, self._pending = self._pending, []
             if pending:
-                target.write("".join(json.dumps(_entry(row).json()) + "\n" for row in pending))
+                target.write(
+                    "".join(
+                        json.dumps(_entry(n, row).json()) + "\n"
+                        for first, rows in pending
+                        for n, row in enumerate(rows, first)
+                    )
+                )
                 target.flush()
             if stopping:
                 return

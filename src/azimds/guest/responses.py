@@ -12,12 +12,12 @@ from typing import Any
 
 from azimds.defaults import IMDS_SERVER_HEADER
 
-JSON_TYPE = b"application/json; charset=utf-8"
-TEXT_TYPE = b"text/plain; charset=utf-8"
-XML_TYPE = b"text/xml; charset=utf-8"
-HTML_TYPE = b"text/html"
+JSON_TYPE = "application/json; charset=utf-8"
+TEXT_TYPE = "text/plain; charset=utf-8"
+XML_TYPE = "text/xml; charset=utf-8"
+HTML_TYPE = "text/html"
 
-Headers = tuple[tuple[bytes, bytes], ...]
+Headers = tuple[tuple[str, str], ...]  # names in lower case, as RSGI sends them
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +29,11 @@ class Response:
     request_id: bool = True
 
 
-def make(
-    status: int, content_type: bytes, body: bytes, server: bytes = IMDS_SERVER_HEADER
-) -> Response:
+def make(status: int, content_type: str, body: bytes, server: str = IMDS_SERVER_HEADER) -> Response:
     headers = (
-        (b"content-type", content_type),
-        (b"server", server),
-        (b"content-length", str(len(body)).encode("ascii")),
+        ("content-type", content_type),
+        ("server", server),
+        ("content-length", str(len(body))),
     )
     return Response(status, headers, body, request_id=server == IMDS_SERVER_HEADER)
 
