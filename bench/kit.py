@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -191,6 +192,63 @@ class WrkRun:
     notes: str  # non-2xx answers, socket errors; "" when there were none
 
 
+def compact(count: float) -> str:
+    """A rate such as 41,234.5 in three or four figures: ``41.2k`` (``850``, ``1.2M``)."""
+    if count >= 999_950:
+        return f"{count / 1_000_000:.1f}M"
+    if count >= 999.5:
+        return f"{count / 1_000:.1f}k"
+    return f"{count:.0f}"
+
+
+@dataclass(frozen=True)
+class WrkRounds:
+    """Several measured runs of one target (its rounds), summed up by their medians: on a
+    shared machine one run can be 10-20% off, and a median ignores a single outlier."""
+
+    runs: tuple[WrkRun, ...]
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError("WrkRounds needs at least one run")
+
+    @property
+    def requests_per_s(self) -> float:
+        """The median of the runs' requests/s."""
+        return statistics.median(run.requests_per_s for run in self.runs)
+
+    @property
+    def p50_ms(self) -> float:
+        """The median of the runs' p50 latencies."""
+        return statistics.median(run.p50_ms for run in self.runs)
+
+    @property
+    def p99_ms(self) -> float:
+        """The median of the runs' p99 latencies."""
+        return statistics.median(run.p99_ms for run in self.runs)
+
+    @property
+    def spread(self) -> str:
+        """The runs' requests/s from the lowest to the highest (``41.2k-46.0k``); "-" for one
+        run."""
+        if len(self.runs) == 1:
+            return "-"
+        rates = [run.requests_per_s for run in self.runs]
+        return f"{compact(min(rates))}-{compact(max(rates))}"
+
+    @property
+    def notes(self) -> str:
+        """The runs' notes, each after its round's number (from 1) when there are several;
+        "" when no run had any."""
+        if len(self.runs) == 1:
+            return self.runs[0].notes
+        return "; ".join(
+            f"round {number}: {run.notes}"
+            for number, run in enumerate(self.runs, start=1)
+            if run.notes
+        )
+
+
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
 
@@ -246,10 +304,13 @@ def run_wrk(
 
 
 def pacing_script(directory: Path, delay_ms: int) -> Path:
-    """A wrk script in which each connection waits ``delay_ms`` between its requests: with C
-    connections the load is about C * 1000 / (delay_ms + latency) requests a second."""
+    """A wrk script in which each connection waits ``delay_ms`` on average between its
+    requests: with C connections the load is about C * 1000 / (delay_ms + latency) requests a
+    second. Each wait is drawn from 0 to twice ``delay_ms``: with one fixed wait the
+    connections fall into step and their requests arrive in bursts of C at once, which
+    measures the burst's queue rather than the server at that load."""
     path = directory / f"pace-{delay_ms}ms.lua"
-    path.write_text(f"function delay()\n  return {delay_ms}\nend\n")
+    path.write_text(f"function delay()\n  return math.random(0, {2 * delay_ms})\nend\n")
     return path
 
 

@@ -11,8 +11,17 @@ What it measures: requests per second and the 50th/99th percentile latency that 
 * azimds's 429 path: a second azimds with the documented rate limits on, flooded with the
   instance request, so all but a handful of answers are ``429 Too many requests``.
 
-Each target gets a short warm-up run, whose results are discarded, then one measured run.
-The table's last column is each target's requests/s divided by nginx's. Everything listens
+Each target first gets a short warm-up run, whose results are discarded. Then every target is
+measured ``--rounds`` times (default 3), in interleaved rounds: each round runs every target
+once, in the order above, and every other round in the reverse order, so no target always
+follows the same one and a slow spell of the shared machine spreads over all of them. The
+table shows, per target, the median of its rounds' requests/s, p50 and p99, and the spread of
+its requests/s (lowest to highest round); its last column is that median divided by nginx's.
+Under it, the instance document's ratio to nginx in each round (measured seconds apart).
+
+Last, ``--rounds`` times: the instance document again, paced to about half of its median
+requests/s (connections that each wait a random 0-10 ms between requests, so that they do not
+fall into step), for the p99 at half load. Everything listens
 on 127.0.0.1 only; nginx and azimds run out of a temporary directory (nginx's config, pid,
 logs and temp paths; azimds's state directory with its default SQLite store) that is removed
 afterwards, and both servers are stopped on every exit, Ctrl+C included.
@@ -23,6 +32,10 @@ root with the venv's python::
     python bench/throughput.py                 # i.e. .venv/bin/python bench/throughput.py
     python bench/throughput.py --smoke         # a seconds-long run proving the script works
     python bench/throughput.py --duration 30 --connections 100
+    python bench/throughput.py --duration 5 --rounds 5
+
+With the defaults (10 s runs, 3 rounds, 5 targets and the paced run) a run takes about
+3.5 minutes.
 """
 
 from __future__ import annotations
@@ -32,8 +45,10 @@ import importlib.metadata
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import kit
 
@@ -45,6 +60,9 @@ GOAL_P99_MS = 2.0  # at half of azimds's measured maximum
 PACE_MS = 5  # each paced connection's wait between requests
 STATIC_NAME = "instance.json"
 START_TIMEOUT = 20.0
+DEFAULT_ROUNDS = 3
+
+T = TypeVar("T")
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -82,7 +100,17 @@ http {{
 @dataclass(frozen=True)
 class Result:
     target: str
-    run: kit.WrkRun
+    rounds: kit.WrkRounds
+
+
+def round_order(targets: Sequence[T], index: int) -> list[T]:
+    """The targets in the order round ``index`` (from 0) runs them: as given in even rounds,
+    reversed in odd ones."""
+    return list(targets) if index % 2 == 0 else list(reversed(targets))
+
+
+def has_non_2xx(run: kit.WrkRun) -> bool:
+    return "non-2xx" in run.notes
 
 
 def granian_version() -> str:
@@ -98,30 +126,42 @@ def wait_for_200(name: str, proc: subprocess.Popen[bytes], url: str, log: Path) 
     )
 
 
+def ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}x" if reference else "n/a"
+
+
 def show_table(results: list[Result]) -> None:
-    reference = results[0].run.requests_per_s
-    header = ("target", "requests/s", "p50", "p99", "vs nginx")
+    """The medians of each target's rounds; then, for the instance document (``results[1]``),
+    its ratio to nginx (``results[0]``) round by round; then the half-load p99."""
+    nginx, instance = results[0].rounds, results[1].rounds
+    header = ("target", "requests/s", "spread", "p50", "p99", "vs nginx")
     rows = [
         (
             r.target,
-            f"{r.run.requests_per_s:,.0f}",
-            f"{r.run.p50_ms:.2f} ms",
-            f"{r.run.p99_ms:.2f} ms",
-            f"{r.run.requests_per_s / reference:.2f}x" if reference else "n/a",
+            f"{r.rounds.requests_per_s:,.0f}",
+            r.rounds.spread,
+            f"{r.rounds.p50_ms:.2f} ms",
+            f"{r.rounds.p99_ms:.2f} ms",
+            ratio(r.rounds.requests_per_s, nginx.requests_per_s),
         )
         for r in results
     ]
     kit.print_table(header, rows, left_first=True)
+    per_round = [
+        ratio(mine.requests_per_s, theirs.requests_per_s)
+        for mine, theirs in zip(instance.runs, nginx.runs, strict=True)
+    ]
+    print(f"instance vs nginx per round: {' '.join(per_round)}")
     paced = next((r for r in results if r.target == HALF_LOAD), None)
     if paced is not None:
-        share = paced.run.requests_per_s / results[1].run.requests_per_s
+        share = paced.rounds.requests_per_s / instance.requests_per_s
         print(
-            f"\np99 at {share:.0%} of the instance maximum: {paced.run.p99_ms:.2f} ms "
+            f"\np99 at {share:.0%} of the instance maximum (median): {paced.rounds.p99_ms:.2f} ms "
             f"(goal under {GOAL_P99_MS:g} ms)"
         )
     for r in results:
-        if r.run.notes and r.target != THROTTLED:
-            print(f"warning: {r.target}: {r.run.notes}")
+        if r.rounds.notes and r.target != THROTTLED:
+            print(f"warning: {r.target}: {r.rounds.notes}")
 
 
 def azimds_argv(tmp: Path, port: int, name: str, *extra: str) -> list[str]:
@@ -182,25 +222,41 @@ def benchmark(args: argparse.Namespace, wrk: str, nginx: str) -> list[Result]:
                     ("azimds token (cached)", azimds_base + TOKEN),
                     (THROTTLED, limited_url),
                 ]
-                results = []
                 for name, url in targets:
-                    print(f"running {name}: {url}", flush=True)
+                    print(f"warming up {name}: {url}", flush=True)
                     kit.run_wrk(wrk, url, args.warmup, args.connections)
-                    output = kit.run_wrk(wrk, url, args.duration, args.connections)
-                    results.append(Result(name, kit.parse_wrk(output, name)))
+                runs: dict[str, list[kit.WrkRun]] = {name: [] for name, _ in targets}
+                for index in range(args.rounds):
+                    for name, url in round_order(targets, index):
+                        print(f"round {index + 1}/{args.rounds}: {name}", flush=True)
+                        output = kit.run_wrk(wrk, url, args.duration, args.connections)
+                        runs[name].append(kit.parse_wrk(output, name))
+                results = [Result(name, kit.WrkRounds(tuple(runs[name]))) for name, _ in targets]
                 # The latency goal is at half the maximum: connections that each wait
-                # PACE_MS between requests, as many as offer about half of what azimds
-                # managed (each request takes PACE_MS plus about half a millisecond).
-                half = results[1].run.requests_per_s / 2
+                # PACE_MS between requests on average, as many as offer about half of what
+                # azimds managed (its median; each request takes PACE_MS plus about half a
+                # millisecond). Measured as many times as the rest; the medians count.
+                half = results[1].rounds.requests_per_s / 2
                 paced = max(1, round(half * (PACE_MS + 0.5) / 1000))
                 script = kit.pacing_script(tmp, PACE_MS)
                 url = azimds_base + kit.INSTANCE
-                print(f"running {HALF_LOAD}: {paced} connections", flush=True)
-                output = kit.run_wrk(wrk, url, args.duration, paced, script)
-                results.append(Result(HALF_LOAD, kit.parse_wrk(output, HALF_LOAD)))
-                throttled = next(r for r in results if r.target == THROTTLED)
-                if "non-2xx" not in throttled.run.notes:
-                    raise kit.BenchError("the limited azimds did not answer 429 under the flood")
+                paced_runs = []
+                for index in range(args.rounds):
+                    print(f"{HALF_LOAD} {index + 1}/{args.rounds}: {paced} connections")
+                    output = kit.run_wrk(wrk, url, args.duration, paced, script)
+                    paced_runs.append(kit.parse_wrk(output, HALF_LOAD))
+                results.append(Result(HALF_LOAD, kit.WrkRounds(tuple(paced_runs))))
+                # Every round of the 429 target must have measured 429s, not the 200 path.
+                calm = [
+                    number
+                    for number, run in enumerate(runs[THROTTLED], start=1)
+                    if not has_non_2xx(run)
+                ]
+                if calm:
+                    raise kit.BenchError(
+                        "the limited azimds did not answer 429 under the flood in round(s) "
+                        + ", ".join(map(str, calm))
+                    )
                 return results
 
 
@@ -212,27 +268,41 @@ def report(args: argparse.Namespace, wrk: str, nginx: str) -> int:
     )
     print(
         f"load:    wrk -t1 -c{args.connections} -d{args.duration:g}s --latency "
-        f"-H 'Metadata: true' (after a {args.warmup:g} s warm-up per target)"
+        f"-H 'Metadata: true' (after a {args.warmup:g} s warm-up per target), "
+        f"{args.rounds} interleaved round(s); figures are medians of the rounds"
     )
     results = benchmark(args, wrk, nginx)
     print()
     show_table(results)
-    # Only the throttled target is meant to answer anything but 200.
-    failed = [r for r in results if r.target != THROTTLED and "non-2xx" in r.run.notes]
+    # Only the throttled target is meant to answer anything but 200, in any round.
+    failed = [r for r in results if r.target != THROTTLED and any(map(has_non_2xx, r.rounds.runs))]
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Benchmark azimds's guest plane with wrk against nginx serving the same body."
+        description="Benchmark azimds's guest plane with wrk against nginx serving the same "
+        "body: every target measured in interleaved rounds, reported as medians."
     )
-    kit.add_timing_options(parser, "1 s runs after 0.5 s warm-ups: proves it works")
+    kit.add_timing_options(parser, "1 round of 1 s runs after 0.5 s warm-ups: proves it works")
     parser.add_argument(
         "--connections", type=int, default=50, metavar="N", help="wrk connections (-c)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        metavar="N",
+        help="measured runs per target, round-robin, every other round in reverse order; "
+        "the table shows their medians (default: %(default)s)",
     )
     args = kit.parse_timed_args(parser, argv)
     if args.connections < 1:
         parser.error("--connections must be >= 1")
+    if args.smoke:
+        args.rounds = 1
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
 
     wrk, nginx = kit.find_tool("wrk"), kit.find_tool("nginx")
     missing = [name for name, path in (("wrk", wrk), ("nginx", nginx)) if path is None]
