@@ -21,7 +21,8 @@ Under it, the instance document's ratio to nginx in each round (measured seconds
 
 Last, ``--rounds`` times: the instance document again, paced to about half of its median
 requests/s (connections that each wait a random 0-10 ms between requests, so that they do not
-fall into step), for the p99 at half load. Everything listens
+fall into step), for the p99 at half load; and nginx under the same paced load, for the
+latency this machine gives any server at that rate. Everything listens
 on 127.0.0.1 only; nginx and azimds run out of a temporary directory (nginx's config, pid,
 logs and temp paths; azimds's state directory with its default SQLite store) that is removed
 afterwards, and both servers are stopped on every exit, Ctrl+C included.
@@ -34,8 +35,8 @@ root with the venv's python::
     python bench/throughput.py --duration 30 --connections 100
     python bench/throughput.py --duration 5 --rounds 5
 
-With the defaults (10 s runs, 3 rounds, 5 targets and the paced run) a run takes about
-3.5 minutes.
+With the defaults (10 s runs, 3 rounds, 5 targets and the two paced ones) a run takes about
+4 minutes.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ TEXT_LEAF = "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text"
 TOKEN = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net"
 THROTTLED = "azimds 429s (limiter on)"
 HALF_LOAD = "azimds instance, paced to ~half"
+NGINX_PACED = "nginx, paced alike"
 GOAL_P99_MS = 2.0  # at half of azimds's measured maximum
 PACE_MS = 5  # each paced connection's wait between requests
 STATIC_NAME = "instance.json"
@@ -152,12 +154,13 @@ def show_table(results: list[Result]) -> None:
         for mine, theirs in zip(instance.runs, nginx.runs, strict=True)
     ]
     print(f"instance vs nginx per round: {' '.join(per_round)}")
-    paced = next((r for r in results if r.target == HALF_LOAD), None)
-    if paced is not None:
-        share = paced.rounds.requests_per_s / instance.requests_per_s
+    paced = {r.target: r.rounds for r in results}
+    if HALF_LOAD in paced:
+        share = paced[HALF_LOAD].requests_per_s / instance.requests_per_s
         print(
-            f"\np99 at {share:.0%} of the instance maximum (median): {paced.rounds.p99_ms:.2f} ms "
-            f"(goal under {GOAL_P99_MS:g} ms)"
+            f"\np99 at {share:.0%} of the instance maximum (median): "
+            f"{paced[HALF_LOAD].p99_ms:.2f} ms (goal under {GOAL_P99_MS:g} ms); "
+            f"nginx at that load: {paced[NGINX_PACED].p99_ms:.2f} ms"
         )
     for r in results:
         if r.rounds.notes and r.target != THROTTLED:
@@ -238,14 +241,19 @@ def benchmark(args: argparse.Namespace, wrk: str, nginx: str) -> list[Result]:
                 # millisecond). Measured as many times as the rest; the medians count.
                 half = results[1].rounds.requests_per_s / 2
                 paced = max(1, round(half * (PACE_MS + 0.5) / 1000))
+                # nginx gets the same paced load: the machine's own latency at that rate.
                 script = kit.pacing_script(tmp, PACE_MS)
-                url = azimds_base + kit.INSTANCE
-                paced_runs = []
+                paced_targets = [(HALF_LOAD, azimds_base + kit.INSTANCE), (NGINX_PACED, static_url)]
+                paced_runs: dict[str, list[kit.WrkRun]] = {name: [] for name, _ in paced_targets}
                 for index in range(args.rounds):
-                    print(f"{HALF_LOAD} {index + 1}/{args.rounds}: {paced} connections")
-                    output = kit.run_wrk(wrk, url, args.duration, paced, script)
-                    paced_runs.append(kit.parse_wrk(output, HALF_LOAD))
-                results.append(Result(HALF_LOAD, kit.WrkRounds(tuple(paced_runs))))
+                    for name, url in round_order(paced_targets, index):
+                        print(f"{name} {index + 1}/{args.rounds}: {paced} connections")
+                        output = kit.run_wrk(wrk, url, args.duration, paced, script)
+                        paced_runs[name].append(kit.parse_wrk(output, name))
+                results += [
+                    Result(name, kit.WrkRounds(tuple(paced_runs[name])))
+                    for name, _ in paced_targets
+                ]
                 # Every round of the 429 target must have measured 429s, not the 200 path.
                 calm = [
                     number
