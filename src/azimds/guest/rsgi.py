@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from typing import Protocol
 
 from azimds.defaults import REQUEST_TIMEOUT
+from azimds.fleet.faults import Action, FaultRule
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.callers import CallerIdentifier
@@ -27,9 +28,9 @@ from azimds.guest.events import MAX_BODY
 from azimds.guest.faults import Faults
 from azimds.guest.limits import GENERAL, IDENTITY, Limits, RateLimiter
 from azimds.guest.observe import Recorder, Request, Sent
-from azimds.guest.pipeline import NO_SERVICES, Outcome, check, handle, run
+from azimds.guest.pipeline import NO_SERVICES, Outcome, check, run
 from azimds.guest.responses import Response
-from azimds.guest.routes import Services
+from azimds.guest.routes import Call, Route, Services
 from azimds.server import BodyAbandoned, read_body
 
 # Enough for every (api-version, path, format) a real client asks, per VM, many times over.
@@ -139,7 +140,7 @@ class GuestApp:
                     sent = await sent
             else:
                 self._log_unknown(caller)
-                sent = await self._answer(None, caller, request, protocol)
+                sent = await self._answer(None, caller, request, scope, protocol)
         except Exception:
             log.exception("%s %s failed", request[0], request[1])
             raise  # granian answers 500
@@ -181,33 +182,45 @@ class GuestApp:
         self, vm: VM, request: Request, scope: RequestScope, protocol: Transport
     ) -> Sent | Awaitable[Sent]:
         """The answer from the memo when the request was answered before, else from the
-        pipeline (or from the fault rules, where the fleet has any)."""
+        pipeline. A fleet with fault rules is under test, not under load: the memo is
+        bypassed, so that every request meets the rules."""
         if self.fleet.faults:
-            return self._faulted(vm, request, scope, protocol)
+            return self._answer(None, vm, request, scope, protocol)
         key = (vm.vm_id, request)
         response = self._memo.get(key)
         if response is not None:
             return response.status, self._send(response, protocol), ""
-        return self._answer(key, vm, request, protocol)
+        return self._answer(key, vm, request, scope, protocol)
 
     async def _answer(
         self,
         key: tuple[str, Request] | None,
         caller: VM | str,
         request: Request,
+        scope: RequestScope,
         protocol: Transport,
     ) -> Sent:
-        """Run the pipeline; keep the answer in the memo (under ``key``) where it may be."""
+        """Run the pipeline; keep the answer in the memo (under ``key``) where it may be.
+        Fault rules fire on requests that passed every check."""
         method, path, query, metadata, forwarded = request
         try:
             body = await self._body(method, protocol)
         except BodyAbandoned as abandoned:
             abandoned.answer(protocol)
             return abandoned.status, "", ""
-        outcome: Outcome = handle(
+        checked = check(
             method, path, query.encode("latin-1"), _utf8(metadata), forwarded, caller,
             self.fleet, self.services, body,
         )  # fmt: skip
+        if isinstance(checked, Outcome):
+            outcome = checked
+        else:
+            fired = None
+            if self.fleet.faults and isinstance(caller, VM):
+                fired = self.faults.pick(self.fleet.faults, caller.vm_id, method, path)
+            if fired is not None:
+                return await self._fault(*fired, checked, path, scope, protocol)
+            outcome = run(*checked)
         response = await _resolved(outcome)
         if (
             key is not None
@@ -220,29 +233,17 @@ class GuestApp:
             memo[key] = response
         return response.status, self._send(response, protocol), ""
 
-    async def _faulted(
-        self, vm: VM, request: Request, scope: RequestScope, protocol: Transport
+    async def _fault(
+        self,
+        rule: FaultRule,
+        action: Action,
+        checked: tuple[Route, Call],
+        path: str,
+        scope: RequestScope,
+        protocol: Transport,
     ) -> Sent:
-        """Answer where fault rules exist: they fire on requests that pass every check (the
-        memo is bypassed: a fleet with rules is under test, not under load). A fault that
-        sends no answer reports status 0, and leaves the connection reset."""
-        method, path, query, metadata, forwarded = request
-        try:
-            body = await self._body(method, protocol)
-        except BodyAbandoned as abandoned:
-            abandoned.answer(protocol)
-            return abandoned.status, "", ""
-        checked = check(
-            method, path, query.encode("latin-1"), _utf8(metadata), forwarded, vm, self.fleet,
-            self.services, body,
-        )  # fmt: skip
-        fired = None if isinstance(checked, Outcome) else self.faults.pick(
-            self.fleet.faults, vm.vm_id, method, path
-        )  # fmt: skip
-        if fired is None:
-            response = await _resolved(checked if isinstance(checked, Outcome) else run(*checked))
-            return response.status, self._send(response, protocol), ""
-        rule, action = fired
+        """What a fault rule's action does to a request. One that sends no answer reports
+        status 0 and leaves the connection reset."""
         if action.delay:
             await asyncio.sleep(action.delay)
         if action.kind == "reset":
@@ -257,7 +258,6 @@ class GuestApp:
         if action.kind == "status":
             response = self.faults.answer(action, path)
         else:
-            assert not isinstance(checked, Outcome)
             response = await _resolved(run(*checked))
         return response.status, self._send(response, protocol), rule.id
 
