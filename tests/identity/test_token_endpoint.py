@@ -150,8 +150,21 @@ def test_bypass_cache_gives_a_new_token(node: Node) -> None:
     resource = unique_resource()
     first = token_json(node.port, f"{API}&resource={resource}")
     fresh = token_json(node.port, f"{API}&resource={resource}&bypass_cache=true")
-    assert fresh["access_token"] != first["access_token"]
+    again = token_json(node.port, f"{API}&resource={resource}&bypass_cache=true")
+    assert len({first["access_token"], fresh["access_token"], again["access_token"]}) == 3
     check_token(fresh["access_token"], resource, node.system)
+
+
+def test_a_repeated_request_within_a_second_gets_the_same_bytes(node: Node) -> None:
+    """The answer is reused until expires_in changes (the next second), each time with a
+    request id of its own."""
+    query = f"{API}&resource={unique_resource()}"
+    token_reply(node.port, query)
+    while int(time.time()) != int(time.time() + 0.5):  # not across a second's end
+        time.sleep(0.05)
+    replies = [token_reply(node.port, query) for _ in range(5)]
+    assert len({reply.body for reply in replies}) == 1
+    assert len({reply.headers["x-ms-request-id"] for reply in replies}) == 5
 
 
 def test_cache_is_per_resource_and_per_identity(node: Node) -> None:

@@ -7,6 +7,7 @@ resource until shortly before it expires, with ``expires_in`` counting down;
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -93,10 +94,12 @@ class TokenService:
         self.issued += 1
         return token
 
-    def respond(self, token: Token) -> Response:
-        """The 200 body: eight string fields, compact, in the real service's order."""
+    def respond(self, token: Token, reusable: bool = True) -> Response:
+        """The 200 body: eight string fields, compact, in the real service's order.
+        ``reusable``: the same bytes answer the same request until the second ends (when
+        ``expires_in`` changes); not for a token minted on request (``bypass_cache``)."""
         now = int(self.clock())
-        return json_response(
+        response = json_response(
             {
                 "access_token": token.access_token,
                 "client_id": token.client_id,
@@ -108,6 +111,7 @@ class TokenService:
                 "token_type": "Bearer",
             }
         )
+        return dataclasses.replace(response, until=now + 1) if reusable else response
 
     def allows(self, resource: str) -> bool:
         return (
@@ -136,7 +140,7 @@ def token_response(
     if not service.allows(resource):
         return invalid_resource(resource, chosen.tenant_id, service.clock())
     bypass = params.get("bypass_cache", "").lower() == "true"
-    return service.respond(service.token(chosen, resource, bypass, key))
+    return service.respond(service.token(chosen, resource, bypass, key), reusable=not bypass)
 
 
 def info_response(system: Identity | None) -> Response:

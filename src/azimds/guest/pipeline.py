@@ -125,5 +125,6 @@ def run(route: Route, call: Call) -> Outcome:
     """Call the endpoint of a request that passed every check."""
     answer = route.handler(call)
     if isinstance(answer, Response):
-        return Outcome(answer, route.cacheable and call.method == "GET")
+        reusable = route.cacheable or answer.until is not None
+        return Outcome(answer, reusable and call.method == "GET")
     return Outcome(None, cacheable=False, deferred=answer)

@@ -27,6 +27,9 @@ class Response:
     body: bytes
     # IMDS itself stamps every answer with a request id; the IIS front end does not.
     request_id: bool = True
+    # An answer that changes with time (a token's expires_in counts seconds): the time.time()
+    # until which it stays right and may be sent again. None: it does not change.
+    until: float | None = None
 
 
 def make(status: int, content_type: str, body: bytes, server: str = IMDS_SERVER_HEADER) -> Response:

@@ -188,7 +188,7 @@ class GuestApp:
             return self._answer(None, vm, request, scope, protocol)
         key = (vm.vm_id, request)
         response = self._memo.get(key)
-        if response is not None:
+        if response is not None and (response.until is None or time.time() < response.until):
             return response.status, self._send(response, protocol), ""
         return self._answer(key, vm, request, scope, protocol)
 
