@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from azimds.guest.limits import DOCUMENTED, GENERAL, Limits, RateLimiter
+from azimds.guest.limits import DOCUMENTED, GENERAL, IDENTITY, Limits, RateLimiter
 from tests.admin.client import new_vm
 from tests.conftest import ServerProcess
 from tests.http import get
@@ -141,6 +141,32 @@ def test_buckets_refill_continuously_and_hold_one_second() -> None:
     now[0] += 60  # idle for a minute: still only one second's worth
     assert sum(limiter.admit("vm", GENERAL, DOCUMENTED) for _ in range(10)) == 5
     assert limiter.admit("other", GENERAL, DOCUMENTED)  # another VM's own bucket
+
+
+def test_a_fractional_rate_keeps_its_fraction() -> None:
+    """2.5 a second: a burst of 2, then the half token left needs 0.2 s to make a whole one."""
+    now = [0.0]
+    limits = Limits(rate=2.5, identity_rate=0, identity_concurrency=0)
+    limiter = RateLimiter(limits, clock=lambda: now[0])
+    assert [limiter.admit("vm", GENERAL, limits) for _ in range(3)] == [True, True, False]
+    now[0] = 0.19
+    assert not limiter.admit("vm", GENERAL, limits)
+    now[0] = 0.2
+    assert [limiter.admit("vm", GENERAL, limits) for _ in range(2)] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("path", "category"),
+    [
+        ("/metadata/instance", GENERAL),
+        ("/METADATA/instance/compute", GENERAL),
+        ("/metadata/identity/oauth2/token", IDENTITY),
+        ("/metadata", GENERAL),
+        ("/", None),
+    ],
+)
+def test_which_limit_a_path_counts_against(path: str, category: str | None) -> None:
+    assert RateLimiter(DOCUMENTED).category(path) == category
 
 
 def test_identity_requests_in_flight_are_capped_at_five() -> None:

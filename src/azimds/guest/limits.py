@@ -4,6 +4,10 @@ category 20 a second and 5 at once (reference section 1). Beyond them: 429.
 Token buckets per (VM, category) that refill continuously and hold one second's worth, so a
 VM may burst to its rate and then keeps to it. A VM that floods only drains its own buckets:
 its 429s are pre-rendered answers, and other VMs' requests never wait for it.
+
+Each bucket is kept as one number, the time at which it will be full again (the generic cell
+rate algorithm's form of a token bucket): a refusal reads it and writes nothing, so a 429
+costs less than a cached answer.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 GENERAL, IDENTITY = "general", "identity"
+TOLERANCE = 1e-9  # tokens: float rounding must not refuse the last whole token
+CATEGORY_CACHE_LIMIT = 10_000  # distinct paths remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +40,24 @@ class RateLimiter:
     def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self.clock = clock
-        self._buckets: dict[tuple[str, str], list[float]] = {}  # -> [tokens, last refill]
+        # category -> vmId -> when that bucket is full again (in the past: it is full)
+        self._full_at: dict[str, dict[str, float]] = {GENERAL: {}, IDENTITY: {}}
         self._in_flight: dict[str, int] = {}
+        self._categories: dict[str, str | None] = {}
+
+    def category(self, path: str) -> str | None:
+        """The limit a request path counts against: GENERAL, IDENTITY, or None (outside
+        /metadata: the front end's answers are not limited). Kept per path: paths repeat."""
+        category = self._categories.get(path, "")
+        if category == "":
+            if len(self._categories) > CATEGORY_CACHE_LIMIT:
+                self._categories.clear()
+            if path[:9].lower() != "/metadata":
+                category = None
+            else:
+                category = IDENTITY if path[9:18] == "/identity" else GENERAL
+            self._categories[path] = category
+        return category
 
     def limits_for(self, own: Mapping[str, float] | None) -> Limits:
         if not own:
@@ -54,16 +76,11 @@ class RateLimiter:
         if not rate:
             return True
         now = self.clock()
-        key = (vm_id, category)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = [rate, now]
-        tokens = min(rate, bucket[0] + (now - bucket[1]) * rate)
-        bucket[1] = now
-        if tokens < 1:
-            bucket[0] = tokens
+        buckets = self._full_at[category]
+        full_at = buckets.get(vm_id, now)
+        if (full_at - now) * rate > rate - 1 + TOLERANCE:  # fewer than one token left
             return False
-        bucket[0] = tokens - 1
+        buckets[vm_id] = max(full_at, now) + 1 / rate  # one token taken: full that much later
         return True
 
     def enter(self, vm_id: str, limits: Limits) -> bool:

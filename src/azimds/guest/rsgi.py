@@ -26,7 +26,7 @@ from azimds.guest.callers import CallerIdentifier
 from azimds.guest.errors import IDENTITY_TOO_MANY_REQUESTS, TOO_MANY_REQUESTS
 from azimds.guest.events import MAX_BODY
 from azimds.guest.faults import Faults
-from azimds.guest.limits import GENERAL, IDENTITY, Limits, RateLimiter
+from azimds.guest.limits import GENERAL, Limits, RateLimiter
 from azimds.guest.observe import Recorder, Request, Sent
 from azimds.guest.pipeline import NO_SERVICES, Outcome, check, run
 from azimds.guest.responses import Response
@@ -155,11 +155,12 @@ class GuestApp:
         sent, or an awaitable for it where the memo does not hold the answer (the fast path
         starts no coroutine)."""
         limiter = self.limiter
-        path = request[1]
-        if limiter is None or path[:9].lower() != "/metadata":
+        if limiter is None:
+            return self._respond(vm, request, scope, protocol)
+        category = limiter.category(request[1])
+        if category is None:
             return self._respond(vm, request, scope, protocol)
         limits = limiter.limits_for(vm.limits)
-        category = IDENTITY if path[9:18] == "/identity" else GENERAL
         if not limiter.admit(vm.vm_id, category, limits):
             refusal = TOO_MANY_REQUESTS if category == GENERAL else IDENTITY_TOO_MANY_REQUESTS
             return refusal.status, self._send(refusal, protocol), ""
