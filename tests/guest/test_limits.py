@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -11,7 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from azimds.guest.callers import SingleVM
 from azimds.guest.limits import DOCUMENTED, GENERAL, IDENTITY, Limits, RateLimiter
+from azimds.guest.rsgi import GuestApp
+from azimds.kit.fleet import example_fleet, services
+from azimds.kit.rsgi import call
+from azimds.store.memory import MemoryStore
 from tests.admin.client import new_vm
 from tests.conftest import ServerProcess
 from tests.http import get
@@ -174,6 +180,21 @@ def test_identity_requests_in_flight_are_capped_at_five() -> None:
     assert [limiter.enter("vm", DOCUMENTED) for _ in range(6)] == [True] * 5 + [False]
     limiter.leave("vm", DOCUMENTED)
     assert limiter.enter("vm", DOCUMENTED)
+
+
+def test_identity_requests_leave_the_count_when_answered() -> None:
+    """With one identity request allowed in flight, requests one after another all pass:
+    fresh answers (run through the pipeline) and reused ones (from the memo) alike."""
+    store = MemoryStore()
+    limiter = RateLimiter(Limits(rate=0, identity_rate=0, identity_concurrency=1))
+    app = GuestApp(example_fleet(store), SingleVM(), services(store), limiter)
+    path, _, query = TOKEN.partition("?")
+    statuses = [
+        answer.status
+        for _ in range(4)
+        for answer in asyncio.run(call(app, "GET", path, query.encode(), [(b"metadata", b"true")]))
+    ]
+    assert statuses == [200] * 4
 
 
 def test_a_vms_own_limits_override_the_nodes() -> None:

@@ -169,13 +169,22 @@ class GuestApp:
         if not limiter.enter(vm.vm_id, limits):
             refusal = IDENTITY_TOO_MANY_REQUESTS
             return refusal.status, self._send(refusal, protocol), ""
-        return self._in_flight(self._respond(vm, request, scope, protocol), vm, limits)
+        # Counted among the VM's identity requests in flight until answered, however that ends.
+        try:
+            answer = self._respond(vm, request, scope, protocol)
+        except BaseException:
+            limiter.leave(vm.vm_id, limits)
+            raise
+        if isinstance(answer, tuple):
+            limiter.leave(vm.vm_id, limits)
+            return answer
+        return self._in_flight(answer, vm, limits)
 
-    async def _in_flight(self, answer: Sent | Awaitable[Sent], vm: VM, limits: Limits) -> Sent:
+    async def _in_flight(self, answer: Awaitable[Sent], vm: VM, limits: Limits) -> Sent:
         """``answer``, counted among the VM's identity requests in flight while it runs."""
         assert self.limiter is not None
         try:
-            return answer if isinstance(answer, tuple) else await answer
+            return await answer
         finally:
             self.limiter.leave(vm.vm_id, limits)
 
