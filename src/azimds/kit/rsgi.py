@@ -29,22 +29,22 @@ class Answer:
         return next((value for key, value in self.headers if key == name), None)
 
 
-@dataclass(frozen=True)
 class Headers:
-    pairs: Sequence[tuple[bytes, bytes]]  # as sent: any case, any bytes
+    """A request's headers as granian hands them over, from the pairs as sent (any case, any
+    bytes)."""
+
+    def __init__(self, pairs: Sequence[tuple[bytes, bytes]]) -> None:
+        self._values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            values = self._values.setdefault(name.lower().decode("latin-1"), [])
+            with contextlib.suppress(UnicodeDecodeError):  # granian leaves such values out
+                values.append(value.decode("utf-8"))
 
     def get_all(self, key: str) -> list[str]:
-        name = key.encode("latin-1")
-        values = []
-        for sent_name, value in self.pairs:
-            if sent_name.lower() == name:
-                with contextlib.suppress(UnicodeDecodeError):  # granian leaves such values out
-                    values.append(value.decode("utf-8"))
-        return values
+        return list(self._values.get(key, ()))
 
     def __contains__(self, key: str) -> bool:
-        name = key.encode("latin-1")
-        return any(sent_name.lower() == name for sent_name, _ in self.pairs)
+        return key in self._values
 
 
 @dataclass(frozen=True)
