@@ -1,9 +1,10 @@
-"""What the guest app's own code costs per request, without a server: steadier than HTTP runs.
+"""What the guest plane's own code costs per request, without sockets: steadier than HTTP runs.
 
-The HTTP benchmarks (``throughput.py``) measure azimds with granian and the kernel, which on a
-shared machine swing by 10-20% between runs. This one calls ``GuestApp.__rsgi__`` directly, as
-granian would, with the in-process scope and transport of ``azimds.kit.rsgi``, and reports
-microseconds per request for:
+The HTTP benchmarks (``throughput.py``) measure azimds with the kernel, which on a shared
+machine swings by 10-20% between runs. This one hands whole requests, as bytes, to the guest
+plane's HTTP/1.1 server (``azimds.http1``) over a transport that drops what it is given, so it
+measures azimds's Python (parsing the head, the app, rendering the answer) and nothing else.
+It reports microseconds per request for:
 
 * a cached answer (the instance document from the memo), with the request log on;
 * the same with the request log off;
@@ -12,13 +13,9 @@ microseconds per request for:
 * an answer the memo does not hold (the pipeline runs: ``/metadata/versions`` with a fresh
   query each time);
 
-against the reference: an RSGI app that only reads the same two headers and answers fixed
-bytes, through the same scope and transport. "over reference" is what azimds adds to that
-per request, "vs reference" the ratio. Under granian, each request costs the event loop's
-thread ~20 us more than here (its hand-off and scheduling, docs/benchmarks.md), so a
-microsecond saved here is worth 5-10% of the throughput: leaving the request log out (about
-1 us here) gave 13% more requests a second over HTTP. Run from the repo root with the venv's
-python::
+against the reference: an app that only reads the same two headers and answers fixed bytes,
+through the same server. "over reference" is what the guest app adds to that per request, "vs
+reference" the ratio. Run from the repo root with the venv's python::
 
     python bench/app.py                 # runs of ~1 s per case, the best of 5
     python bench/app.py --smoke         # a quick run proving the script works
@@ -27,86 +24,104 @@ python::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import platform
+import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import kit
+from azimds import http1
+from azimds.guest.app import GuestApp
 from azimds.guest.callers import SingleVM
+from azimds.guest.events import MAX_BODY
 from azimds.guest.limits import DOCUMENTED, RateLimiter
 from azimds.guest.observe import Recorder
-from azimds.guest.rsgi import GuestApp
 from azimds.kit.fleet import example_fleet, services
-from azimds.kit.rsgi import Headers, Scope, Transport
 from azimds.store.memory import MemoryStore
 
-HEADERS = Headers([(b"host", b"169.254.169.254"), (b"metadata", b"true")])
-INSTANCE = ("/metadata/instance", "api-version=2021-02-01")
-TOKEN = (
-    "/metadata/identity/oauth2/token",
-    "api-version=2018-02-01&resource=https://vault.azure.net",
-)
-BODY = b"{}"
+INSTANCE = "/metadata/instance?api-version=2021-02-01"
+TOKEN = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net"
+HEADERS = ((b"content-type", b"application/json"),)
 
 
-class Discard(Transport):
-    """A transport that keeps no answer: the harness costs next to nothing."""
+def request(target: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\n\r\n".encode()
 
-    def response_bytes(self, status: int, headers: Any, body: bytes) -> None:
+
+class Discard:
+    """A transport that sends nothing anywhere: the harness costs next to nothing."""
+
+    def write(self, data: bytes) -> None:
         pass
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        raise kit.BenchError("the server closed the connection")
 
 
 class Reference:
-    """The least an RSGI app can do: read the two headers IMDS checks, answer fixed bytes."""
+    """The least an app can do: read the two headers IMDS checks, answer fixed bytes."""
 
-    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        scope.headers.get_all("metadata")
-        "x-forwarded-for" in scope.headers  # noqa: B015 - the read is the point
-        protocol.response_bytes(200, [("content-type", "application/json")], BODY)
+    body_limit = MAX_BODY
 
-
-def drive(app: Any, scope: Scope, transport: Transport) -> None:
-    """One request, run to its end without an event loop: none of these cases waits for
-    anything, so its coroutine finishes in one step."""
-    coroutine = app.__rsgi__(scope, transport)
-    try:
-        coroutine.send(None)
-    except StopIteration:
-        return
-    coroutine.close()
-    raise kit.BenchError(f"{scope.path}?{scope.query_string} waited for something")
+    def handle(self, exchange: Any) -> None:
+        exchange.headers.get_all("metadata")
+        "x-forwarded-for" in exchange.headers  # noqa: B015 - the read is the point
+        exchange.response_bytes(200, HEADERS, b"{}")
 
 
-def per_request(app: Any, scopes: Callable[[int], Scope], seconds: float, repeats: int) -> float:
+async def per_request(
+    app: Any, requests: Callable[[int], bytes], seconds: float, repeats: int
+) -> float:
     """Microseconds per request: the best of ``repeats`` runs of about ``seconds`` each."""
-    transport = Discard(b"")
-    for n in range(100):  # warm the memo, the buckets and the caches
-        drive(app, scopes(n), transport)
-    results = []
-    count = 1000
-    for _ in range(repeats):
-        prepared = [scopes(n) for n in range(count)]
-        started = time.perf_counter()
-        for scope in prepared:
-            drive(app, scope, transport)
-        elapsed = time.perf_counter() - started
-        results.append(elapsed / count * 1e6)
-        count = max(1000, int(count * seconds / max(elapsed, 1e-6)))
-    return min(results)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        # The server in process: its listener and one connection, no socket in use.
+        listener = http1._Listener(app, listening, 10.0, 1)
+        connection = http1._Connection(listener, ("127.0.0.1", 50000))
+        connection.connection_made(Discard())  # type: ignore[arg-type]
+
+        async def answer(data: bytes) -> None:
+            connection.data_received(data)
+            while connection.busy:  # an answer the pipeline works out in a task
+                await asyncio.sleep(0)
+
+        for n in range(100):  # warm the memo, the buckets and the caches
+            await answer(requests(n))
+        results = []
+        count = 1000
+        for _ in range(repeats):
+            prepared = [requests(n) for n in range(count)]
+            started = time.perf_counter()
+            for data in prepared:
+                await answer(data)
+            elapsed = time.perf_counter() - started
+            results.append(elapsed / count * 1e6)
+            count = max(1000, int(count * seconds / max(elapsed, 1e-6)))
+        return min(results)
 
 
-def fixed(path: str, query: str) -> Callable[[int], Scope]:
-    scope = Scope("GET", path, query, HEADERS, "127.0.0.1:50000")
-    return lambda n: scope
+def fixed(target: str) -> Callable[[int], bytes]:
+    data = request(target)
+    return lambda n: data
 
 
-def fresh_query(n: int) -> Scope:
-    return Scope("GET", "/metadata/versions", f"n={n}", HEADERS, "127.0.0.1:50000")
+def fresh_query(n: int) -> bytes:
+    return request(f"/metadata/versions?n={n}")
 
 
-def cases() -> list[tuple[str, Any, Callable[[int], Scope]]]:
+def cases() -> list[tuple[str, Any, Callable[[int], bytes]]]:
     store = MemoryStore()
     fleet = example_fleet(store)
     shared = services(store)
@@ -115,15 +130,15 @@ def cases() -> list[tuple[str, Any, Callable[[int], Scope]]]:
         return GuestApp(fleet, SingleVM(), shared, **options)
 
     return [
-        ("reference: two headers, fixed bytes", Reference(), fixed(*INSTANCE)),
-        ("cached answer (instance document)", app(recorder=Recorder()), fixed(*INSTANCE)),
-        ("cached answer, request log off", app(), fixed(*INSTANCE)),
+        ("reference: two headers, fixed bytes", Reference(), fixed(INSTANCE)),
+        ("cached answer (instance document)", app(recorder=Recorder()), fixed(INSTANCE)),
+        ("cached answer, request log off", app(), fixed(INSTANCE)),
         (
             "429 (limits on, bucket empty)",
             app(limiter=RateLimiter(DOCUMENTED), recorder=Recorder()),
-            fixed(*INSTANCE),
+            fixed(INSTANCE),
         ),
-        ("cached token", app(recorder=Recorder()), fixed(*TOKEN)),
+        ("cached token", app(recorder=Recorder()), fixed(TOKEN)),
         ("not in the memo (the pipeline runs)", app(recorder=Recorder()), fresh_query),
     ]
 
@@ -140,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be > 0 and --repeats >= 1")
     print(f"CPU:     {kit.cpu_model()}\nPython:  {platform.python_version()} ({sys.executable})")
     print(f"runs:    {args.repeats} of ~{args.seconds:g} s per case; the fastest counts\n")
-    results = [(name, per_request(app, scopes, args.seconds, args.repeats))
-               for name, app, scopes in cases()]  # fmt: skip
+    results = [
+        (name, asyncio.run(per_request(app, requests, args.seconds, args.repeats)))
+        for name, app, requests in cases()
+    ]
     reference = results[0][1]
     rows = [
         (name, f"{micro:.2f} us", f"{micro - reference:+.2f} us", f"{micro / reference:.1f}x")

@@ -1,11 +1,11 @@
 """Fuzz the guest plane's request path: raw bytes as an HTTP/1.1 request head and body.
 
 Each input is read as a request line, header lines and a body (``\\r\\n\\r\\n`` between head
-and body; lenient, as the point is what reaches the app, not HTTP parsing itself, which granian
-does). The request is answered three ways, and each answer must be one docs/behaviour.md
-documents:
+and body; lenient, as the point is what reaches the app, not HTTP parsing itself, which
+``fuzz_http1.py`` fuzzes). The request is answered three ways, and each answer must be one
+docs/behaviour.md documents:
 
-- by the RSGI app (``GuestApp``, called as granian calls it: the header scan, the memo, the
+- by the app (``GuestApp``, called as ``http1.py`` calls it: the header scan, the memo, the
   request id), for the example VM;
 - by ``pipeline.handle`` directly, for the VM and for an unknown caller (403);
 - by ``query.parse_query``, which may refuse only with ``QueryRefused``.
@@ -31,13 +31,13 @@ from harness import main
 with atheris.instrument_imports(include=["azimds"]):
     from azimds.fleet.vm import VM, example_vm
     from azimds.guest import errors
+    from azimds.guest.app import GuestApp
     from azimds.guest.callers import SingleVM
     from azimds.guest.pipeline import handle
     from azimds.guest.query import QueryRefused, parse_query
     from azimds.guest.responses import HTML_TYPE, JSON_TYPE, TEXT_TYPE, XML_TYPE, Response
-    from azimds.guest.rsgi import GuestApp
     from azimds.kit.fleet import example_fleet, services
-    from azimds.kit.rsgi import call
+    from azimds.kit.inprocess import call
     from azimds.store.memory import MemoryStore
 
 DOCUMENTED = {200, 400, 403, 404, 405}
@@ -130,7 +130,7 @@ def _is_utf8(value: bytes) -> bool:
 
 def test_one_input(data: bytes) -> None:
     method, raw_path, query, headers, body = parse_request(data)
-    # What granian hands the app: the path percent-decoded, the query as sent.
+    # What the server hands the app: the path percent-decoded, the query as sent.
     path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
 
     try:
@@ -142,7 +142,7 @@ def test_one_input(data: bytes) -> None:
     metadata: bytes | None = None
     forwarded = False
     for name, value in headers:
-        if name == b"metadata" and _is_utf8(value):  # granian passes on only UTF-8 values
+        if name == b"metadata" and _is_utf8(value):  # the server passes on only UTF-8 values
             metadata = value if metadata is None else metadata + b", " + value
         elif name == b"x-forwarded-for":
             forwarded = True

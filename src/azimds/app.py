@@ -31,6 +31,7 @@ from azimds.fleet.operations import FleetError, apply_declarations, set_default_
 from azimds.fleet.scheduling import advance_events
 from azimds.fleet.signing_keys import ensure_jwt_key
 from azimds.fleet.snapshot import Fleet
+from azimds.guest.app import GuestApp
 from azimds.guest.attested import AttestedService
 from azimds.guest.callers import MODES
 from azimds.guest.events import EventsService
@@ -39,7 +40,6 @@ from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.limits import RateLimiter
 from azimds.guest.observe import Recorder
 from azimds.guest.routes import Services
-from azimds.guest.rsgi import GuestApp
 from azimds.node import Node
 from azimds.store import Store, StoreError, Transaction, open_store
 
@@ -258,11 +258,8 @@ async def run(
         services = Services(tokens, attested, EventsService(node, config.events_first_call_delay))
         limiter = RateLimiter(config.limits) if config.limits.enabled else None
         recorder = Recorder(config.access_log)
-        faults = Faults(reset=server.reset_connection)
-        guest = GuestApp(
-            Fleet(), MODES[config.caller_mode](), services, limiter, recorder, faults,
-            config.request_timeout,
-        )  # fmt: skip
+        faults = Faults()
+        guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder, faults)
         node.on_fleet(guest.replace_fleet)
         certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")
         node.on_fleet(certificates.check)

@@ -1,27 +1,25 @@
-"""Serving apps on real sockets: granian's HTTP core, embedded in one uvloop event loop.
+"""Serving apps on real sockets, all in one uvloop event loop.
 
-The only module that configures granian. Embedding (rather than granian's own process
-manager) lets every listener, the control plane and background tasks share one loop and one
-copy of the fleet data. An app with ``__rsgi__`` (the guest plane) is served through RSGI,
-granian's native interface, and reads request bodies with ``read_body``; any other app is
-ASGI, behind ``Guarded``.
+The guest plane (an app with ``handle``) is served by azimds's own HTTP/1.1 server,
+``http1.py``: it answers within the loop's thread, which granian cannot (docs/benchmarks.md).
+The control plane (ASGI) is served by granian's HTTP core, embedded in the same loop, behind
+``Guarded``; this is the only module that configures granian. Embedding (rather than
+granian's own process manager) lets every listener, the control plane and background tasks
+share one loop and one copy of the fleet data.
 
-granian parses HTTP/1.1 (HTTP/2 and WebSocket upgrades are off: the real service speaks
-neither on port 80) and enforces the head's limits (``defaults.MAX_REQUEST_HEAD``, 100
-headers), the time to send a head (``request_timeout``, also the keep-alive idle time) and the
-number of connections served at once. What granian leaves to the app, ``read_body`` (RSGI)
-and ``Guarded`` (ASGI) add: a request's body must arrive whole and in time (else 400 or 408,
-empty, and the connection closes), and an app's crash is logged. (docs/behaviour.md,
-"Malformed requests and limits".)
+granian parses HTTP/1.1 (HTTP/2 and WebSocket upgrades are off) and enforces the head's limits
+(``defaults.MAX_REQUEST_HEAD``, 100 headers), the time to send a head (``request_timeout``,
+also the keep-alive idle time) and the number of connections served at once. What granian
+leaves to the app, ``Guarded`` adds: a request's body must arrive whole and in time (else 400
+or 408, empty, and the connection closes), and an app's crash is logged.
+(docs/behaviour.md, "Malformed requests and limits".)
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import logging
-import os
 import resource
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -32,6 +30,7 @@ from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.server.embed import Server
 
+from azimds import http1
 from azimds.defaults import LISTEN_BACKLOG, MAX_CONNECTIONS, MAX_REQUEST_HEAD, REQUEST_TIMEOUT
 
 # granian warns on every start that embedding is experimental; the behaviour we rely on is
@@ -105,58 +104,6 @@ def claim(host: str, port: int) -> int:
         claim_unix_socket(Path(host.removeprefix("unix:")))
         return 0
     return claim_port(host, port)
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """An RSGI address (``10.0.0.4:5000``, ``[::1]:5000``) as (host, port)."""
-    host, _, port = address.rpartition(":")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-def _connection_socket(local: tuple[str, int], peer: tuple[str, int]) -> socket.socket | None:
-    """A duplicate of this process's TCP socket between ``local`` and ``peer``, if any.
-    A wildcard ``local`` host (the listener's) matches any local address on that port."""
-    wildcard = local[0] in WILDCARDS
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                continue
-            candidate = socket.socket(fileno=os.dup(int(name)))
-        except OSError:
-            continue  # closed meanwhile, or not ours to read
-        try:
-            if candidate.type == socket.SOCK_STREAM and candidate.getpeername()[:2] == peer:
-                here = candidate.getsockname()[:2]
-                if here[1] == local[1] and (wildcard or here[0] == local[0]):
-                    return candidate
-        except OSError:
-            pass  # a listener, or not connected
-        candidate.close()
-    return None
-
-
-def reset_connection(scope: Any) -> bool:
-    """Abort the TCP connection an RSGI request came on, so the client sees a reset (RST).
-
-    granian offers no way to abort a connection, so this finds the socket among the
-    process's descriptors by its two addresses and disconnects it: connect() with AF_UNSPEC
-    makes Linux drop the connection with a RST. Returns False where that cannot be done
-    (the connection is already gone, or came over a unix socket). Used only by fault rules,
-    never on the normal path.
-    """
-    try:
-        local, peer = split_address(scope.server), split_address(scope.client)
-    except ValueError:
-        return False  # a unix socket's peer has no address
-    found = _connection_socket(local, peer)
-    if found is None:
-        return False
-    with found:
-        unspecified = (ctypes.c_ubyte * 16)()  # a sockaddr whose family is AF_UNSPEC (0)
-        return bool(_libc.connect(found.fileno(), unspecified, len(unspecified)) == 0)
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class _Abandoned(Exception):
@@ -254,46 +201,6 @@ class Guarded:
             await send({"type": "http.response.body", "body": b""})
 
 
-class BodyAbandoned(Exception):
-    """An RSGI request's body stopped short (400) or did not arrive in time (408)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-    def answer(self, protocol: Any) -> None:
-        """Refuse the request as ``Guarded`` does: empty, and the connection closes."""
-        protocol.response_bytes(self.status, ABANDONED_HEADERS, b"")
-
-
-ABANDONED_HEADERS = [("content-length", "0"), ("connection", "close")]
-
-
-async def read_body(protocol: Any, limit: int, timeout: float) -> bytes:
-    """An RSGI request's body, whole, read within ``timeout`` seconds; reading stops one byte
-    past ``limit`` (the caller refuses such a body). Raises ``BodyAbandoned``.
-
-    granian's body stream yields an empty chunk at its end; an empty chunk before the end
-    means the body broke off (the client closed early, or sent broken chunked encoding).
-    """
-    body = bytearray()
-    ended = False
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in protocol:
-                if ended:
-                    raise BodyAbandoned(400)
-                if not chunk:
-                    ended = True
-                    continue
-                body += chunk
-                if len(body) > limit:
-                    return bytes(body[: limit + 1])
-    except TimeoutError:
-        raise BodyAbandoned(408) from None
-    return bytes(body)
-
-
 def connection_limit(listeners: int) -> int:
     """Connections each of ``listeners`` may serve at once: ``MAX_CONNECTIONS``, or fewer
     where the process may not open that many descriptors. Raises the soft limit to fit."""
@@ -325,10 +232,7 @@ def _server(app: Any, host: str, port: int, request_timeout: float, connections:
             max_buffer_size=MAX_REQUEST_HEAD,
         ),
     }
-    if hasattr(app, "__rsgi__"):
-        options["interface"] = Interfaces.RSGI  # the app reads bodies with read_body()
-    else:
-        app = Guarded(app, request_timeout)
+    app = Guarded(app, request_timeout)
     if host.startswith("unix:"):
         server = Server(app, uds=Path(host.removeprefix("unix:")), **options)
         server.uds_permissions = 0o600  # owner only; the embedded constructor has no such option
@@ -376,23 +280,33 @@ async def serve(
     request_timeout: float = REQUEST_TIMEOUT,
 ) -> None:
     """Serve each (app, host, port) until ``stop`` is set; ports must already be claimed.
+    An app with ``handle`` (the guest plane) is served by ``http1``, any other (ASGI) by
+    granian.
 
     ``request_timeout``: seconds a client has to send a request's head (from connecting, or
     from the previous answer on a kept-alive connection) and again its body."""
     connections = connection_limit(len(bindings))
-    servers = [
-        _server(app, host, port, request_timeout, connections) for app, host, port in bindings
-    ]
-    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    stopping = asyncio.Event()  # ``stop``, or a listener that failed
+    servers = []
+    tasks = []
+    for app, host, port in bindings:
+        if hasattr(app, "handle"):
+            listening = http1.serve(app, host, port, stopping, request_timeout, connections)
+            tasks.append(asyncio.create_task(listening))
+        else:
+            server = _server(app, host, port, request_timeout, connections)
+            servers.append(server)
+            tasks.append(asyncio.create_task(server.serve()))
     await _until_accepting([(host, port) for _, host, port in bindings], tasks)
     if started is not None:
         started.set()
-    stopping = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    waiting = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    stopping.set()
     for server in servers:
         server.signal_handler_interrupt()  # type: ignore[no-untyped-call]
-    stopping.cancel()
+    waiting.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for task in done:
-        if task is not stopping and task.exception() is not None:
+        if task is not waiting and task.exception() is not None:
             raise ListenError(f"a listener stopped: {task.exception()}")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from azimds.guest.app import GuestApp
 from azimds.guest.callers import SingleVM
 from azimds.guest.limits import DOCUMENTED, GENERAL, IDENTITY, Limits, RateLimiter
-from azimds.guest.rsgi import GuestApp
 from azimds.kit.fleet import example_fleet, services
-from azimds.kit.rsgi import call
+from azimds.kit.inprocess import call
 from azimds.store.memory import MemoryStore
 from tests.admin.client import new_vm
 from tests.conftest import ServerProcess

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from azimds.guest.app import MEMO_KEY_LIMIT, GuestApp
 from azimds.guest.callers import SingleVM
-from azimds.guest.rsgi import MEMO_KEY_LIMIT, GuestApp
-from azimds.kit.rsgi import call
+from azimds.kit.inprocess import call
 from tests.guest.test_properties import FLEET, SERVICES
 
 

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azimds.fleet.vm import example_vm
+from azimds.guest.app import GuestApp
 from azimds.guest.callers import SingleVM
 from azimds.guest.pipeline import handle
-from azimds.guest.rsgi import GuestApp
 from azimds.kit.fleet import example_fleet, services
-from azimds.kit.rsgi import call
+from azimds.kit.inprocess import call
 from azimds.store.memory import MemoryStore
 from tests.http import get
 

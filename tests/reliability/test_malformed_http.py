@@ -61,7 +61,7 @@ MALFORMED_BODY_400 = (
     b'{\\"StartRequests\\":[{\\"EventId\\":\\"...\\"}]}" }'
 )
 BODY_TOO_LARGE_400 = b'{ "error": "Request body is larger than MaxBodyLength: 65536" }'
-HYPER_HEADERS = {"connection", "content-length", "date"}  # granian's own refusals: no more
+REFUSAL_HEADERS = {"connection", "content-length", "date"}  # the server's own refusals
 
 
 # --- talking to the server ----------------------------------------------------------------
@@ -151,10 +151,10 @@ def only(conversation: Conversation) -> Answer:
 
 
 def assert_http_refusal(conversation: Conversation, status: int) -> None:
-    """granian's own refusal of what it cannot parse: status, an empty body, closed."""
+    """The server's own refusal of what it cannot parse: status, an empty body, closed."""
     answer = only(conversation)
     assert (answer.status, answer.body) == (status, b""), answer
-    assert set(answer.headers) == HYPER_HEADERS, answer
+    assert set(answer.headers) == REFUSAL_HEADERS, answer
     assert answer.headers["connection"] == "close"
 
 
@@ -218,7 +218,7 @@ def still_serving(node: Node) -> Iterator[None]:
     node.assert_serving()
 
 
-# --- broken request lines: granian's 400, empty, and the connection closes ------------------
+# --- broken request lines: the server's 400, empty, and the connection closes -------------
 
 GET_VERSIONS = b"GET /metadata/versions HTTP/1.1\r\n"
 
@@ -294,7 +294,7 @@ def test_an_http2_preface_closes_the_connection_without_an_answer(node: Node) ->
     ids=["h2c", "websocket"],
 )
 def test_an_upgrade_request_is_answered_as_http_1_1(node: Node, upgrade: bytes) -> None:
-    """No protocol switch, and no 403 from granian's WebSocket handling: a normal answer."""
+    """No protocol switch: a normal answer."""
     raw = b"GET /metadata/versions HTTP/1.1\r\n" + HOST + MD + upgrade + b"\r\n"
     answer = only(converse(node.port, raw))
     assert (answer.status, answer.body) == (200, node.normal["/metadata/versions"]), answer
@@ -329,7 +329,7 @@ def test_an_absurd_method_gets_the_iis_invalid_verb_400(
 
 
 def test_non_ascii_in_the_path_reaches_the_app_as_text(node: Node) -> None:
-    # Raw UTF-8 (granian accepts it) and percent-encoded, even when it is no UTF-8.
+    # Raw UTF-8 (the server accepts it) and percent-encoded, even when it is no UTF-8.
     for target, path in (
         ("/metadata/versionsé?api-version=2021-02-01".encode(), "/metadata/versionsé"),
         (b"/metadata/versions%C3%A9?api-version=2021-02-01", "/metadata/versionsé"),
@@ -407,7 +407,7 @@ def test_a_head_over_the_limit_is_431_and_closed(node: Node, raw: bytes) -> None
 
 
 def test_100_headers_are_served_and_101_are_431(node: Node) -> None:
-    """granian's fixed limit (hyper's), counting every header line."""
+    """hyper's fixed limit, kept by http1.py, counting every header line."""
 
     def with_headers(count: int) -> bytes:
         fixed = [HOST, MD, CLOSE]
@@ -560,7 +560,7 @@ def test_broken_chunked_encoding_is_400_and_closed(node: Node, chunked: bytes) -
 
 
 def test_a_chunked_body_with_trailers_is_400_and_closed(node: Node) -> None:
-    """granian reports trailers as it reports a body that broke off (docs/behaviour.md)."""
+    """Refused as under granian, which reported trailers as a body that broke off."""
     body = b'{"StartRequests":[]}'
     chunked = b"%x\r\n%s\r\n0\r\nX-Checksum: 1\r\n\r\n" % (len(body), body)
     assert_body_refusal(converse(node.port, post(chunked, b"Transfer-Encoding: chunked\r\n")), 400)
@@ -591,7 +591,7 @@ def test_a_body_longer_than_its_content_length_leaves_the_rest_as_a_next_request
     )
     first, second = conversation.answers
     assert_imds(first, 400, MALFORMED_BODY_400)
-    assert (second.status, second.body) == (400, b"") and set(second.headers) == HYPER_HEADERS
+    assert (second.status, second.body) == (400, b"") and set(second.headers) == REFUSAL_HEADERS
     assert conversation.closed
 
 
@@ -608,7 +608,8 @@ def test_content_length_with_chunked_is_read_as_chunked_and_closed(node: Node) -
 
 def test_expect_100_continue_gets_continue_then_the_answer(node: Node) -> None:
     with socket.create_connection(("127.0.0.1", node.port), timeout=LATE) as sock:
-        sock.sendall(post(b"{}", b"Content-Length: 2\r\n", b"Expect: 100-continue\r\n"))
+        # The head alone, as a client that waits for the go-ahead sends it.
+        sock.sendall(post(b"", b"Content-Length: 2\r\n", b"Expect: 100-continue\r\n"))
         sock.settimeout(LATE)
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"{}")
@@ -788,7 +789,7 @@ def closed_by_server(socks: list[socket.socket], wait: float) -> dict[int, float
 
 
 def test_many_slow_connections_do_not_keep_others_waiting(node: Node) -> None:
-    """More than granian's default of 128 connections at once (which let 128 silent
+    """More than 128 connections at once (granian's default, which let 128 silent
     connections stall every other client until they timed out), of three kinds: silent, a
     head never finished, a body never finished."""
     kinds = [b"", HEAD[:100], post(b'{"StartRequests":[]}', b"Content-Length: 1000\r\n")]
@@ -930,10 +931,10 @@ def test_mutated_requests_never_get_a_500(node: Node) -> None:
         assert conversation.closed, raw  # answered and closed, or dropped at the timeout
         for answer in conversation.answers:
             assert answer.status in DOCUMENTED, (raw, answer)
-            who = answer.headers.get("server", "granian").split("/")[0]
+            who = answer.headers.get("server", "http1").split("/")[0]
             seen[who, answer.status] = seen.get((who, answer.status), 0) + 1
-    # The mutations reach granian's parser and the IMDS checks alike.
-    assert seen.get(("granian", 400), 0) > 50, seen
+    # The mutations reach the server's parser and the IMDS checks alike.
+    assert seen.get(("http1", 400), 0) > 50, seen
     assert sum(n for (who, _), n in seen.items() if who == "IMDS") > 100, seen
     assert seen.get(("IMDS", 200), 0) > 5 and seen.get(("IMDS", 404), 0) > 5, seen
 

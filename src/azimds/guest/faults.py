@@ -17,19 +17,8 @@ from azimds.guest.errors import Family
 from azimds.guest.responses import Response
 
 
-def _no_reset(scope: Any) -> bool:
-    return False
-
-
 class Faults:
-    def __init__(
-        self,
-        reset: Callable[[Any], bool] = _no_reset,
-        chance: Callable[[], float] = random.random,
-    ) -> None:
-        # How to abort a request's connection with a RST: the server's business
-        # (``server.reset_connection``); False where it cannot, and the connection just closes.
-        self.reset = reset
+    def __init__(self, chance: Callable[[], float] = random.random) -> None:
         self._chance = chance
         self.fired: dict[str, int] = {}  # rule id -> firings on this node
         self.outcomes: dict[str, int] = {}  # action label -> firings, for the metrics

@@ -1,11 +1,8 @@
-"""The guest plane as a raw RSGI application (granian's native interface).
+"""The guest plane's app: a request in, an answer out, with no framework on the path.
 
-No framework sits on this path: the app reads the two headers that matter, looks the request up
-in a memo of finished responses, and hands pre-rendered bytes to the server in one call. Only a
-request never seen before runs the pipeline. RSGI rather than ASGI because an answer is one
-synchronous call instead of two awaited messages, and headers are read on demand rather than
-copied into a list per request: the guest plane serves about 40% more requests a second
-(docs/benchmarks.md).
+The app reads the two headers that matter, looks the request up in a memo of finished
+responses, and hands pre-rendered bytes to the server (``http1.py``) in one call, without
+starting a task. Only a request never seen before runs the pipeline.
 """
 
 from __future__ import annotations
@@ -15,10 +12,9 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator
 from typing import Protocol
 
-from azimds.defaults import REQUEST_TIMEOUT
 from azimds.fleet.faults import Action, FaultRule
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
@@ -31,7 +27,7 @@ from azimds.guest.observe import Recorder, Request, Sent
 from azimds.guest.pipeline import NO_SERVICES, Outcome, check, run
 from azimds.guest.responses import Response
 from azimds.guest.routes import Call, Route, Services
-from azimds.server import BodyAbandoned, read_body
+from azimds.http1 import BodyAbandoned, ResponseHeaders
 
 # Enough for every (api-version, path, format) a real client asks, per VM, many times over.
 MEMO_LIMIT = 8192
@@ -54,30 +50,35 @@ class RequestHeaders(Protocol):
     def __contains__(self, key: str) -> bool: ...
 
 
-class RequestScope(Protocol):
-    """What the app reads of an RSGI scope. ``query_string`` holds the raw query's bytes as
-    Latin-1 characters; ``client`` and ``server`` are ``host:port`` (IPv6 hosts in brackets)."""
+class Exchange(Protocol):
+    """One request as the app sees it, and the calls it answers with (``http1.Exchange``;
+    ``kit/inprocess.py`` in process). ``path`` is percent-decoded; ``query_string`` holds the
+    raw query's bytes as Latin-1 characters; ``client`` is ``host:port`` (an IPv6 host in
+    brackets)."""
 
     method: str
     path: str
     query_string: str
     client: str
-    server: str
 
     @property
     def headers(self) -> RequestHeaders: ...
 
-
-class Transport(Protocol):
-    """The RSGI calls the app makes: read the body, wait for the client to go, answer."""
-
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    def read_body(self) -> Awaitable[bytes]:
+        """The body, at most ``GuestApp.body_limit`` + 1 bytes; raises ``BodyAbandoned``."""
+        ...
 
     def client_disconnect(self) -> Awaitable[None]: ...
 
     def response_bytes(
-        self, status: int, headers: Sequence[tuple[str, str]], body: bytes
-    ) -> None: ...
+        self, status: int, headers: ResponseHeaders, body: bytes, request_id: str = ""
+    ) -> None:
+        """Answer; ``request_id`` (unless "") goes out as ``x-ms-request-id``."""
+        ...
+
+    def reset(self) -> bool:
+        """Drop the connection with a TCP reset; False where it has already gone."""
+        ...
 
 
 def request_ids() -> Iterator[str]:
@@ -92,6 +93,8 @@ def request_ids() -> Iterator[str]:
 
 
 class GuestApp:
+    body_limit = MAX_BODY  # the largest body any endpoint reads (scheduled events' approvals)
+
     def __init__(
         self,
         fleet: Fleet,
@@ -100,7 +103,6 @@ class GuestApp:
         limiter: RateLimiter | None = None,
         recorder: Recorder | None = None,
         faults: Faults | None = None,
-        body_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.fleet = fleet
         self.callers = callers
@@ -108,7 +110,6 @@ class GuestApp:
         self.limiter = limiter
         self.recorder = recorder
         self.faults = faults or Faults()
-        self.body_timeout = body_timeout  # seconds a request's body has to arrive whole
         self._memo: dict[tuple[str, Request], Response] = {}  # (vmId, request) -> answer
         self._next_request_id = request_ids().__next__
         self._unknown_logged: dict[str, float] = {}
@@ -119,59 +120,66 @@ class GuestApp:
         self._memo = {}
         self.faults.forget_others(fleet.faults)
 
-    async def __rsgi__(self, scope: RequestScope, protocol: Transport) -> None:
+    def handle(self, exchange: Exchange) -> Awaitable[None] | None:
+        """Answer a request: at once where the memo (or the rate limiter) can, returning
+        None; else an awaitable the server runs, so a cached answer starts no task."""
         started = time.perf_counter()
-        headers = scope.headers
+        headers = exchange.headers
         values = headers.get_all("metadata")
         request: Request = (
-            scope.method,
-            scope.path,
-            scope.query_string,
+            exchange.method,
+            exchange.path,
+            exchange.query_string,
             # Repeated headers combine as a list would ("true, true"), which is not "true".
             values[0] if len(values) == 1 else ", ".join(values) if values else None,
             "x-forwarded-for" in headers,
         )
-        client = scope.client
+        client = exchange.client
         caller = self.callers.identify(client, self.fleet)
-        try:
-            if isinstance(caller, VM):
-                sent = self._serve(caller, request, scope, protocol)
-                if not isinstance(sent, tuple):
-                    sent = await sent
-            else:
-                self._log_unknown(caller)
-                sent = await self._answer(None, caller, request, scope, protocol)
-        except Exception:
-            log.exception("%s %s failed", request[0], request[1])
-            raise  # granian answers 500
+        if isinstance(caller, VM):
+            sent = self._serve(caller, request, exchange)
+            if isinstance(sent, tuple):
+                self._record(caller.vm_id, client, request, sent, started)
+                return None
+            return self._recorded(sent, caller.vm_id, client, request, started)
+        self._log_unknown(caller)
+        return self._recorded(
+            self._answer(None, caller, request, exchange), "", client, request, started
+        )
+
+    async def _recorded(
+        self, answer: Awaitable[Sent], vm_id: str, client: str, request: Request, started: float
+    ) -> None:
+        self._record(vm_id, client, request, await answer, started)
+
+    def _record(
+        self, vm_id: str, client: str, request: Request, sent: Sent, started: float
+    ) -> None:
         if self.recorder is not None:
-            vm_id = caller.vm_id if isinstance(caller, VM) else ""
             self.recorder.record(vm_id, client, request, sent, time.perf_counter() - started)
 
-    def _serve(
-        self, vm: VM, request: Request, scope: RequestScope, protocol: Transport
-    ) -> Sent | Awaitable[Sent]:
+    def _serve(self, vm: VM, request: Request, exchange: Exchange) -> Sent | Awaitable[Sent]:
         """A VM's request: a 429 when it is over its rate limits, else the answer. What was
         sent, or an awaitable for it where the memo does not hold the answer (the fast path
         starts no coroutine)."""
         limiter = self.limiter
         if limiter is None:
-            return self._respond(vm, request, scope, protocol)
+            return self._respond(vm, request, exchange)
         category = limiter.category(request[1])
         if category is None:
-            return self._respond(vm, request, scope, protocol)
+            return self._respond(vm, request, exchange)
         limits = limiter.limits_for(vm.limits)
         if not limiter.admit(vm.vm_id, category, limits):
             refusal = TOO_MANY_REQUESTS if category == GENERAL else IDENTITY_TOO_MANY_REQUESTS
-            return refusal.status, self._send(refusal, protocol), ""
+            return refusal.status, self._send(refusal, exchange), ""
         if category == GENERAL:
-            return self._respond(vm, request, scope, protocol)
+            return self._respond(vm, request, exchange)
         if not limiter.enter(vm.vm_id, limits):
             refusal = IDENTITY_TOO_MANY_REQUESTS
-            return refusal.status, self._send(refusal, protocol), ""
+            return refusal.status, self._send(refusal, exchange), ""
         # Counted among the VM's identity requests in flight until answered, however that ends.
         try:
-            answer = self._respond(vm, request, scope, protocol)
+            answer = self._respond(vm, request, exchange)
         except BaseException:
             limiter.leave(vm.vm_id, limits)
             raise
@@ -188,35 +196,32 @@ class GuestApp:
         finally:
             self.limiter.leave(vm.vm_id, limits)
 
-    def _respond(
-        self, vm: VM, request: Request, scope: RequestScope, protocol: Transport
-    ) -> Sent | Awaitable[Sent]:
+    def _respond(self, vm: VM, request: Request, exchange: Exchange) -> Sent | Awaitable[Sent]:
         """The answer from the memo when the request was answered before, else from the
         pipeline. A fleet with fault rules is under test, not under load: the memo is
         bypassed, so that every request meets the rules."""
         if self.fleet.faults:
-            return self._answer(None, vm, request, scope, protocol)
+            return self._answer(None, vm, request, exchange)
         key = (vm.vm_id, request)
         response = self._memo.get(key)
         if response is not None and (response.until is None or time.time() < response.until):
-            return response.status, self._send(response, protocol), ""
-        return self._answer(key, vm, request, scope, protocol)
+            return response.status, self._send(response, exchange), ""
+        return self._answer(key, vm, request, exchange)
 
     async def _answer(
         self,
         key: tuple[str, Request] | None,
         caller: VM | str,
         request: Request,
-        scope: RequestScope,
-        protocol: Transport,
+        exchange: Exchange,
     ) -> Sent:
         """Run the pipeline; keep the answer in the memo (under ``key``) where it may be.
         Fault rules fire on requests that passed every check."""
         method, path, query, metadata, forwarded = request
         try:
-            body = await self._body(method, protocol)
+            body = await exchange.read_body() if method == "POST" else b""
         except BodyAbandoned as abandoned:
-            abandoned.answer(protocol)
+            abandoned.answer(exchange)
             return abandoned.status, "", ""
         checked = check(
             method, path, query.encode("latin-1"), _utf8(metadata), forwarded, caller,
@@ -229,7 +234,7 @@ class GuestApp:
             if self.fleet.faults and isinstance(caller, VM):
                 fired = self.faults.pick(self.fleet.faults, caller.vm_id, method, path)
             if fired is not None:
-                return await self._fault(*fired, checked, path, scope, protocol)
+                return await self._fault(*fired, checked, path, exchange)
             outcome = run(*checked)
         response = await _resolved(outcome)
         if (
@@ -241,7 +246,7 @@ class GuestApp:
             if len(memo) >= MEMO_LIMIT:
                 del memo[next(iter(memo))]
             memo[key] = response
-        return response.status, self._send(response, protocol), ""
+        return response.status, self._send(response, exchange), ""
 
     async def _fault(
         self,
@@ -249,43 +254,31 @@ class GuestApp:
         action: Action,
         checked: tuple[Route, Call],
         path: str,
-        scope: RequestScope,
-        protocol: Transport,
+        exchange: Exchange,
     ) -> Sent:
         """What a fault rule's action does to a request. One that sends no answer reports
         status 0 and leaves the connection reset."""
         if action.delay:
             await asyncio.sleep(action.delay)
         if action.kind == "reset":
-            self.faults.reset(scope)  # False only when the client has already gone
+            exchange.reset()  # False only when the client has already gone
             return 0, "", rule.id
         if action.kind == "hang":
             try:
-                await asyncio.wait_for(protocol.client_disconnect(), HANG_LIMIT)
+                await asyncio.wait_for(exchange.client_disconnect(), HANG_LIMIT)
             except TimeoutError:
-                self.faults.reset(scope)  # still no answer: the client sees the line drop
+                exchange.reset()  # still no answer: the client sees the line drop
             return 0, "", rule.id
         if action.kind == "status":
             response = self.faults.answer(action, path)
         else:
             response = await _resolved(run(*checked))
-        return response.status, self._send(response, protocol), rule.id
+        return response.status, self._send(response, exchange), rule.id
 
-    async def _body(self, method: str, protocol: Transport) -> bytes:
-        """A POST's body, read up to one byte past what any endpoint accepts; b"" otherwise
-        (no endpoint reads another verb's body)."""
-        if method != "POST":
-            return b""
-        return await read_body(protocol, MAX_BODY, self.body_timeout)
-
-    def _send(self, response: Response, protocol: Transport) -> str:
+    def _send(self, response: Response, exchange: Exchange) -> str:
         """Send the answer; returns the request id it carried ("" for IIS answers)."""
-        if not response.request_id:
-            protocol.response_bytes(response.status, response.headers, response.body)
-            return ""
-        request_id = self._next_request_id()
-        headers = [*response.headers, ("x-ms-request-id", request_id)]
-        protocol.response_bytes(response.status, headers, response.body)
+        request_id = self._next_request_id() if response.request_id else ""
+        exchange.response_bytes(response.status, response.headers, response.body, request_id)
         return request_id
 
     def _log_unknown(self, reason: str) -> None:
@@ -299,7 +292,7 @@ class GuestApp:
 
 
 def _utf8(value: str | None) -> bytes | None:
-    """A header value as the bytes the client sent (granian passes on only UTF-8 values)."""
+    """A header value as the bytes the client sent (the app sees only UTF-8 values)."""
     return None if value is None else value.encode("utf-8")
 
 
