@@ -165,15 +165,16 @@ class Headers(dict[str, list[str]]):
 
 class _Body:
     """A request body as it arrives: framed by ``Content-Length`` (``remaining``) or chunked
-    (``remaining`` None), kept up to ``limit`` bytes, the rest read and dropped."""
+    (``length`` ``CHUNKED``, ``remaining`` None), kept up to ``limit`` bytes, the rest read and
+    dropped."""
 
     __slots__ = (
         "broken", "chunk_left", "data", "deadline", "done", "full", "limit", "remaining",
         "trailer", "waiter",
     )  # fmt: skip
 
-    def __init__(self, length: int | None, limit: int, deadline: float) -> None:
-        self.remaining = length
+    def __init__(self, length: int, limit: int, deadline: float) -> None:
+        self.remaining: int | None = None if length == CHUNKED else length
         self.limit = limit
         self.deadline = deadline  # when the whole body must have come (else 408)
         self.full = False  # more than ``limit`` bytes came: the app need not wait for the rest
@@ -577,51 +578,31 @@ class _Connection(asyncio.Protocol):
             raise _Refused(431)
         self.buffer = buffer[end + 4 :]
         self.head_deadline = 0.0
-        try:
-            method, target, http_1_0, headers = _parse_head(buffer[:end])
-        except _Refused:
-            if buffer.startswith(b"PRI * HTTP/2.0\r\n"):  # HTTP/2's preface: an HTTP/1.1
-                self.close()  # answer cannot help this client
-                return None
-            raise
-        path, query = _split_target(target)
-        closes = self.eof or self.stopping
-        keep_alive = b""
-        if "connection" in headers or http_1_0:
-            tokens = {
-                t.strip().lower() for v in headers.get("connection", ()) for t in v.split(",")
-            }
-            if http_1_0:
-                closes = closes or "keep-alive" not in tokens
-                keep_alive = b"" if closes else _KEEP_ALIVE_LINE
-            else:
-                closes = closes or "close" in tokens
+        head = buffer[:end]
+        known = _known_heads.get(head)
+        if known is None:
+            try:
+                known = _read_head(head)
+            except _Refused:
+                if head == b"PRI * HTTP/2.0":  # HTTP/2's preface: an HTTP/1.1 answer
+                    self.close()  # cannot help this client
+                    return None
+                raise
+            if len(head) <= KNOWN_HEAD_LIMIT:
+                if len(_known_heads) >= KNOWN_HEADS:
+                    _known_heads.clear()
+                _known_heads[head] = known
+        method, path, query, headers, closes, keep_alive, length = known
+        if self.eof or self.stopping:
+            closes, keep_alive = True, b""
         body = None
-        if "content-length" in headers or "transfer-encoding" in headers:
-            body = self._frame_body(headers)
-            if "content-length" in headers and "transfer-encoding" in headers:
-                closes = True  # both framings: read as chunked, then close (RFC 9112, 6.3)
+        if length is not None:
+            deadline = self.loop.time() + self.listener.request_timeout
+            body = self.body = _Body(length, self.app.body_limit, deadline)
         exchange = Exchange(self, method, path, query, headers, body, closes, keep_alive)
         if body is not None:
-            self.body = body
             self.buffer = body.feed(self.buffer)
         return exchange
-
-    def _frame_body(self, headers: Headers) -> _Body | None:
-        limit = self.app.body_limit
-        deadline = self.loop.time() + self.listener.request_timeout
-        encodings = headers.get("transfer-encoding")
-        if encodings is not None:
-            if ",".join(encodings).strip().lower() != "chunked":
-                raise _Refused(400)
-            return _Body(None, limit, deadline)
-        lengths = headers["content-length"]
-        if len(set(lengths)) != 1 or not (lengths[0].isascii() and lengths[0].isdigit()):
-            raise _Refused(400)
-        if len(lengths[0]) > 19:  # beyond 64 bits
-            raise _Refused(400)
-        length = int(lengths[0])
-        return _Body(length, limit, deadline) if length else None
 
     # --- timers and closing ----------------------------------------------------------------
 
@@ -674,6 +655,55 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         self.transport.abort()
         return True
+
+
+# A request's head as the server reads it: method, path, query, headers, whether the
+# connection closes after the answer, the header line an HTTP/1.0 client needs to keep it
+# open, and the body's framing (``_framing``).
+_Head = tuple[str, str, str, Headers, bool, bytes, int | None]
+CHUNKED = -1  # the framing of a chunked body
+# Heads read before, by their bytes: clients repeat the same request, and reading one costs
+# more than the rest of a cached answer. Shared read-only (the app does not change headers).
+_known_heads: dict[bytes, _Head] = {}
+KNOWN_HEADS = 1024
+KNOWN_HEAD_LIMIT = 1024  # bytes; longer heads are read every time
+
+
+def _read_head(head: bytes) -> _Head:
+    """Everything the server needs of a request's head (without its closing blank line).
+    Raises ``_Refused``."""
+    method, target, http_1_0, headers = _parse_head(head)
+    path, query = _split_target(target)
+    closes = False
+    keep_alive = b""
+    if "connection" in headers or http_1_0:
+        tokens = {t.strip().lower() for v in headers.get("connection", ()) for t in v.split(",")}
+        if http_1_0:
+            closes = "keep-alive" not in tokens
+            keep_alive = b"" if closes else _KEEP_ALIVE_LINE
+        else:
+            closes = "close" in tokens
+    length = _framing(headers)
+    if "content-length" in headers and "transfer-encoding" in headers:
+        closes, keep_alive = True, b""  # both framings: read as chunked, then close (RFC 9112)
+    return method, path, query, headers, closes, keep_alive, length
+
+
+def _framing(headers: Headers) -> int | None:
+    """How the request's body is framed: None (no body), its length, or ``CHUNKED``."""
+    encodings = headers.get("transfer-encoding")
+    if encodings is not None:
+        if ",".join(encodings).strip().lower() != "chunked":
+            raise _Refused(400)
+        return CHUNKED
+    lengths = headers.get("content-length")
+    if lengths is None:
+        return None
+    if len(set(lengths)) != 1 or not (lengths[0].isascii() and lengths[0].isdigit()):
+        raise _Refused(400)
+    if len(lengths[0]) > 19:  # beyond 64 bits
+        raise _Refused(400)
+    return int(lengths[0]) or None
 
 
 def _parse_head(head: bytes) -> tuple[str, str, bool, Headers]:
