@@ -48,7 +48,9 @@ _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\r\n]*)?")
 # Bytes a head may hold: visible ASCII, obs-text, spaces and tabs, and CR LF between lines.
 _HEAD_BYTES = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
 _VERSIONS = {"HTTP/1.1": False, "HTTP/1.0": True}  # -> whether it is HTTP/1.0
-HEAD_CACHE = 4096  # rendered answer heads kept, by (status, headers)
+ANSWER_HEADS = 4096  # rendered answer heads kept, by (status, headers)
+KNOWN_HEADS = 1024  # request heads kept once read (``_known_heads``)
+KNOWN_HEAD_LIMIT = 1024  # bytes; longer request heads are read every time
 
 # How the server closes an answer's connection; the only header it reads from the app's.
 CLOSE: tuple[str, str] = ("connection", "close")
@@ -84,7 +86,11 @@ class Responder(Protocol):
 class App(Protocol):
     body_limit: int  # bytes of a body the server keeps; read_body returns at most one more
 
-    def handle(self, exchange: Exchange) -> Awaitable[None] | None: ...
+    def handle(self, exchange: Exchange) -> Awaitable[None] | None:
+        """Answer ``exchange`` (``response_bytes``) and return None, or return an awaitable
+        that answers it. An app that ends without answering drops the connection; one that
+        raises gets a logged 500."""
+        ...
 
 
 def _status_line(status: int) -> bytes:
@@ -98,24 +104,33 @@ def _status_line(status: int) -> bytes:
 _STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 
 
-_date = [-1, b""]  # the second, and the ``date`` header's value for it
+class _DateHeader:
+    """The ``date`` header's value, formatted once a second."""
+
+    __slots__ = ("second", "value")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self.second:
+            self.second = second
+            self.value = formatdate(second, usegmt=True).encode("ascii")
+        return self.value
 
 
-def _http_date() -> bytes:
-    second = int(time.time())
-    if second != _date[0]:
-        _date[:] = [second, formatdate(second, usegmt=True).encode("ascii")]
-    return _date[1]  # type: ignore[return-value]
+_http_date = _DateHeader().now
 
-
-_heads: dict[tuple[int, ResponseHeaders], tuple[bytes, bool, bool]] = {}
+_answer_heads: dict[tuple[int, ResponseHeaders], tuple[bytes, bool, bool]] = {}
 
 
 def _rendered(status: int, headers: ResponseHeaders) -> tuple[bytes, bool, bool]:
     """An answer's status line and headers as bytes, whether they hold ``content-length``
     and whether ``connection: close``; rendered once for each (status, headers)."""
     key = (status, headers)
-    rendered = _heads.get(key)
+    rendered = _answer_heads.get(key)
     if rendered is None:
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers)
         names = {name for name, _ in headers}
@@ -123,9 +138,9 @@ def _rendered(status: int, headers: ResponseHeaders) -> tuple[bytes, bool, bool]
             _STATUS_LINES[status] + lines.encode("latin-1"), "content-length" in names,
             CLOSE in headers,
         )  # fmt: skip
-        if len(_heads) >= HEAD_CACHE:
-            _heads.clear()
-        _heads[key] = rendered
+        if len(_answer_heads) >= ANSWER_HEADS:
+            _answer_heads.clear()
+        _answer_heads[key] = rendered
     return rendered
 
 
@@ -531,7 +546,7 @@ class _Connection(asyncio.Protocol):
             self.busy = True
             self.loop.create_task(self._finish(exchange, pending))
         elif not exchange.answered:
-            self._failed(exchange)
+            self.close()  # the app's way to drop a connection: no answer
 
     async def _finish(self, exchange: Exchange, pending: Awaitable[None]) -> None:
         try:
@@ -540,7 +555,7 @@ class _Connection(asyncio.Protocol):
             self._failed(exchange)
             return
         if not exchange.answered:
-            self._failed(exchange)
+            self.close()  # no answer: a fault rule reset the connection, or the client left
             return
         self.busy = False
         if self.reading_paused:
@@ -550,7 +565,7 @@ class _Connection(asyncio.Protocol):
         self._serve()
 
     def _failed(self, exchange: Exchange) -> None:
-        """An app that raised, or returned without answering: logged, 500, closed."""
+        """An app that raised: logged, 500 (unless it had answered), closed."""
         if exchange.answered:
             if not self.closing:
                 log.exception("%s %s failed after answering", exchange.method, exchange.path)
@@ -665,8 +680,6 @@ CHUNKED = -1  # the framing of a chunked body
 # Heads read before, by their bytes: clients repeat the same request, and reading one costs
 # more than the rest of a cached answer. Shared read-only (the app does not change headers).
 _known_heads: dict[bytes, _Head] = {}
-KNOWN_HEADS = 1024
-KNOWN_HEAD_LIMIT = 1024  # bytes; longer heads are read every time
 
 
 def _read_head(head: bytes) -> _Head:

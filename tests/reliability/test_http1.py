@@ -130,6 +130,7 @@ def node() -> Iterator[Node]:
     output = "".join(process.output)
     assert process.stop() == 0, output
     assert "Traceback" not in output, output
+    assert "ERROR" not in output, output  # a fault's reset is no failure of the server
 
 
 @pytest.fixture(autouse=True)
