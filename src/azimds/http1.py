@@ -296,7 +296,9 @@ class Exchange:
         self.headers = headers
         self.client = connection.client
         self._body = body
-        self._continue = body is not None and "100-continue" in headers.get("expect", ())
+        self._continue = body is not None and any(
+            value.strip().lower() == "100-continue" for value in headers.get("expect", ())
+        )
         self.closes = closes  # the connection closes after the answer
         self._keep_alive = keep_alive  # the header line an HTTP/1.0 client needs, or b""
         self.answered = False
@@ -444,6 +446,8 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.head_deadline = 0.0  # when the connection closes unless a head comes; 0: none due
+        self.head_checked = 0  # bytes of an unfinished head already checked (whole lines)
+        self.head_lines = 0  # whole lines among them
         self.timer: asyncio.TimerHandle | None = None
         self.gone: asyncio.Future[None] = self.loop.create_future()
 
@@ -585,14 +589,17 @@ class _Connection(asyncio.Protocol):
             return None
         while buffer.startswith(b"\r\n"):  # blank lines before a request are ignored
             buffer = self.buffer = buffer[2:]
-        end = buffer.find(b"\r\n\r\n")
+        end = buffer.find(b"\r\n\r\n", max(0, self.head_checked - 3))
         if end < 0:
-            _check_partial_head(buffer)
+            self.head_checked, self.head_lines = _check_partial_head(
+                buffer, self.head_checked, self.head_lines
+            )
             return None
         if end + 4 > MAX_REQUEST_HEAD:
             raise _Refused(431)
         self.buffer = buffer[end + 4 :]
         self.head_deadline = 0.0
+        self.head_checked = self.head_lines = 0
         head = buffer[:end]
         known = _known_heads.get(head)
         if known is None:
@@ -731,23 +738,33 @@ def _parse_head(head: bytes) -> tuple[str, str, bool, Headers]:
     breaks = len(lines) - 1
     if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
         raise _Refused(400)
-    method, _, rest = lines[0].partition(" ")
-    target, _, version = rest.partition(" ")
-    http_1_0 = _VERSIONS.get(version)
-    if http_1_0 is None or not target or not _is_token(method):
-        raise _Refused(400)
+    method, target, http_1_0 = _request_line(lines[0])
     headers = Headers()
     for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not (colon and _is_token(name)):
-            raise _Refused(400)
-        name = name.lower()
-        value = value.strip(" \t")
+        name, value = _header_field(line)
         if name in headers:
             headers[name].append(value)
         else:
             headers[name] = [value]
     return method, target, http_1_0, headers
+
+
+def _request_line(line: str) -> tuple[str, str, bool]:
+    """(method, target, whether HTTP/1.0). Raises ``_Refused``."""
+    method, _, rest = line.partition(" ")
+    target, _, version = rest.partition(" ")
+    http_1_0 = _VERSIONS.get(version)
+    if http_1_0 is None or not target or not _is_token(method):
+        raise _Refused(400)
+    return method, target, http_1_0
+
+
+def _header_field(line: str) -> tuple[str, str]:
+    """(lower-case name, value without the spaces around it). Raises ``_Refused``."""
+    name, colon, value = line.partition(":")
+    if not (colon and _is_token(name)):
+        raise _Refused(400)
+    return name.lower(), value.strip(" \t")
 
 
 def _is_token(text: str) -> bool:
@@ -770,17 +787,36 @@ def _is_utf8(value: str) -> bool:
     return True
 
 
-def _check_partial_head(buffer: bytes) -> None:
+def _check_partial_head(buffer: bytes, checked: int, lines: int) -> tuple[int, int]:
     """Refuse an unfinished head as soon as it cannot become a good one: too long, or a line
-    already broken (a lone CR or LF, a bad request line or header). Raises ``_Refused``."""
+    already broken (a lone CR or LF, a bad request line or header). ``checked`` bytes at its
+    front, holding ``lines`` whole lines, passed before: only what came since is looked at,
+    so a head sent a byte at a time costs no more than one sent at once. Returns the new
+    (checked, lines). Raises ``_Refused``."""
     if len(buffer) >= MAX_REQUEST_HEAD:
         raise _Refused(431)
-    end = buffer.rfind(b"\r\n")
-    last = buffer[end + 2 :] if end >= 0 else buffer
-    if b"\n" in last or b"\r" in last[:-1] or last.translate(None, _HEAD_BYTES):
+    # A CR at the end may still get its LF: it is checked with what comes next.
+    end = len(buffer) - 1 if buffer.endswith(b"\r") else len(buffer)
+    fresh = buffer[checked:end]
+    breaks = fresh.count(b"\r\n")
+    if fresh.count(b"\r") != breaks or fresh.count(b"\n") != breaks:
         raise _Refused(400)
-    if end >= 0:
-        _parse_head(buffer[:end])
+    if fresh.translate(None, _HEAD_BYTES):
+        raise _Refused(400)
+    if breaks:
+        before = buffer.rfind(b"\r\n", 0, checked)  # the end of the last line checked
+        first = before + 2 if before >= 0 else 0
+        last = buffer.rfind(b"\r\n", 0, end)
+        complete = buffer[first:last].decode("latin-1").split("\r\n")
+        if lines + len(complete) > MAX_HEADER_LINES + 1:
+            raise _Refused(431)
+        for number, line in enumerate(complete, start=lines):
+            if number == 0:
+                _request_line(line)
+            else:
+                _header_field(line)
+        lines += len(complete)
+    return end, lines
 
 
 def _split_target(target: str) -> tuple[str, str]:

@@ -606,10 +606,11 @@ def test_content_length_with_chunked_is_read_as_chunked_and_closed(node: Node) -
     assert answer.headers["connection"] == "close"
 
 
-def test_expect_100_continue_gets_continue_then_the_answer(node: Node) -> None:
+@pytest.mark.parametrize("expect", [b"100-continue", b"100-Continue"])
+def test_expect_100_continue_gets_continue_then_the_answer(node: Node, expect: bytes) -> None:
     with socket.create_connection(("127.0.0.1", node.port), timeout=LATE) as sock:
         # The head alone, as a client that waits for the go-ahead sends it.
-        sock.sendall(post(b"", b"Content-Length: 2\r\n", b"Expect: 100-continue\r\n"))
+        sock.sendall(post(b"", b"Content-Length: 2\r\n", b"Expect: " + expect + b"\r\n"))
         sock.settimeout(LATE)
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"{}")
