@@ -115,9 +115,9 @@ def has_non_2xx(run: kit.WrkRun) -> bool:
     return "non-2xx" in run.notes
 
 
-def granian_version() -> str:
+def uvloop_version() -> str:
     try:
-        return importlib.metadata.version("granian")
+        return importlib.metadata.version("uvloop")
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
@@ -271,7 +271,7 @@ def benchmark(args: argparse.Namespace, wrk: str, nginx: str) -> list[Result]:
 def report(args: argparse.Namespace, wrk: str, nginx: str) -> int:
     kit.print_machine(
         wrk,
-        ("granian", granian_version()),
+        ("uvloop", uvloop_version()),
         ("nginx", kit.tool_version([nginx, "-v"]).removeprefix("nginx version: ")),
     )
     print(
