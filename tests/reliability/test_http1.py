@@ -9,11 +9,11 @@ general is in test_malformed_http.py.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -23,93 +23,22 @@ from azimds.guest import errors
 from tests.admin.client import call
 from tests.conftest import ServerProcess
 from tests.http import get
+from tests.reliability.raw_http import (
+    HOST,
+    INSTANCE,
+    MD,
+    REFUSAL_HEADERS,
+    TIMEOUT,
+    Answer,
+    converse,
+    only,
+    parse,
+    read_all,
+    request,
+)
 
-HOST = b"Host: 169.254.169.254\r\n"
-MD = b"Metadata: true\r\n"
-CLOSE = b"Connection: close\r\n"
-INSTANCE = "/metadata/instance?api-version=2021-02-01"
-TIMEOUT = 1.5  # the server's --request-timeout, seconds
 WAIT = 3.0  # how long a test waits for the server to close, at most
 VERSIONS = "/metadata/versions"
-REFUSAL_HEADERS = {"connection", "content-length", "date"}  # the server's own refusals
-
-
-# --- talking to the server (as in test_malformed_http.py) -----------------------------------
-
-
-@dataclass(frozen=True)
-class Answer:
-    version: str
-    status: int
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Conversation:
-    answers: list[Answer]
-    closed: bool  # the server closed the connection (rather than the read timing out)
-    elapsed: float  # seconds from sending to the close (or to the read timeout)
-
-
-def parse(data: bytes) -> list[Answer]:
-    """Every answer in ``data``, which must hold nothing else (no partial answer)."""
-    answers = []
-    while data:
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        assert sep, f"an incomplete answer: {data[:300]!r}"
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        version, code, _ = status_line.split(" ", 2)
-        headers: dict[str, str] = {}
-        for line in lines:
-            name, colon, value = line.partition(":")
-            assert colon and name.lower() not in headers, head
-            headers[name.lower()] = value.strip()
-        length = int(headers["content-length"])
-        assert len(rest) >= length, f"a body cut short: {data[:300]!r}"
-        answers.append(Answer(version, int(code), headers, rest[:length]))
-        data = rest[length:]
-    return answers
-
-
-def read_all(sock: socket.socket, wait: float) -> tuple[bytes, bool]:
-    """What the server sends until it closes the connection (True) or ``wait`` passes."""
-    sock.settimeout(wait)
-    received = bytearray()
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return bytes(received), False
-        if not chunk:
-            return bytes(received), True
-        received += chunk
-
-
-def converse(port: int, data: bytes, half_close: bool = False, wait: float = WAIT) -> Conversation:
-    """Send ``data`` on a new connection (then, with ``half_close``, shut our sending side) and
-    read until the server closes it or ``wait`` passes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
-        started = time.monotonic()
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        received, closed = read_all(sock, wait)
-        return Conversation(parse(received), closed, time.monotonic() - started)
-
-
-def request(target: bytes, *headers: bytes, method: bytes = b"GET", close: bool = True) -> bytes:
-    return (
-        method + b" " + target + b" HTTP/1.1\r\n" + HOST + b"".join(headers)
-        + (CLOSE if close else b"") + b"\r\n"
-    )  # fmt: skip
-
-
-def only(conversation: Conversation) -> Answer:
-    """The one answer of a conversation the server then closed."""
-    assert conversation.closed, conversation
-    assert len(conversation.answers) == 1, conversation
-    return conversation.answers[0]
 
 
 class Node:
@@ -384,13 +313,22 @@ def test_bare_lf_line_ends_get_the_servers_400(node: Node, raw: bytes) -> None:
 # --- 6. a fault rule's reset ----------------------------------------------------------------
 
 
-def test_a_reset_fault_is_a_tcp_reset(node: Node) -> None:
+@contextlib.contextmanager
+def one_reset(node: Node) -> Iterator[None]:
+    """A fault rule that resets the next instance request's connection, removed after."""
     status, _, rule = call(
         node.process, "POST", "/v1/faults",
         {"path": "/metadata/instance", "actions": ["reset"], "count": 1},
     )  # fmt: skip
     assert status == 201, rule
     try:
+        yield
+    finally:
+        call(node.process, "DELETE", f"/v1/faults/{rule['id']}")
+
+
+def test_a_reset_fault_is_a_tcp_reset(node: Node) -> None:
+    with one_reset(node):
         with connect(node) as sock:
             sock.sendall(request(INSTANCE.encode(), MD, close=False))
             sock.settimeout(WAIT)
@@ -399,17 +337,10 @@ def test_a_reset_fault_is_a_tcp_reset(node: Node) -> None:
         # The rule is used up: the next request is answered.
         after = only(converse(node.port, request(INSTANCE.encode(), MD), wait=WAIT))
         assert_ok(after, node.normal[INSTANCE])
-    finally:
-        call(node.process, "DELETE", f"/v1/faults/{rule['id']}")
 
 
 def test_a_reset_fault_drops_what_was_pipelined_after_it(node: Node) -> None:
-    status, _, rule = call(
-        node.process, "POST", "/v1/faults",
-        {"path": "/metadata/instance", "actions": ["reset"], "count": 1},
-    )  # fmt: skip
-    assert status == 201, rule
-    try:
+    with one_reset(node):
         raw = request(VERSIONS.encode(), MD, close=False) + request(INSTANCE.encode(), MD)
         with connect(node) as sock:
             sock.sendall(raw)
@@ -419,8 +350,6 @@ def test_a_reset_fault_drops_what_was_pipelined_after_it(node: Node) -> None:
             sock.settimeout(WAIT)
             with pytest.raises(ConnectionResetError):
                 sock.recv(65536)
-    finally:
-        call(node.process, "DELETE", f"/v1/faults/{rule['id']}")
 
 
 # --- 7. date and x-ms-request-id ------------------------------------------------------------
