@@ -29,8 +29,9 @@ TOKEN_REFRESH_MARGIN = 300  # seconds
 TOKEN_NOT_BEFORE_SKEW = 300
 
 # --- HTTP limits (docs/behaviour.md, "Malformed requests and limits") ---------------------
-# granian (its HTTP core, hyper) enforces the first four (server.py); the guest plane's query
-# parser the last two (guest/query.py). Scheduled events' body limit (64 KB, IMDS's documented
+# The HTTP servers enforce the first four (http1.py for the guest plane, granian for the
+# control plane, both set up in server.py); the guest plane's query parser the last two
+# (guest/query.py). Scheduled events' body limit (64 KB, IMDS's documented
 # "MaxBodyLength") is the endpoint's: guest/events.py MAX_BODY.
 
 # Bytes of a request's head (request line and headers). Beyond: 431 and the connection closes.

@@ -13,7 +13,7 @@ The checks run in the reference's order (section 10), and the first that fails a
 7. Method: POST where the category does not take it -> 405.
 8. Format: a value the category does not offer -> 400.
 Then (``run``) the endpoint runs; ``/metadata/instance`` answers 404 for unknown keys and 400
-for a leaf without ``format=text``. Fault rules fire between the two (``guest/rsgi.py``).
+for a leaf without ``format=text``. Fault rules fire between the two (``guest/app.py``).
 """
 
 from __future__ import annotations

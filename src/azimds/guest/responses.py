@@ -17,7 +17,7 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 XML_TYPE = "text/xml; charset=utf-8"
 HTML_TYPE = "text/html"
 
-Headers = tuple[tuple[str, str], ...]  # names in lower case, as RSGI sends them
+Headers = tuple[tuple[str, str], ...]  # names in lower case, sent as given (http1.py)
 
 
 @dataclass(frozen=True, slots=True)
