@@ -433,6 +433,8 @@ class _Connection(asyncio.Protocol):
         self.app = listener.app
         self.loop = listener.loop
         host, port = address[:2]
+        if host.startswith("::ffff:") and "." in host:
+            host = host.removeprefix("::ffff:")  # IPv4 on a ``::`` listener: the VM's address
         self.client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.local = listener.local
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -844,13 +846,12 @@ def _split_target(target: str) -> tuple[str, str]:
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking TCP socket listening on ``host:port`` (the port claimed before)."""
+    """A non-blocking TCP socket listening on ``host:port`` (the port claimed before).
+    ``::`` takes IPv4 too where the system's default does (Linux: ``bindv6only`` 0)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)

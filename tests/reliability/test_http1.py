@@ -9,6 +9,7 @@ general is in test_malformed_http.py.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import time
@@ -19,6 +20,8 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
+from azimds import http1
+from azimds import server as serving
 from azimds.guest import errors
 from tests.admin.client import call
 from tests.conftest import ServerProcess
@@ -396,3 +399,36 @@ def test_request_ids_differ_and_the_date_follows_the_clock(node: Node) -> None:
     assert parsedate_to_datetime(later.headers["date"]) > parsedate_to_datetime(
         answers[0].headers["date"]
     )
+
+
+# --- addresses --------------------------------------------------------------------------------
+
+
+class EchoClient:
+    """An app that answers with the client's host, as the guest app sees it."""
+
+    body_limit = 0
+
+    def handle(self, exchange: http1.Exchange) -> None:
+        host = exchange.client.rpartition(":")[0]
+        exchange.response_bytes(200, (), host.encode())
+
+
+def test_an_ipv4_client_of_a_wildcard_ipv6_listener_is_seen_by_its_ipv4_address() -> None:
+    """``[::]:PORT`` takes IPv4 too; source-ip mode must see 127.0.0.1, not ::ffff:127.0.0.1."""
+
+    async def scenario() -> bytes:
+        port = serving.claim_port("::", 0)
+        stop = asyncio.Event()
+        listening = asyncio.create_task(http1.serve(EchoClient(), "::", port, stop, WAIT, 8))
+        await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), WAIT)
+        writer.close()
+        stop.set()
+        await listening
+        return answer
+
+    (answer,) = parse(asyncio.run(scenario()))
+    assert (answer.status, answer.body) == (200, b"127.0.0.1")
