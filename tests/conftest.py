@@ -79,9 +79,13 @@ class ServerProcess:
             try:
                 get(self.port, "/metadata/versions")
                 return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
+            except OSError as exc:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    time.sleep(0.2)  # the drain thread's last lines
+                    raise AssertionError(
+                        f"not serving on port {self.port} ({exc}); exit code "
+                        f"{self.proc.poll()}; output:\n{self.banner}{''.join(self.output)}"
+                    ) from exc
                 time.sleep(0.02)
 
     def stop(self) -> int:

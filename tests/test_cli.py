@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import ServerProcess
 from tests.http import get
@@ -55,6 +56,21 @@ def test_port_in_use_is_a_clear_error(server: ServerProcess) -> None:
     result = azimds("serve", "--listen", f"127.0.0.1:{server.port}")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{server.port}: the port is in use" in result.stderr
+
+
+def test_the_control_plane_on_the_guest_planes_port_is_a_clear_error(tmp_path: Path) -> None:
+    """Both planes given one port: the guest plane holds it from its claim on, so the
+    control plane's claim fails plainly; nothing is served, no banner is printed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = azimds(
+        "serve", "--state-dir", str(tmp_path),
+        "--listen", f"127.0.0.1:{port}", "--admin-listen", f"0.0.0.0:{port}",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot listen on 0.0.0.0:{port}: the port is in use" in result.stderr
+    assert "listening on" not in result.stdout
 
 
 def test_missing_address_is_a_clear_error() -> None:

@@ -238,9 +238,20 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
 
     state.prepare(config.state_dir)
-    guest_addresses = [(host, server.claim(host, port)) for host, port in config.listen]
+    # The guest plane's sockets are held from here on, so that nothing (the control plane's
+    # claim among them) can take their ports before they are served.
+    listeners = {}
+    for host, port in config.listen:
+        sock = server.claim_listener(host, port)
+        listeners[host, sock.getsockname()[1]] = sock
+    guest_addresses = list(listeners)
     admin_host, admin_port = config.admin_listen
-    admin_port = server.claim(admin_host, admin_port)
+    try:
+        admin_port = server.claim(admin_host, admin_port)
+    except server.ListenError:
+        for sock in listeners.values():
+            sock.close()
+        raise
 
     admin_url = _http_url(admin_host, admin_port)
     if store is None:  # the test kit brings a memory store that already holds signing keys
@@ -281,9 +292,17 @@ async def run(
         bindings.append((admin, admin_host, admin_port))
         started = asyncio.Event()
         serving = asyncio.create_task(
-            server.serve(bindings, stop, started, request_timeout=config.request_timeout)
-        )
-        await started.wait()
+            server.serve(
+                bindings, stop, started, request_timeout=config.request_timeout,
+                listeners=listeners,
+            )
+        )  # fmt: skip
+        ready = asyncio.create_task(started.wait())
+        await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
+        if not started.is_set():
+            ready.cancel()
+            await serving  # a listener failed (its ListenError), or the node was stopped
+            return
         guest_urls = [_http_url(host, port) for host, port in guest_addresses]
         state.write_admin_address(config.state_dir, admin_url, guest_urls)
         engine = asyncio.create_task(run_event_engine(store, node, stop))
@@ -301,4 +320,6 @@ async def run(
         await engine
         await access_log
     finally:
+        for sock in listeners.values():
+            sock.close()  # those serve() did not get to (it closes its own)
         await asyncio.to_thread(node.stop)

@@ -33,7 +33,7 @@ from http import HTTPStatus
 from typing import Protocol
 from urllib.parse import unquote
 
-from azimds.defaults import LISTEN_BACKLOG, MAX_REQUEST_HEAD
+from azimds.defaults import MAX_REQUEST_HEAD
 
 MAX_HEADER_LINES = 100  # what hyper (granian's HTTP core, before this server) allowed
 MAX_CHUNK_LINE = 1024  # bytes of a chunk's size line, extensions included
@@ -845,33 +845,17 @@ def _split_target(target: str) -> tuple[str, str]:
     return path, query
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking TCP socket listening on ``host:port`` (the port claimed before).
-    ``::`` takes IPv4 too where the system's default does (Linux: ``bindv6only`` 0)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 async def serve(
     app: App,
-    host: str,
-    port: int,
+    sock: socket.socket,
     stop: asyncio.Event,
     request_timeout: float,
     connections: int,
 ) -> None:
-    """Serve ``app`` on ``host:port`` until ``stop`` is set. On stop, idle connections close
-    at once and busy ones after their answer, or after ``SHUTDOWN_GRACE`` seconds."""
-    listener = _Listener(app, listening_socket(host, port), request_timeout, connections)
+    """Serve ``app`` on ``sock`` (listening, non-blocking) until ``stop`` is set. On stop,
+    idle connections close at once and busy ones after their answer, or after
+    ``SHUTDOWN_GRACE`` seconds; ``sock`` is closed."""
+    listener = _Listener(app, sock, request_timeout, connections)
     listener.start()
     try:
         await stop.wait()

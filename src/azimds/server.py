@@ -22,7 +22,7 @@ import errno
 import logging
 import resource
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,33 +69,52 @@ def claim_unix_socket(path: Path) -> None:
     raise ListenError(f"cannot listen on unix:{path}: another process serves it")
 
 
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (a free port for port 0), with ``SO_REUSEADDR``
+    only; raises ``ListenError`` saying what is wrong and how to fix it. ``::`` takes IPv4
+    too where the system's default does (Linux: ``bindv6only`` 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(f"cannot listen on {host}:{port}: the port is in use") from exc
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ListenError(
+                f"cannot listen on {host}:{port}: no interface of this host has that address"
+                f" (add it, e.g. `ip addr add {host}/32 dev lo`, or listen elsewhere)"
+            ) from exc
+        if exc.errno == errno.EACCES:
+            raise ListenError(
+                f"cannot listen on {host}:{port}: permission denied (ports below 1024 need "
+                "root or CAP_NET_BIND_SERVICE)"
+            ) from exc
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
 def claim_port(host: str, port: int) -> int:
     """Check that ``host:port`` can be bound and return the port (a free one for port 0).
 
-    granian binds with SO_REUSEPORT, which would let a second azimds share a port silently;
-    a plain bind first turns that, and a missing address, into a clear error.
+    For granian (the control plane), which binds by itself, with SO_REUSEPORT: that would let
+    a second azimds share a port silently; a plain bind first turns that, and a missing
+    address, into a clear error.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ListenError(f"cannot listen on {host}:{port}: the port is in use") from exc
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise ListenError(
-                    f"cannot listen on {host}:{port}: no interface of this host has that address"
-                    f" (add it, e.g. `ip addr add {host}/32 dev lo`, or listen elsewhere)"
-                ) from exc
-            if exc.errno == errno.EACCES:
-                raise ListenError(
-                    f"cannot listen on {host}:{port}: permission denied (ports below 1024 need "
-                    "root or CAP_NET_BIND_SERVICE)"
-                ) from exc
-            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    with bind_tcp(host, port) as probe:
         bound_port: int = probe.getsockname()[1]
         return bound_port
+
+
+def claim_listener(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` for the guest plane (``http1``), held from now on:
+    no other socket, of this process or another, can take the port before it is served."""
+    sock = bind_tcp(host, port)
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)
+    return sock
 
 
 def claim(host: str, port: int) -> int:
@@ -278,10 +297,13 @@ async def serve(
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
+    listeners: Mapping[tuple[str, int], socket.socket] | None = None,
 ) -> None:
     """Serve each (app, host, port) until ``stop`` is set; ports must already be claimed.
-    An app with ``handle`` (the guest plane) is served by ``http1``, any other (ASGI) by
-    granian.
+    An app with ``handle`` (the guest plane) is served by ``http1``, on its socket in
+    ``listeners`` (``claim_listener``) where there is one; any other (ASGI) by granian.
+    ``started`` is set once every listener accepts connections; if one fails first, this
+    raises ``ListenError`` instead.
 
     ``request_timeout``: seconds a client has to send a request's head (from connecting, or
     from the previous answer on a kept-alive connection) and again its body."""
@@ -291,14 +313,15 @@ async def serve(
     tasks = []
     for app, host, port in bindings:
         if hasattr(app, "handle"):
-            listening = http1.serve(app, host, port, stopping, request_timeout, connections)
+            sock = (listeners or {}).get((host, port)) or claim_listener(host, port)
+            listening = http1.serve(app, sock, stopping, request_timeout, connections)
             tasks.append(asyncio.create_task(listening))
         else:
             server = _server(app, host, port, request_timeout, connections)
             servers.append(server)
             tasks.append(asyncio.create_task(server.serve()))
     await _until_accepting([(host, port) for _, host, port in bindings], tasks)
-    if started is not None:
+    if started is not None and not any(task.done() for task in tasks):
         started.set()
     waiting = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -418,9 +418,10 @@ def test_an_ipv4_client_of_a_wildcard_ipv6_listener_is_seen_by_its_ipv4_address(
     """``[::]:PORT`` takes IPv4 too; source-ip mode must see 127.0.0.1, not ::ffff:127.0.0.1."""
 
     async def scenario() -> bytes:
-        port = serving.claim_port("::", 0)
+        sock = serving.claim_listener("::", 0)
+        port = sock.getsockname()[1]
         stop = asyncio.Event()
-        listening = asyncio.create_task(http1.serve(EchoClient(), "::", port, stop, WAIT, 8))
+        listening = asyncio.create_task(http1.serve(EchoClient(), sock, stop, WAIT, 8))
         await asyncio.sleep(0.05)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
