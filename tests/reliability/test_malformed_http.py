@@ -85,7 +85,7 @@ def assert_http_refusal(conversation: Conversation, status: int) -> None:
 
 
 def assert_body_refusal(conversation: Conversation, status: int) -> None:
-    """azimds's refusal of a body that stopped short (server.read_body): empty, closed."""
+    """The refusal of a body that stopped short (http1.py): empty, closed."""
     answer = only(conversation)
     assert (answer.status, answer.body) == (status, b""), answer
     assert answer.headers["connection"] == "close"
