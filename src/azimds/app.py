@@ -292,11 +292,8 @@ async def run(
         bindings.append((admin, admin_host, admin_port))
         started = asyncio.Event()
         serving = asyncio.create_task(
-            server.serve(
-                bindings, stop, started, request_timeout=config.request_timeout,
-                listeners=listeners,
-            )
-        )  # fmt: skip
+            server.serve(bindings, listeners, stop, started, config.request_timeout)
+        )
         ready = asyncio.create_task(started.wait())
         await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
         if not started.is_set():

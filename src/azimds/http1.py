@@ -263,6 +263,11 @@ class _Body:
         self.broken = broken
         self._wake()
 
+    def cut_short(self) -> None:
+        """The client stopped sending: a body not yet whole never will be."""
+        if not (self.done or self.broken):
+            self._finish(broken=True)
+
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
@@ -376,8 +381,6 @@ class _Listener:
         self.open: set[_Connection] = set()
         self.loop = asyncio.get_running_loop()
         self.accepting = False
-        host, port = sock.getsockname()[:2]
-        self.local = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def start(self) -> None:
         if not self.accepting:
@@ -436,7 +439,6 @@ class _Connection(asyncio.Protocol):
         if host.startswith("::ffff:") and "." in host:
             host = host.removeprefix("::ffff:")  # IPv4 on a ``::`` listener: the VM's address
         self.client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.local = listener.local
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.buffer = b""  # received, not yet read: usually empty between data_received calls
         self.body: _Body | None = None  # the body being read: the current request's, or one
@@ -482,12 +484,8 @@ class _Connection(asyncio.Protocol):
         if self.closing:
             self.transport.close()
             return True
-        body = self.body
-        if body is not None and not body.done:
-            body._finish(broken=True)
-            if body.waiter is None and not self.busy:
-                self.close()  # a body after an answer, cut short: nothing to answer
-                return True
+        if self.body is not None:
+            self.body.cut_short()  # the app refuses it (400), or _serve closes
         if not self.busy:
             self._serve()
         return True  # keep the sending side open for the answers still due
@@ -496,9 +494,8 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
-        body = self.body
-        if body is not None and not body.done:
-            body._finish(broken=True)
+        if self.body is not None:
+            self.body.cut_short()
         if not self.gone.done():
             self.gone.set_result(None)
         self.listener.closed(self)

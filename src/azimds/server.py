@@ -294,14 +294,14 @@ async def _until_accepting(
 
 async def serve(
     bindings: Sequence[tuple[Any, str, int]],
+    listeners: Mapping[tuple[str, int], socket.socket],
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
-    listeners: Mapping[tuple[str, int], socket.socket] | None = None,
 ) -> None:
     """Serve each (app, host, port) until ``stop`` is set; ports must already be claimed.
     An app with ``handle`` (the guest plane) is served by ``http1``, on its socket in
-    ``listeners`` (``claim_listener``) where there is one; any other (ASGI) by granian.
+    ``listeners`` (``claim_listener``); any other (ASGI) by granian.
     ``started`` is set once every listener accepts connections; if one fails first, this
     raises ``ListenError`` instead.
 
@@ -313,8 +313,9 @@ async def serve(
     tasks = []
     for app, host, port in bindings:
         if hasattr(app, "handle"):
-            sock = (listeners or {}).get((host, port)) or claim_listener(host, port)
-            listening = http1.serve(app, sock, stopping, request_timeout, connections)
+            listening = http1.serve(
+                app, listeners[host, port], stopping, request_timeout, connections
+            )
             tasks.append(asyncio.create_task(listening))
         else:
             server = _server(app, host, port, request_timeout, connections)

@@ -9,10 +9,11 @@ real node instead (``kit/local.py``).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from azimds.http1 import Headers
 
 
 class App(Protocol):
@@ -31,22 +32,12 @@ class Answer:
         return next((value for key, value in self.headers if key == name), None)
 
 
-class Headers:
-    """A request's headers as the server hands them over, from the pairs as sent (any case,
-    any bytes)."""
-
-    def __init__(self, pairs: Sequence[tuple[bytes, bytes]]) -> None:
-        self._values: dict[str, list[str]] = {}
-        for name, value in pairs:
-            values = self._values.setdefault(name.lower().decode("latin-1"), [])
-            with contextlib.suppress(UnicodeDecodeError):  # the server leaves such values out
-                values.append(value.decode("utf-8"))
-
-    def get_all(self, key: str) -> list[str]:
-        return list(self._values.get(key, ()))
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._values
+def headers_of(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
+    """The server's ``Headers`` for the pairs as sent (any case, any bytes)."""
+    headers = Headers()
+    for name, value in pairs:
+        headers.setdefault(name.lower().decode("latin-1"), []).append(value.decode("latin-1"))
+    return headers
 
 
 @dataclass
@@ -89,7 +80,7 @@ async def call(
     """Every answer ``app`` gave to one request (a correct app gives exactly one). ``path`` is
     percent-decoded, ``query`` as sent, ``client`` the peer as ``host:port``."""
     exchange = Exchange(
-        method, path, query.decode("latin-1"), Headers(headers), client, body, app.body_limit
+        method, path, query.decode("latin-1"), headers_of(headers), client, body, app.body_limit
     )
     pending = app.handle(exchange)
     if pending is not None:
