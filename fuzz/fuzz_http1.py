@@ -202,6 +202,9 @@ class Transport:
     def can_write_eof(self) -> bool:
         return True
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # what is written is taken at once (a slow reader pauses writing instead)
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -302,7 +305,7 @@ async def settle(connection: http1._Connection, transport: Transport) -> None:
     while LOOP.time() < deadline:
         turn += 1
         pending = [task for task in LOOP.tasks if task is not current and not task.done()]
-        due = transport.drain_due or transport.lost_due
+        due = transport.drain_due or transport.lost_due or connection.waiting_turn
         if not due and (not pending or (len(pending) == 1 and waits_for_body(connection))):
             assert connection.closing or not connection.busy or pending, "busy with no task"
             return
@@ -372,7 +375,7 @@ def check_transcript(
         f"{len(finals)} answers to {len(requests)} requests: {requests} {answers}"
     )
     closing = transport.closed or (
-        transport.eof_written and any(cb == transport.close for cb, _ in LOOP.timers)
+        transport.eof_written and any(cb == connection._close_transport for cb, _ in LOOP.timers)
     )
     for index, answer in enumerate(finals):
         refusal = answer.status in (400, 431) and set(answer.headers) == REFUSAL_HEADERS

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azimds import server, state
+from azimds import http1, server, state
 from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI, Observed
 from azimds.config import Config, ConfigError, FleetFile, read_fleet_file
 from azimds.fleet.attestation_certs import ensure_leaves, stale
@@ -270,6 +270,7 @@ async def run(
         limiter = RateLimiter(config.limits) if config.limits.enabled else None
         recorder = Recorder(config.access_log)
         faults = Faults()
+        clients = http1.Clients(config.connections_per_client)
         guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder, faults)
         node.on_fleet(guest.replace_fleet)
         certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")
@@ -285,14 +286,14 @@ async def run(
             tokens.settings,
             admin_url,
             config.terminate_notice,
-            Observed(recorder, services, faults),
+            Observed(recorder, services, faults, clients),
         ).app()
 
         bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
         bindings.append((admin, admin_host, admin_port))
         started = asyncio.Event()
         serving = asyncio.create_task(
-            server.serve(bindings, listeners, stop, started, config.request_timeout)
+            server.serve(bindings, listeners, stop, started, config.request_timeout, clients)
         )
         ready = asyncio.create_task(started.wait())
         await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)

@@ -18,7 +18,14 @@ from typing import Any
 
 import yaml
 
-from azimds.defaults import DEFAULT_ADMIN_PORT, DEFAULT_HOST, DEFAULT_PORT, REQUEST_TIMEOUT
+from azimds.defaults import (
+    DEFAULT_ADMIN_PORT,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_CLIENT,
+    REQUEST_TIMEOUT,
+)
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.vm import VM, vm_from_patch
 from azimds.guest.callers import MODES
@@ -222,7 +229,17 @@ SETTINGS: tuple[Setting, ...] = (
         f"{REQUEST_TIMEOUT:g}",
         "Seconds a client has to send a request's head (from connecting, or from its previous "
         "answer on a kept-alive connection: idle connections close after it), and again its "
-        "body. A head too late: the connection closes; a body too late: 408.",
+        "body. A head too late: the connection closes; a body too late: 408. Also how long a "
+        "guest's answers may wait unread (it reads none of them): then its connection ends.",
+    ),
+    Setting(
+        "connections_per_client",
+        "--connections-per-client",
+        "AZIMDS_CONNECTIONS_PER_CLIENT",
+        str(MAX_CONNECTIONS_PER_CLIENT),
+        "Guest-plane connections one client address may have open at once (all listeners "
+        "together); more are closed as they come, and counted in the metrics. Raise it for "
+        "load tests from one address (wrk -c200).",
     ),
     Setting(
         "access_log",
@@ -273,6 +290,7 @@ class Config:
     source: str | None  # the config file, if any
     link_local: bool = False  # add 169.254.169.254 to lo while serving (link_local.held)
     request_timeout: float = REQUEST_TIMEOUT  # seconds to send a head, and again a body
+    connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT  # guest connections per address
 
 
 def parse_listen(text: str, source: str, where: str = "listen", unix: bool = False) -> Address:
@@ -512,6 +530,9 @@ def load(
         )
 
     request_timeout = _number("request_timeout", *pick("request_timeout"), 0.1, 3600)
+    per_client = int(
+        _number("connections_per_client", *pick("connections_per_client"), 1, MAX_CONNECTIONS)
+    )
 
     vm_patch = data.get("vm")
     if vm_patch is not None and not isinstance(vm_patch, dict):
@@ -547,4 +568,5 @@ def load(
         source=source if config_file else None,
         link_local=link_local,
         request_timeout=request_timeout,
+        connections_per_client=per_client,
     )

@@ -44,6 +44,10 @@ REQUEST_TIMEOUT = 10.0
 # Connections each listener serves at once (more wait in the listen backlog). granian's
 # default, 128, let 128 idle or slow connections stall every other client.
 MAX_CONNECTIONS = 4096
+# Connections one client address may have open on the guest plane at once (all listeners of a
+# node together); more are closed as they come. The `connections_per_client` setting. Real
+# clients use a handful (azure-identity and msal one or two; cloud-init and the agent one).
+MAX_CONNECTIONS_PER_CLIENT = 64
 LISTEN_BACKLOG = 1024
 # A query string: bytes as sent, and parameters. Beyond either: the family's query 400. Real
 # clients send at most six parameters and well under 1 KB (a token request naming an identity

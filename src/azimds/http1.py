@@ -10,10 +10,22 @@ the app must see them.
 
 What the server does (docs/behaviour.md, "Malformed requests and limits"): it reads heads of
 up to ``MAX_REQUEST_HEAD`` bytes and ``MAX_HEADER_LINES`` lines (else 431), refuses what is no
-HTTP/1.0 or 1.1 (400), frames bodies (``Content-Length`` or chunked), keeps connections alive
-and answers pipelined requests in order, closes connections that send no head within
-``request_timeout``, and serves at most ``connections`` at once (the rest wait in the listen
-backlog). Its own refusals carry ``connection``, ``content-length`` and ``date`` only.
+HTTP/1.0 or 1.1 and any framing that is not exactly RFC 9112's (400), frames bodies
+(``Content-Length`` or chunked), keeps connections alive and answers pipelined requests in
+order, closes connections that send no head within ``request_timeout``, and serves at most
+``connections`` at once (the rest wait in the listen backlog). Its own refusals carry
+``connection``, ``content-length`` and ``date`` only.
+
+The guest plane faces untrusted VMs, so no client may hold more than its share
+(docs/reliability.md, "One VM against the others"):
+
+- at most ``Clients.per_client`` connections from one address; more are closed at once;
+- a connection reads at most ``READ_SIZE`` bytes at a time and stops reading while more than a
+  head's worth of its input waits, or while ``WRITE_HIGH_WATER`` bytes of its answers wait for
+  it to read them; answers it leaves unread for ``request_timeout`` end it (the write deadline);
+- a connection is answered at most ``CONNECTION_TURN`` requests in a row, and while other
+  clients are connected, one client at most ``CLIENT_TURN`` requests in a turn of the loop:
+  the rest wait for the next turn, so one VM's burst cannot hold the loop from the others.
 
 The app sees each request as one ``Exchange`` (the request, its body and its answer) and
 answers synchronously where it can (``handle`` returns None) or returns an awaitable.
@@ -27,24 +39,38 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Awaitable
+from collections import deque
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Protocol
 from urllib.parse import unquote
 
-from azimds.defaults import MAX_REQUEST_HEAD
+from azimds.defaults import MAX_CONNECTIONS_PER_CLIENT, MAX_REQUEST_HEAD
 
 MAX_HEADER_LINES = 100  # what hyper (granian's HTTP core, before this server) allowed
 MAX_CHUNK_LINE = 1024  # bytes of a chunk's size line, extensions included
+MAX_BLANK_LINES = 8  # empty lines tolerated before a request line (RFC 9112 2.2: "at least one")
+MAX_CONTENT_LENGTH = 2**63 - 1  # what llhttp and hyper take; beyond: 400
 SHUTDOWN_GRACE = 3.0  # seconds answers on their way get when the server stops
-LINGER = 2.0  # seconds a closed connection still reads, and drops, a body the client sends
-WRITE_HIGH_WATER = 256 * 1024  # bytes of answers buffered for a client before reading pauses
+LINGER = 2.0  # seconds a closed connection still reads, and drops, what the client sends
+READ_SIZE = 64 * 1024  # bytes read from a connection at once (uvloop's own reads: 256 KB)
+WRITE_HIGH_WATER = 64 * 1024  # bytes of answers waiting for a client before reading pauses
+CONNECTION_TURN = 64  # requests a connection is answered in a row before others get a turn
+CLIENT_TURN = 8  # requests one address is answered in a turn of the loop while others wait
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between warnings of connections refused to one client
 
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\r\n]*)?")
+# A chunk's size line (RFC 9112 7.1): the size in hex, then extensions, each a token with an
+# optional value (a token or a quoted string), with optional spaces around ";" and "=".
+_TOKEN_BYTES = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED_BYTES = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_SIZE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*"
+    % (_TOKEN_BYTES, _TOKEN_BYTES, _QUOTED_BYTES)
+)
 # Bytes a head may hold: visible ASCII, obs-text, spaces and tabs, and CR LF between lines.
 _HEAD_BYTES = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
 _VERSIONS = {"HTTP/1.1": False, "HTTP/1.0": True}  # -> whether it is HTTP/1.0
@@ -60,6 +86,7 @@ _BODYLESS = frozenset({204, 304})
 _LINGER_NONE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 _CLOSE_LINE = b"connection: close\r\n"
 _KEEP_ALIVE_LINE = b"connection: keep-alive\r\n"  # what an HTTP/1.0 client needs to hear
+_OWS = " \t"  # the only spaces HTTP trims (``str.strip()`` also takes U+0085 and U+00A0)
 
 ResponseHeaders = tuple[tuple[str, str], ...]
 
@@ -162,19 +189,41 @@ class _Refused(Exception):
         self.status = status
 
 
-class Headers(dict[str, list[str]]):
-    """A request's headers: lower-case name -> values, as Latin-1 characters of their bytes.
-    ``get_all`` leaves out values that are not UTF-8 (they count as absent); their names are
-    still ``in`` the headers."""
+class Headers(Mapping[str, tuple[str, ...]]):
+    """A request's headers, read only: lower-case name -> values, as Latin-1 characters of
+    their bytes. ``get_all`` leaves out values that are not UTF-8 (they count as absent); their
+    names are still ``in`` the headers. Read-only because a head read once is shared by every
+    request that repeats it (``_known_heads``)."""
 
-    __slots__ = ()
+    __slots__ = ("_fields",)
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        fields: dict[str, tuple[str, ...]] = {}
+        for name, value in pairs:
+            fields[name] = (*fields[name], value) if name in fields else (value,)
+        self._fields = fields
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        return self._fields[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
 
     def get_all(self, key: str) -> list[str]:
-        values = self.get(key)
+        values = self._fields.get(key)
         if not values:
             return []
         if len(values) == 1 and values[0].isascii():
-            return values[:]
+            return [values[0]]
         return [_utf8(value) for value in values if _is_utf8(value)]
 
 
@@ -200,63 +249,61 @@ class _Body:
         self.trailer = False  # chunked: after the last chunk, waiting for the final CRLF
         self.waiter: asyncio.Future[None] | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        """Take this body's bytes from the front of ``data``; returns the rest."""
-        buffer = bytearray(data)
-        self._take(buffer)
-        return bytes(buffer)
-
-    def _take(self, buffer: bytearray) -> None:
+    def feed(self, data: bytes, at: int) -> int:
+        """Take this body's bytes from ``data``, starting at ``at``; returns where the rest
+        starts. Nothing before it is copied but the body's own bytes."""
         if self.remaining is not None:
-            taken = min(self.remaining, len(buffer))
-            self._keep(buffer, taken)
+            taken = min(self.remaining, len(data) - at)
+            self._keep(data, at, taken)
             self.remaining -= taken
             if not self.remaining:
                 self._finish()
-            return
-        while buffer and not (self.done or self.broken):
+            return at + taken
+        end = len(data)
+        while at < end and not (self.done or self.broken):
             if self.trailer:
-                if len(buffer) < 2:
-                    return
+                if end - at < 2:
+                    break
                 # A trailer field (anything but the final CRLF) is refused: no IMDS client
                 # sends one, and the body's end must be unambiguous.
-                self._finish(broken=buffer[:2] != b"\r\n")
-                del buffer[:2]
+                self._finish(broken=data[at : at + 2] != b"\r\n")
+                at += 2
             elif self.chunk_left < 0:
-                end = buffer.find(b"\r\n", 0, MAX_CHUNK_LINE)
-                if end < 0:
-                    if len(buffer) >= MAX_CHUNK_LINE or b"\n" in buffer:
+                line_end = data.find(b"\r\n", at, at + MAX_CHUNK_LINE)
+                if line_end < 0:
+                    if end - at >= MAX_CHUNK_LINE or data.find(b"\n", at) >= 0:
                         self._finish(broken=True)
-                    return
-                size = _CHUNK_SIZE.fullmatch(buffer, 0, end)
+                    break
+                size = _CHUNK_SIZE.fullmatch(data, at, line_end)
                 if size is None:
                     self._finish(broken=True)
-                    return
-                self.chunk_left = int(size[1], 16)  # before the match's buffer changes
-                del buffer[: end + 2]
+                    break
+                self.chunk_left = int(size[1], 16)
+                at = line_end + 2
                 if self.chunk_left == 0:
                     self.trailer = True
             elif self.chunk_left > 0:
-                taken = min(self.chunk_left, len(buffer))
-                self._keep(buffer, taken)
+                taken = min(self.chunk_left, end - at)
+                self._keep(data, at, taken)
                 self.chunk_left -= taken
+                at += taken
             else:  # the CRLF after a chunk's data
-                if len(buffer) < 2:
-                    return
-                if buffer[:2] != b"\r\n":
+                if end - at < 2:
+                    break
+                if data[at : at + 2] != b"\r\n":
                     self._finish(broken=True)
-                    return
-                del buffer[:2]
+                    break
+                at += 2
                 self.chunk_left = -1
+        return at
 
-    def _keep(self, buffer: bytearray, count: int) -> None:
+    def _keep(self, data: bytes, at: int, count: int) -> None:
         room = self.limit + 1 - len(self.data)
         if room > 0:
-            self.data += buffer[: min(room, count)]
+            self.data += data[at : at + min(room, count)]
             if count >= room:
                 self.full = True
                 self._wake()
-        del buffer[:count]
 
     def _finish(self, broken: bool = False) -> None:
         self.done = not broken
@@ -286,24 +333,19 @@ class Exchange:
     def __init__(
         self,
         connection: _Connection,
-        method: str,
-        path: str,
-        query_string: str,
-        headers: Headers,
+        head: _Head,
         body: _Body | None,
         closes: bool,
         keep_alive: bytes,
     ) -> None:
         self._connection = connection
-        self.method = method
-        self.path = path
-        self.query_string = query_string
-        self.headers = headers
+        self.method = head[0]
+        self.path = head[1]
+        self.query_string = head[2]
+        self.headers = head[3]
         self.client = connection.client
         self._body = body
-        self._continue = body is not None and any(
-            value.strip().lower() == "100-continue" for value in headers.get("expect", ())
-        )
+        self._continue = head[7]  # ``Expect: 100-continue`` on an HTTP/1.1 request with a body
         self.closes = closes  # the connection closes after the answer
         self._keep_alive = keep_alive  # the header line an HTTP/1.0 client needs, or b""
         self.answered = False
@@ -317,7 +359,8 @@ class Exchange:
         connection = self._connection
         if self._continue:  # sent when the body is read, as hyper does, even if it came
             self._continue = False
-            connection.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if not connection.closing:
+                connection.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if not (body.done or body.broken or body.full):
             body.waiter = connection.loop.create_future()
             try:
@@ -368,19 +411,135 @@ class Exchange:
         return self._connection.reset()
 
 
+class _Client:
+    """One client address: its open connections and its share of the current turn."""
+
+    __slots__ = ("host", "open", "served", "turn", "waiting")
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.open = 0  # connections
+        self.turn = -1  # the turn of the loop ``served`` counts in
+        self.served = 0  # requests answered in that turn
+        self.waiting: deque[_Connection] = deque()  # connections whose turn is over
+
+
+class Clients:
+    """The clients of one process's guest listeners, by address: how many connections each
+    has open (at most ``per_client``), and whose turn it is.
+
+    A turn of the loop lasts from one call of ``_next_turn`` to the next (``call_soon``: it
+    runs before the loop next reads from its sockets). While more than one address is
+    connected, each is answered at most ``CLIENT_TURN`` requests in a turn; a connection whose
+    client's share is used up waits for the next turn, its input kept. A connection is also
+    answered at most ``CONNECTION_TURN`` requests in a row. Alone, a client is never held back
+    but by the latter, and the turn costs nothing."""
+
+    def __init__(self, per_client: int = MAX_CONNECTIONS_PER_CLIENT) -> None:
+        self.per_client = per_client
+        self.by_host: dict[str, _Client] = {}
+        self.refused = 0  # connections closed at once: their client had ``per_client`` open
+        self.write_timeouts = 0  # connections ended: their answers went unread too long
+        self._turn = 0
+        self._turn_due = False  # ``_next_turn`` is scheduled
+        self._waiting: dict[_Client, None] = {}  # clients with connections waiting, in order
+        self._refusals_logged: dict[str, float] = {}
+
+    @property
+    def open(self) -> int:
+        """Connections open on every listener."""
+        return sum(client.open for client in self.by_host.values())
+
+    def admit(self, host: str) -> bool:
+        """Whether a new connection from ``host`` may be served; counts and logs refusals."""
+        client = self.by_host.get(host)
+        if client is None or client.open < self.per_client:
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refusals_logged.get(host, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
+            if len(self._refusals_logged) > 4096:
+                self._refusals_logged.clear()
+            self._refusals_logged[host] = now
+            log.warning(
+                "closing new connections from %s: it has %d open (--connections-per-client)",
+                host, client.open,
+            )  # fmt: skip
+        return False
+
+    def join(self, host: str) -> _Client:
+        client = self.by_host.get(host)
+        if client is None:
+            client = self.by_host[host] = _Client(host)
+        client.open += 1
+        return client
+
+    def leave(self, client: _Client) -> None:
+        client.open -= 1
+        if client.open <= 0 and self.by_host.get(client.host) is client:
+            del self.by_host[client.host]
+
+    def may_serve(self, client: _Client, loop: asyncio.AbstractEventLoop) -> bool:
+        """Count one request of ``client`` in this turn; False if its share is used up."""
+        if len(self.by_host) < 2:
+            return True  # alone: nobody to make way for
+        if client.turn != self._turn:
+            client.turn = self._turn
+            client.served = 0
+            self._schedule(loop)
+        elif client.served >= CLIENT_TURN:
+            return False
+        client.served += 1
+        return True
+
+    def wait_turn(self, connection: _Connection) -> None:
+        """``connection`` is served again in the next turn."""
+        client = connection.peer
+        client.waiting.append(connection)
+        self._waiting[client] = None
+        self._schedule(connection.loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._turn_due:
+            self._turn_due = True
+            loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """A new turn: connections waiting are served again, each client's in order, as far
+        as its share goes (what is left waits for the turn after)."""
+        self._turn += 1
+        self._turn_due = False
+        waiting, self._waiting = self._waiting, {}
+        for client in waiting:
+            queue = client.waiting
+            while queue:
+                connection = queue.popleft()
+                connection.take_turn()
+                if connection.waiting_turn:  # its share ran out: the rest wait (wait_turn)
+                    break
+
+
 class _Listener:
     """One listening socket: accepts up to ``connections`` at once."""
 
     def __init__(
-        self, app: App, sock: socket.socket, request_timeout: float, connections: int
+        self,
+        app: App,
+        sock: socket.socket,
+        request_timeout: float,
+        connections: int,
+        clients: Clients | None = None,
     ) -> None:
         self.app = app
         self.sock = sock
         self.request_timeout = request_timeout
         self.connections = connections
+        self.clients = clients if clients is not None else Clients()
         self.open: set[_Connection] = set()
         self.loop = asyncio.get_running_loop()
         self.accepting = False
+        # Where every connection of this listener reads into; each read is copied out at once.
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
 
     def start(self) -> None:
         if not self.accepting:
@@ -401,6 +560,9 @@ class _Listener:
             except OSError as exc:  # out of descriptors, or the client left: try again later
                 log.warning("accepting a connection failed: %s", exc)
                 return
+            if not self.clients.admit(_host_of(address)):
+                client.close()
+                continue
             client.setblocking(False)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = _Connection(self, address)
@@ -416,7 +578,9 @@ class _Listener:
             self.closed(connection)
 
     def closed(self, connection: _Connection) -> None:
+        """``connection`` has gone (called once for each)."""
         self.open.discard(connection)
+        self.clients.leave(connection.peer)
         if not self.accepting and len(self.open) < self.connections and self.sock.fileno() >= 0:
             self.start()
 
@@ -428,31 +592,42 @@ class _Listener:
             connection.shutdown()
 
 
-class _Connection(asyncio.Protocol):
+def _host_of(address: tuple[str, int]) -> str:
+    host: str = address[0]
+    if host.startswith("::ffff:") and "." in host:
+        return host.removeprefix("::ffff:")  # IPv4 on a ``::`` listener: the VM's address
+    return host
+
+
+class _Connection(asyncio.BufferedProtocol):
     """One client's connection: reads heads and bodies, hands requests to the app in order."""
 
     def __init__(self, listener: _Listener, address: tuple[str, int]) -> None:
         self.listener = listener
         self.app = listener.app
         self.loop = listener.loop
-        host, port = address[:2]
-        if host.startswith("::ffff:") and "." in host:
-            host = host.removeprefix("::ffff:")  # IPv4 on a ``::`` listener: the VM's address
-        self.client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        host = _host_of(address)
+        self.peer = listener.clients.join(host)
+        self.client = f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.buffer = b""  # received, not yet read: usually empty between data_received calls
+        self.buffer = b""  # received; what is before ``at`` has been read
+        self.at = 0
         self.body: _Body | None = None  # the body being read: the current request's, or one
         # left over from a request already answered (read and dropped before the next head)
         self.busy = False  # an answer is on its way (the app returned an awaitable)
         self.closing = False
+        self.lost = False  # asyncio's connection_lost has come
         self.eof = False  # the client shut its sending side
         self.stopping = False  # the server is shutting down: close once idle
         self.reading_paused = False
         self.writing_paused = False
+        self.waiting_turn = False  # its turn is over: it is served again in the next one
         self.head_deadline = 0.0  # when the connection closes unless a head comes; 0: none due
         self.head_checked = 0  # bytes of an unfinished head already checked (whole lines)
         self.head_lines = 0  # whole lines among them
-        self.timer: asyncio.TimerHandle | None = None
+        self.blank_lines = 0  # empty lines before the head being read
+        self.timer: asyncio.TimerHandle | None = None  # the head timer; once closing, LINGER's
+        self.write_timer: asyncio.TimerHandle | None = None  # the write deadline
         self.gone: asyncio.Future[None] = self.loop.create_future()
 
     # --- asyncio's callbacks ---------------------------------------------------------------
@@ -462,38 +637,47 @@ class _Connection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)
         self._wait_for_head()
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.listener.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.listener.read_buffer[:nbytes].tobytes())
+
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # what comes after the last answer (the rest of a body) is dropped
-        if self.buffer:
-            data = self.buffer + data
+        at = 0
         body = self.body
         if body is not None and not (body.done or body.broken):
-            data = body.feed(data)
-        self.buffer = data
-        if not self.busy:
+            at = body.feed(data, 0)
+        if self.at < len(self.buffer):
+            self.buffer = self.buffer[self.at :] + data[at:]
+        else:
+            self.buffer = data if not at else data[at:]
+        self.at = 0
+        if not (self.busy or self.waiting_turn):
             self._serve()
-        elif len(data) > MAX_REQUEST_HEAD and not self.reading_paused:
-            self.reading_paused = True  # pipelined requests wait until the answer is out
-            self.transport.pause_reading()
+        else:
+            self._update_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
         if not self.gone.done():  # a client that stops sending has given up waiting (a hang
             self.gone.set_result(None)  # fault ends); answers still due are still sent
         if self.closing:
-            self.transport.close()
+            self._close_transport()
             return True
         if self.body is not None:
             self.body.cut_short()  # the app refuses it (400), or _serve closes
-        if not self.busy:
+        if not (self.busy or self.waiting_turn):
             self._serve()
         return True  # keep the sending side open for the answers still due
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        if self.timer is not None:
-            self.timer.cancel()
+        self.closing = self.lost = True
+        for timer in (self.timer, self.write_timer):
+            if timer is not None:
+                timer.cancel()
         if self.body is not None:
             self.body.cut_short()
         if not self.gone.done():
@@ -502,19 +686,32 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
-        self.transport.pause_reading()
+        self._start_write_deadline()
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if not self.reading_paused:
-            self.transport.resume_reading()
-        if not self.busy:
+        if self.write_timer is not None and not self.closing:
+            self.write_timer.cancel()  # the client reads: its answers move again
+            self.write_timer = None
+        if not (self.busy or self.waiting_turn):
             self._serve()
+        else:
+            self._update_reading()
 
     # --- serving ---------------------------------------------------------------------------
 
+    def take_turn(self) -> None:
+        """A new turn of the loop (``Clients``): serve what waited."""
+        self.waiting_turn = False
+        if not self.busy:
+            self._serve()
+
     def _serve(self) -> None:
-        """Answer the requests in the buffer, in order, until one needs to wait."""
+        """Answer the requests in the buffer, in order, until one needs to wait, the
+        connection's or its client's turn is over, or the client must read first."""
+        turn = CONNECTION_TURN
+        clients = self.listener.clients
         while not (self.closing or self.busy or self.writing_paused):
             body = self.body
             if body is not None:
@@ -525,19 +722,45 @@ class _Connection(asyncio.Protocol):
                     self.close()  # answered before its body came whole: the rest is not read
                     return
                 self.body = None
+            if self.at < len(self.buffer):
+                if not turn or not clients.may_serve(self.peer, self.loop):
+                    self.waiting_turn = True
+                    clients.wait_turn(self)
+                    break
+                turn -= 1
             try:
                 exchange = self._next_request()
             except _Refused as refused:
                 self.transport.write(_refusal(refused.status))
-                self.close()
+                self.close(linger=True)
                 return
             if exchange is None:
+                if self.closing:
+                    return
                 if self.eof or self.stopping:
                     self.close()
-                elif not self.closing:
-                    self._wait_for_head()
-                return
+                    return
+                self._wait_for_head()
+                break
             self._dispatch(exchange)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read while the client has room: no more than a head's worth of its input waits,
+        and it reads its answers. A connection closing reads on (and drops what comes) until
+        it is closed."""
+        if self.closing:
+            if self.lost or self.transport.is_closing():
+                return
+            pause = False
+        else:
+            pause = self.writing_paused or len(self.buffer) - self.at > MAX_REQUEST_HEAD
+        if pause != self.reading_paused:
+            self.reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def _dispatch(self, exchange: Exchange) -> None:
         try:
@@ -561,11 +784,8 @@ class _Connection(asyncio.Protocol):
             self.close()  # no answer: a fault rule reset the connection, or the client left
             return
         self.busy = False
-        if self.reading_paused:
-            self.reading_paused = False
-            if not self.writing_paused:
-                self.transport.resume_reading()
-        self._serve()
+        if not self.waiting_turn:
+            self._serve()
 
     def _failed(self, exchange: Exchange) -> None:
         """An app that raised: logged, 500 (unless it had answered), closed."""
@@ -583,23 +803,34 @@ class _Connection(asyncio.Protocol):
     def _next_request(self) -> Exchange | None:
         """The next request whose head is in the buffer (its body may still be arriving), or
         None until a whole head has come. Raises ``_Refused``."""
-        buffer = self.buffer
-        if not buffer:
+        buffer, at = self.buffer, self.at
+        if at >= len(buffer):
+            self.buffer, self.at = b"", 0
             return None
-        while buffer.startswith(b"\r\n"):  # blank lines before a request are ignored
-            buffer = self.buffer = buffer[2:]
-        end = buffer.find(b"\r\n\r\n", max(0, self.head_checked - 3))
+        if buffer.startswith(b"\r\n", at):  # blank lines before a request are ignored, a few
+            start = at
+            while buffer.startswith(b"\r\n", at) and at - start <= 2 * MAX_BLANK_LINES:
+                at += 2
+            self.blank_lines += (at - start) // 2
+            if self.blank_lines > MAX_BLANK_LINES:
+                raise _Refused(400)
+            self.at = at
+        end = buffer.find(b"\r\n\r\n", at + max(0, self.head_checked - 3))
         if end < 0:
-            self.head_checked, self.head_lines = _check_partial_head(
-                buffer, self.head_checked, self.head_lines
-            )
+            if at:  # keep only the unfinished head
+                buffer = self.buffer = buffer[at:]
+                self.at = 0
+            if buffer:
+                self.head_checked, self.head_lines = _check_partial_head(
+                    buffer, self.head_checked, self.head_lines
+                )
             return None
-        if end + 4 > MAX_REQUEST_HEAD:
+        if end + 4 - at > MAX_REQUEST_HEAD:
             raise _Refused(431)
-        self.buffer = buffer[end + 4 :]
+        self.at = end + 4
         self.head_deadline = 0.0
-        self.head_checked = self.head_lines = 0
-        head = buffer[:end]
+        self.head_checked = self.head_lines = self.blank_lines = 0
+        head = buffer[at:end]
         known = _known_heads.get(head)
         if known is None:
             try:
@@ -613,17 +844,15 @@ class _Connection(asyncio.Protocol):
                 if len(_known_heads) >= KNOWN_HEADS:
                     _known_heads.clear()
                 _known_heads[head] = known
-        method, path, query, headers, closes, keep_alive, length = known
+        closes, keep_alive, length = known[4:7]
         if self.eof or self.stopping:
             closes, keep_alive = True, b""
         body = None
         if length is not None:
             deadline = self.loop.time() + self.listener.request_timeout
             body = self.body = _Body(length, self.app.body_limit, deadline)
-        exchange = Exchange(self, method, path, query, headers, body, closes, keep_alive)
-        if body is not None:
-            self.buffer = body.feed(self.buffer)
-        return exchange
+            self.at = body.feed(self.buffer, self.at)
+        return Exchange(self, known, body, closes, keep_alive)
 
     # --- timers and closing ----------------------------------------------------------------
 
@@ -646,19 +875,49 @@ class _Connection(asyncio.Protocol):
             return
         self.close()
 
-    def close(self) -> None:
-        """Close after the answers written. Where the client may still be sending a body,
-        only our side closes at first (FIN): closing a socket with unread data makes Linux
-        send a reset, which can destroy the answer before the client reads it."""
+    def _start_write_deadline(self) -> None:
+        """Answers wait for the client to read them: unless it does within
+        ``request_timeout``, the connection ends (its buffers would otherwise stay forever)."""
+        if self.write_timer is None:
+            self.write_timer = self.loop.call_later(
+                self.listener.request_timeout, self._write_timed_out
+            )
+
+    def _write_timed_out(self) -> None:
+        self.write_timer = None
+        if self.lost:
+            return
+        self.listener.clients.write_timeouts += 1
+        log.debug("%s left its answers unread for too long: connection aborted", self.client)
+        self.closing = True
+        self.transport.abort()
+
+    def close(self, linger: bool = False) -> None:
+        """Close after the answers written. Where the client may still be sending (a body, or
+        requests after the last one answered, or anything after a refusal), only our side
+        closes at first (FIN) and what comes is read and dropped for ``LINGER`` seconds:
+        closing a socket with unread data makes Linux send a reset, which can destroy the
+        answer before the client reads it."""
         if self.closing:
             return
         self.closing = True
         body = self.body
-        if body is None or body.done or self.eof:
-            self.transport.close()
+        sending = linger or self.at < len(self.buffer) or (body is not None and not body.done)
+        if self.eof or not sending:
+            self._close_transport()
             return
         self.transport.write_eof()
-        self.loop.call_later(LINGER, self.transport.close)  # if the client never stops
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(LINGER, self._close_transport)  # if it never stops
+        self._update_reading()
+
+    def _close_transport(self) -> None:
+        if self.lost:
+            return
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self._start_write_deadline()  # close() would wait for the client to read forever
 
     def shutdown(self) -> None:
         """The server stops: close now if idle, else after the answer on its way."""
@@ -680,11 +939,11 @@ class _Connection(asyncio.Protocol):
 
 # A request's head as the server reads it: method, path, query, headers, whether the
 # connection closes after the answer, the header line an HTTP/1.0 client needs to keep it
-# open, and the body's framing (``_framing``).
-_Head = tuple[str, str, str, Headers, bool, bytes, int | None]
+# open, the body's framing (``_framing``), and whether the client waits for 100 Continue.
+_Head = tuple[str, str, str, Headers, bool, bytes, int | None, bool]
 CHUNKED = -1  # the framing of a chunked body
 # Heads read before, by their bytes: clients repeat the same request, and reading one costs
-# more than the rest of a cached answer. Shared read-only (the app does not change headers).
+# more than the rest of a cached answer. Shared: ``Headers`` cannot be changed.
 _known_heads: dict[bytes, _Head] = {}
 
 
@@ -693,36 +952,55 @@ def _read_head(head: bytes) -> _Head:
     Raises ``_Refused``."""
     method, target, http_1_0, headers = _parse_head(head)
     path, query = _split_target(target)
+    hosts = headers.get("host", ())
+    if len(hosts) > 1 or (not hosts and not http_1_0):
+        raise _Refused(400)  # RFC 9112 3.2: HTTP/1.1 needs one Host; no request has two
     closes = False
     keep_alive = b""
     if "connection" in headers or http_1_0:
-        tokens = {t.strip().lower() for v in headers.get("connection", ()) for t in v.split(",")}
+        tokens = _tokens(headers.get("connection", ()))
         if http_1_0:
             closes = "keep-alive" not in tokens
             keep_alive = b"" if closes else _KEEP_ALIVE_LINE
         else:
             closes = "close" in tokens
-    length = _framing(headers)
-    if "content-length" in headers and "transfer-encoding" in headers:
-        closes, keep_alive = True, b""  # both framings: read as chunked, then close (RFC 9112)
-    return method, path, query, headers, closes, keep_alive, length
+    length = _framing(headers, http_1_0)
+    # RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored.
+    expects = length is not None and not http_1_0 and "100-continue" in _tokens(
+        headers.get("expect", ())
+    )  # fmt: skip
+    return method, path, query, headers, closes, keep_alive, length, expects
 
 
-def _framing(headers: Headers) -> int | None:
-    """How the request's body is framed: None (no body), its length, or ``CHUNKED``."""
+def _tokens(values: tuple[str, ...]) -> set[str]:
+    """A list header's tokens, in lower case (only ASCII letters are folded)."""
+    return {t.strip(_OWS).lower() for value in values for t in value.split(",") if t.isascii()}
+
+
+def _framing(headers: Headers, http_1_0: bool) -> int | None:
+    """How the request's body is framed (RFC 9112 6): None (no body), its length, or
+    ``CHUNKED``. Anything a reader could take two ways is refused: a Transfer-Encoding other
+    than one ``chunked``, with Content-Length too, or on HTTP/1.0 (which has no chunked
+    encoding); a Content-Length that is not digits alone, or given twice with different
+    values. Raises ``_Refused``."""
     encodings = headers.get("transfer-encoding")
+    lengths = headers.get("content-length")
     if encodings is not None:
-        if ",".join(encodings).strip().lower() != "chunked":
+        if http_1_0 or lengths is not None or len(encodings) != 1:
+            raise _Refused(400)
+        encoding = encodings[0]
+        if not (encoding.isascii() and encoding.lower() == "chunked"):
             raise _Refused(400)
         return CHUNKED
-    lengths = headers.get("content-length")
     if lengths is None:
         return None
-    if len(set(lengths)) != 1 or not (lengths[0].isascii() and lengths[0].isdigit()):
+    length = lengths[0]
+    if not (length.isascii() and length.isdigit()) or any(other != length for other in lengths):
         raise _Refused(400)
-    if len(lengths[0]) > 19:  # beyond 64 bits
+    value = int(length)
+    if value > MAX_CONTENT_LENGTH:
         raise _Refused(400)
-    return int(lengths[0]) or None
+    return value or None
 
 
 def _parse_head(head: bytes) -> tuple[str, str, bool, Headers]:
@@ -738,14 +1016,7 @@ def _parse_head(head: bytes) -> tuple[str, str, bool, Headers]:
     if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
         raise _Refused(400)
     method, target, http_1_0 = _request_line(lines[0])
-    headers = Headers()
-    for line in lines[1:]:
-        name, value = _header_field(line)
-        if name in headers:
-            headers[name].append(value)
-        else:
-            headers[name] = [value]
-    return method, target, http_1_0, headers
+    return method, target, http_1_0, Headers([_header_field(line) for line in lines[1:]])
 
 
 def _request_line(line: str) -> tuple[str, str, bool]:
@@ -753,7 +1024,7 @@ def _request_line(line: str) -> tuple[str, str, bool]:
     method, _, rest = line.partition(" ")
     target, _, version = rest.partition(" ")
     http_1_0 = _VERSIONS.get(version)
-    if http_1_0 is None or not target or not _is_token(method):
+    if http_1_0 is None or not target or "\t" in target or not _is_token(method):
         raise _Refused(400)
     return method, target, http_1_0
 
@@ -763,7 +1034,7 @@ def _header_field(line: str) -> tuple[str, str]:
     name, colon, value = line.partition(":")
     if not (colon and _is_token(name)):
         raise _Refused(400)
-    return name.lower(), value.strip(" \t")
+    return name.lower(), value.strip(_OWS)
 
 
 def _is_token(text: str) -> bool:
@@ -848,11 +1119,13 @@ async def serve(
     stop: asyncio.Event,
     request_timeout: float,
     connections: int,
+    clients: Clients | None = None,
 ) -> None:
     """Serve ``app`` on ``sock`` (listening, non-blocking) until ``stop`` is set. On stop,
     idle connections close at once and busy ones after their answer, or after
-    ``SHUTDOWN_GRACE`` seconds; ``sock`` is closed."""
-    listener = _Listener(app, sock, request_timeout, connections)
+    ``SHUTDOWN_GRACE`` seconds; ``sock`` is closed. ``clients``: shared by every listener of
+    the process, so that a client's connections count on all of them together."""
+    listener = _Listener(app, sock, request_timeout, connections, clients)
     listener.start()
     try:
         await stop.wait()

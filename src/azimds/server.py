@@ -298,6 +298,7 @@ async def serve(
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
+    clients: http1.Clients | None = None,
 ) -> None:
     """Serve each (app, host, port) until ``stop`` is set; ports must already be claimed.
     An app with ``handle`` (the guest plane) is served by ``http1``, on its socket in
@@ -306,15 +307,17 @@ async def serve(
     raises ``ListenError`` instead.
 
     ``request_timeout``: seconds a client has to send a request's head (from connecting, or
-    from the previous answer on a kept-alive connection) and again its body."""
+    from the previous answer on a kept-alive connection) and again its body.
+    ``clients``: the guest plane's clients, shared by its listeners (``http1.Clients``)."""
     connections = connection_limit(len(bindings))
+    clients = clients if clients is not None else http1.Clients()
     stopping = asyncio.Event()  # ``stop``, or a listener that failed
     servers = []
     tasks = []
     for app, host, port in bindings:
         if hasattr(app, "handle"):
             listening = http1.serve(
-                app, listeners[host, port], stopping, request_timeout, connections
+                app, listeners[host, port], stopping, request_timeout, connections, clients
             )
             tasks.append(asyncio.create_task(listening))
         else:

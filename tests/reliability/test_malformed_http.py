@@ -192,7 +192,54 @@ BROKEN = {
     "Transfer-Encoding other than chunked": request(
         EVENTS, MD, b"Transfer-Encoding: gzip\r\n", method=b"POST", body=b"abc"
     ),
+    "a tab in the target": head(b"GET /metadata/ver\tsions HTTP/1.1\r\n", HOST, MD),
+    "HTTP/1.1 without Host": head(GET_VERSIONS, MD),
+    "two Host headers": head(GET_VERSIONS, HOST, HOST, MD),
+    "two Host headers on HTTP/1.0": head(b"GET /metadata/versions HTTP/1.0\r\n", HOST, HOST, MD),
+    "nine blank lines before the request": b"\r\n" * 9 + head(GET_VERSIONS, HOST, MD),
 }
+# Framing that two readers could take two ways: the smuggling levers (RFC 9112 6).
+SMUGGLING = {
+    "chunked then U+00A0": b"Transfer-Encoding: chunked\xa0\r\n",
+    "U+0085 then chunked": b"Transfer-Encoding: \x85chunked\r\n",
+    "chunked then a vertical tab": b"Transfer-Encoding: chunked\x0b\r\n",
+    "chunked twice in a list": b"Transfer-Encoding: chunked, chunked\r\n",
+    "chunked in two fields": b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+    "gzip, chunked": b"Transfer-Encoding: gzip, chunked\r\n",
+    "an empty Transfer-Encoding": b"Transfer-Encoding: \r\n",
+    "chunked and Content-Length": b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+    "chunked and Content-Length 0x40": b"Transfer-Encoding: chunked\r\nContent-Length: 0x40\r\n",
+    "chunked and Content-Length +5": b"Transfer-Encoding: chunked\r\nContent-Length: +5\r\n",
+    "chunked and Content-Length -1": b"Transfer-Encoding: chunked\r\nContent-Length: -1\r\n",
+    "chunked and Content-Length 5, 6": b"Transfer-Encoding: chunked\r\nContent-Length: 5, 6\r\n",
+    "Content-Length +5": b"Content-Length: +5\r\n",
+    "Content-Length 0x40": b"Content-Length: 0x40\r\n",
+    "Content-Length 5, 5": b"Content-Length: 5, 5\r\n",
+    "Content-Length with U+00A0": b"Content-Length: 5\xa0\r\n",
+    "Content-Length in superscript digits": "Content-Length: \u00b9\r\n".encode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("framing", SMUGGLING.values(), ids=SMUGGLING.keys())
+def test_ambiguous_framing_is_the_servers_400_and_closed(node: Node, framing: bytes) -> None:
+    """One Transfer-Encoding, exactly ``chunked`` (only spaces and tabs trimmed), and never with
+    Content-Length; Content-Length digits only: anything else is read two ways somewhere."""
+    raw = request(EVENTS, MD, framing, method=b"POST", body=b"0\r\n\r\n", close=False)
+    assert_http_refusal(converse(node.port, raw + request(b"/metadata/versions", MD)), 400)
+
+
+def test_transfer_encoding_on_http_1_0_is_the_servers_400(node: Node) -> None:
+    """HTTP/1.0 has no chunked encoding (RFC 9112 6.1): a reader could frame it either way."""
+    raw = head(b"POST " + EVENTS + b" HTTP/1.0\r\n", HOST, MD, b"Transfer-Encoding: chunked\r\n")
+    assert_http_refusal(converse(node.port, raw + b"0\r\n\r\n"), 400)
+
+
+def test_a_few_blank_lines_before_a_request_are_skipped(node: Node) -> None:
+    raw = b"\r\n" * 8 + request(b"/metadata/versions", MD, close=False) + b"\r\n" * 8
+    conversation = converse(node.port, raw + request(b"/metadata/versions", MD))
+    assert conversation.closed and len(conversation.answers) == 2, conversation
+    for answer in conversation.answers:
+        assert (answer.status, answer.body) == (200, node.normal["/metadata/versions"]), answer
 
 
 @pytest.mark.parametrize("raw", BROKEN.values(), ids=BROKEN.keys())
@@ -463,6 +510,12 @@ def test_a_malformed_approval_is_400(node: Node, body: bytes) -> None:
     assert_imds(only(converse(node.port, post(body))), 400, MALFORMED_BODY_400)
 
 
+def test_chunk_extensions_as_rfc_9112_writes_them_are_read(node: Node) -> None:
+    chunked = b'2 ; name ; x="a \\" b"; y = z\r\n{}\r\n0;last\r\n\r\n'
+    answer = only(converse(node.port, post(chunked, b"Transfer-Encoding: chunked\r\n")))
+    assert_imds(answer, 400, MALFORMED_BODY_400)  # the body, {}, reached the endpoint
+
+
 def test_a_chunked_approval_is_read_like_any_other(node: Node) -> None:
     raw = post(b'5\r\n{"Sta\r\n6\r\nrtRequ\r\n0\r\n\r\n', b"Transfer-Encoding: chunked\r\n")
     assert_imds(only(converse(node.port, raw)), 400, MALFORMED_BODY_400)
@@ -478,8 +531,22 @@ def test_a_chunked_approval_is_read_like_any_other(node: Node) -> None:
         b"zz\r\nhello\r\n0\r\n\r\n",
         b"FFFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n",
         b"3\r\nabcdef\r\n0\r\n\r\n",
+        b"2;x=\x01\r\n{}\r\n0\r\n\r\n",
+        b"2;\x7f\r\n{}\r\n0\r\n\r\n",
+        b'2;x="\r\n{}\r\n0\r\n\r\n',
+        b"2 \r\n{}\r\n0\r\n\r\n",
+        b"2\n{}\r\n0\r\n\r\n",
     ],
-    ids=["a size that is no number", "a size beyond 64 bits", "a chunk longer than its size"],
+    ids=[
+        "a size that is no number",
+        "a size beyond 64 bits",
+        "a chunk longer than its size",
+        "a control byte in an extension's value",
+        "DEL as an extension",
+        "an open quote",
+        "a space after the size",
+        "a bare LF after the size",
+    ],
 )
 def test_broken_chunked_encoding_is_400_and_closed(node: Node, chunked: bytes) -> None:
     assert_body_refusal(converse(node.port, post(chunked, b"Transfer-Encoding: chunked\r\n")), 400)
@@ -521,15 +588,10 @@ def test_a_body_longer_than_its_content_length_leaves_the_rest_as_a_next_request
     assert conversation.closed
 
 
-def test_content_length_with_chunked_is_read_as_chunked_and_closed(node: Node) -> None:
-    """RFC 9112 6.3: Transfer-Encoding wins, and the connection must not be reused."""
-    raw = post(
-        b"0\r\n\r\n", b"Content-Length: 100\r\n", b"Transfer-Encoding: chunked\r\n", close=False
-    )
-    conversation = converse(node.port, raw + request(b"/metadata/versions", MD))
-    answer = only(conversation)
-    assert_imds(answer, 400, MALFORMED_BODY_400)
-    assert answer.headers["connection"] == "close"
+def test_identical_content_lengths_are_one(node: Node) -> None:
+    """RFC 9110 8.6 allows a repeated Content-Length with the same value."""
+    raw = post(b"{}", b"Content-Length: 2\r\n", b"Content-Length: 2\r\n")
+    assert_imds(only(converse(node.port, raw)), 400, MALFORMED_BODY_400)
 
 
 @pytest.mark.parametrize("expect", [b"100-continue", b"100-Continue"])
@@ -543,6 +605,22 @@ def test_expect_100_continue_gets_continue_then_the_answer(node: Node, expect: b
         received, closed = read_all(sock, LATE)
     assert closed
     assert_imds(parse(received)[0], 400, MALFORMED_BODY_400)
+
+
+def test_expect_100_continue_on_http_1_0_is_ignored(node: Node) -> None:
+    """RFC 9110 10.1.1: an HTTP/1.0 client's expectation is ignored (no 100 Continue)."""
+    first = b"POST " + EVENTS + b" HTTP/1.0\r\n"
+    expecting = head(first, HOST, MD, b"Content-Length: 2\r\n", b"Expect: 100-continue\r\n")
+    with socket.create_connection(("127.0.0.1", node.port), timeout=LATE) as sock:
+        sock.sendall(expecting)
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)  # nothing: the server waits for the body
+        sock.sendall(b"{}")
+        received, closed = read_all(sock, LATE)
+    assert closed
+    (answer,) = parse(received)
+    assert_imds(answer, 400, MALFORMED_BODY_400)
 
 
 # --- a body that stops short ---------------------------------------------------------------
@@ -718,12 +796,14 @@ def closed_by_server(socks: list[socket.socket], wait: float) -> dict[int, float
 def test_many_slow_connections_do_not_keep_others_waiting(node: Node) -> None:
     """More than 128 connections at once (granian's default, which let 128 silent
     connections stall every other client until they timed out), of three kinds: silent, a
-    head never finished, a body never finished."""
+    head never finished, a body never finished; from five addresses, each within its
+    connection limit."""
     kinds = [b"", HEAD[:100], post(b'{"StartRequests":[]}', b"Content-Length: 1000\r\n")]
     socks: list[socket.socket] = []
     try:
         for i in range(300):
-            sock = socket.create_connection(("127.0.0.1", node.port), timeout=LATE)
+            source = (f"127.0.0.{10 + i % 5}", 0)
+            sock = socket.create_connection(("127.0.0.1", node.port), LATE, source)
             sock.sendall(kinds[i % 3])
             socks.append(sock)
         connected = time.monotonic()
@@ -813,10 +893,12 @@ def mutate_target(rng: random.Random, data: bytes) -> bytes:
 
 def converse_many(port: int, raws: list[bytes], wait: float) -> list[Conversation]:
     """Each of ``raws`` on its own connection, all at once; read until the server closes each
-    (a head that never finishes is closed by the server's timeout) or ``wait`` passes."""
+    (a head that never finishes is closed by the server's timeout) or ``wait`` passes. The
+    connections come from as many addresses as the connection limit per client needs."""
     socks = []
-    for raw in raws:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=wait)
+    for index, raw in enumerate(raws):
+        source = (f"127.0.0.{10 + index % 16}", 0)
+        sock = socket.create_connection(("127.0.0.1", port), wait, source)
         with contextlib.suppress(OSError):  # refused before it was all sent: read its answer
             sock.sendall(raw)
         socks.append(sock)

@@ -48,6 +48,7 @@ from azimds.guest.faults import Faults
 from azimds.guest.identity import TokenSettings
 from azimds.guest.observe import Recorder, prometheus
 from azimds.guest.routes import Services
+from azimds.http1 import Clients
 from azimds.node import Node
 from azimds.store.base import StoreError, Transaction
 
@@ -106,6 +107,7 @@ class Observed:
     recorder: Recorder
     services: Services
     faults: Faults
+    clients: Clients
 
 
 class ApiError(Exception):
@@ -167,7 +169,7 @@ class AdminAPI:
         self.tokens = tokens
         self.url = url  # where this control plane is reached (for jwks_uri)
         self.terminate_notice = terminate_notice
-        self.observed = observed or Observed(Recorder(), Services(), Faults())
+        self.observed = observed or Observed(Recorder(), Services(), Faults(), Clients())
 
     def app(self) -> Starlette:
         routes = [
@@ -573,6 +575,19 @@ class AdminAPI:
                 {
                     (("action", action),): float(count)
                     for action, count in sorted(self.observed.faults.outcomes.items())
+                },
+            ),
+            "azimds_guest_connections": (
+                "Guest-plane connections open.",
+                {(): float(self.observed.clients.open)},
+            ),
+            "azimds_guest_connections_closed_total": (
+                "Guest-plane connections the node ended itself, by reason: per_client (closed "
+                "as they came: the address had --connections-per-client open), write_timeout "
+                "(its answers went unread for --request-timeout).",
+                {
+                    (("reason", "per_client"),): float(self.observed.clients.refused),
+                    (("reason", "write_timeout"),): float(self.observed.clients.write_timeouts),
                 },
             ),
             "azimds_vms": ("VMs this node serves.", {(): float(len(fleet.vms))}),

@@ -34,10 +34,9 @@ class Answer:
 
 def headers_of(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
     """The server's ``Headers`` for the pairs as sent (any case, any bytes)."""
-    headers = Headers()
-    for name, value in pairs:
-        headers.setdefault(name.lower().decode("latin-1"), []).append(value.decode("latin-1"))
-    return headers
+    return Headers(
+        (name.lower().decode("latin-1"), value.decode("latin-1")) for name, value in pairs
+    )
 
 
 @dataclass
