@@ -646,15 +646,11 @@ class _Connection(asyncio.BufferedProtocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # what comes after the last answer (the rest of a body) is dropped
-        at = 0
-        body = self.body
-        if body is not None and not (body.done or body.broken):
-            at = body.feed(data, 0)
         if self.at < len(self.buffer):
-            self.buffer = self.buffer[self.at :] + data[at:]
-        else:
-            self.buffer = data if not at else data[at:]
-        self.at = 0
+            data = self.buffer[self.at :] + data
+        self.buffer = data
+        body = self.body
+        self.at = body.feed(data, 0) if body is not None and not (body.done or body.broken) else 0
         if not (self.busy or self.waiting_turn):
             self._serve()
         else:
@@ -1092,12 +1088,11 @@ def _check_partial_head(buffer: bytes, checked: int, lines: int) -> tuple[int, i
 def _split_target(target: str) -> tuple[str, str]:
     """A request target (Latin-1 characters of its bytes) as (path, query): the path
     percent-decoded (an escape that is no UTF-8 becomes U+FFFD), the query as it came.
-    Raises ``_Refused`` for a target whose bytes are not UTF-8."""
-    path, _, query = target.partition("?")
+    Raises ``_Refused`` for a byte beyond ASCII: a URI has none (RFC 3986; clients
+    percent-encode them), and llhttp and h11 refuse them too."""
     if not target.isascii():
-        if not _is_utf8(target):
-            raise _Refused(400)
-        path = _utf8(path)
+        raise _Refused(400)
+    path, _, query = target.partition("?")
     if "#" in target:
         path = path.partition("#")[0]
         query = query.partition("#")[0]
