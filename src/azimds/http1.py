@@ -23,6 +23,7 @@ The guest plane faces untrusted VMs, so no client may hold more than its share
 - a connection reads at most ``READ_SIZE`` bytes at a time and stops reading while more than a
   head's worth of its input waits, or while ``WRITE_HIGH_WATER`` bytes of its answers wait for
   it to read them; answers it leaves unread for ``request_timeout`` end it (the write deadline);
+  the kernel holds at most ``SOCKET_BUFFER`` (doubled) each way (``listening_socket``);
 - a connection is answered at most ``CONNECTION_TURN`` requests in a row, and while other
   clients are connected, one client at most ``CLIENT_TURN`` requests in a turn of the loop:
   the rest wait for the next turn, so one VM's burst cannot hold the loop from the others.
@@ -56,6 +57,10 @@ SHUTDOWN_GRACE = 3.0  # seconds answers on their way get when the server stops
 LINGER = 2.0  # seconds a closed connection still reads, and drops, what the client sends
 READ_SIZE = 64 * 1024  # bytes read from a connection at once (uvloop's own reads: 256 KB)
 WRITE_HIGH_WATER = 64 * 1024  # bytes of answers waiting for a client before reading pauses
+# The kernel's buffers for each connection, each way (SO_SNDBUF, SO_RCVBUF; Linux doubles it
+# for its bookkeeping). Left to Linux, a client that never reads grows the send buffer to
+# tcp_wmem's maximum (4 MB), holding that much of the host's memory until the write deadline.
+SOCKET_BUFFER = 64 * 1024
 CONNECTION_TURN = 64  # requests a connection is answered in a row before others get a turn
 CLIENT_TURN = 8  # requests one address is answered in a turn of the loop while others wait
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between warnings of connections refused to one client
@@ -590,6 +595,13 @@ class _Listener:
         self.sock.close()
         for connection in list(self.open):
             connection.shutdown()
+
+
+def listening_socket(sock: socket.socket) -> None:
+    """Set up a bound socket for ``serve``, before it listens: the connections it accepts
+    inherit these buffer sizes (``SOCKET_BUFFER``)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
 
 
 def _host_of(address: tuple[str, int]) -> str:

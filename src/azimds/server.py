@@ -112,6 +112,7 @@ def claim_listener(host: str, port: int) -> socket.socket:
     """A socket listening on ``host:port`` for the guest plane (``http1``), held from now on:
     no other socket, of this process or another, can take the port before it is served."""
     sock = bind_tcp(host, port)
+    http1.listening_socket(sock)
     sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
