@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import kit
+from azimds.defaults import MAX_CONNECTIONS
 
 TEXT_LEAF = "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text"
 TOKEN = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net"
@@ -169,8 +170,10 @@ def show_table(results: list[Result]) -> None:
 
 def azimds_argv(tmp: Path, port: int, name: str, *extra: str) -> list[str]:
     """``azimds serve`` with its state (SQLite store, admin token) in ``tmp/name`` and the
-    control plane on a free port: nothing outside the temporary directory is touched."""
+    control plane on a free port: nothing outside the temporary directory is touched. wrk's
+    connections all come from one address, which may have more than one VM's share."""
     argv = [sys.executable, "-m", "azimds", "serve", "--listen", f"{kit.HOST}:{port}"]
+    argv += ["--connections-per-client", str(MAX_CONNECTIONS)]
     return [*argv, "--state-dir", str(tmp / name), "--admin-listen", f"{kit.HOST}:0", *extra]
 
 
