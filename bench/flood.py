@@ -9,7 +9,9 @@ Two VMs, one node in source-ip mode, rate limits on:
   the documented 5 requests a second: nearly everything it gets is a 429.
 
 The victim's latency is measured twice in the same run, alone and during the flood, and the
-table prints the ratio (goal: p50 and mean within 10%, i.e. at most 1.10x). The flood's
+table prints the ratio (goals: p50 and mean within 10%, i.e. at most 1.10x, up to 4 flood
+connections; p50 within 2x at 16 and 64, where the flood saturates the event loop and the
+server's turns keep it to its share). The flood's
 intensity is wrk's connection count (``--flood-connections``, default 1: one VM's client
 asking back to back; more connections model a VM with many clients at once).
 
@@ -37,7 +39,8 @@ import kit
 
 VICTIM = "127.0.0.2"
 FLOODER = kit.HOST  # wrk connects from 127.0.0.1
-GOAL = 1.10
+GOAL = 1.10  # the victim's p50 and mean, flooded / alone, up to 4 flood connections
+GOAL_MANY = 2.0  # ... at 16 and 64 (docs/benchmarks.md)
 
 
 def fleet() -> dict[str, object]:
@@ -169,7 +172,10 @@ def measure(args: argparse.Namespace, wrk: str, connection_counts: list[int]) ->
             )
         )
     kit.print_table(header, table, left_first=False)
-    print(f"\ngoal: the victim's p50 and mean within {GOAL:.2f}x of its figures alone")
+    print(
+        f"\ngoal: the victim's p50 and mean within {GOAL:.2f}x of its figures alone up to 4 flood"
+        f" connections, its p50 within {GOAL_MANY:.0f}x at 16 and 64"
+    )
     return 0
 
 
