@@ -40,6 +40,8 @@ class VM:
     extended: Mapping[str, Any]  # what extended=true adds
     reprovision_data: str  # OVF XML for /metadata/reprovisiondata ("" = none yet)
     addresses: tuple[str, ...]  # the NICs' private IPv4 and IPv6 addresses, in order
+    # The addresses IMDS answers the VM at: its primary NIC's primary IPv4 and IPv6 addresses.
+    caller_addresses: tuple[str, ...]
     identity: Mapping[str, Any]  # the normalized identity section (fleet/identity.py)
     load_balancer: Mapping[str, Any] | None  # /metadata/loadbalancer's data; None: no LB
     limits: Mapping[str, float] | None  # the VM's own rate limits; None: the node's
@@ -169,6 +171,7 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
         ),
         reprovision_data=reprovision,
         addresses=_private_addresses(normalized, where),
+        caller_addresses=_primary_addresses(normalized),
         identity=identity,
         load_balancer=normalize_load_balancer(
             description.get("loadBalancer"), f"{where}.loadBalancer"
@@ -202,6 +205,21 @@ def _private_addresses(document: Mapping[str, Any], where: str) -> tuple[str, ..
                         f"put it under {'ipv6' if family == 'ipv4' else 'ipv4'}",
                     )
                 found.append(str(address))
+    return tuple(found)
+
+
+def _primary_addresses(document: Mapping[str, Any]) -> tuple[str, ...]:
+    """The first NIC's first private address of each family (validated by
+    ``_private_addresses``): the real service answers a VM only from its primary NIC and
+    primary IP (the documentation), so source-ip mode identifies callers by these alone."""
+    nics = document["network"]["interface"]
+    if not nics:
+        return ()
+    found = []
+    for family in ("ipv4", "ipv6"):
+        entries = nics[0][family]["ipAddress"]
+        if entries and entries[0]["privateIpAddress"]:
+            found.append(str(ipaddress.ip_address(entries[0]["privateIpAddress"])))
     return tuple(found)
 
 
