@@ -164,10 +164,11 @@ SETTINGS: tuple[Setting, ...] = (
         "attested_digest",
         "--attested-digest",
         "AZIMDS_ATTESTED_DIGEST",
-        "sha256",
-        "Digest algorithm identifier in attested documents' PKCS#7: sha256, or azure to write "
-        "sha256WithRSAEncryption exactly as Azure does (for testing parsers that work around it).",
-        choices=("sha256", "azure"),
+        "azure",
+        "Digest algorithm identifier in attested documents' PKCS#7: azure writes "
+        "sha256WithRSAEncryption exactly as Azure does; sha256 writes the standard identifier "
+        "(for clients that cannot parse Azure's).",
+        choices=("azure", "sha256"),
     ),
     Setting(
         "clock",
@@ -276,7 +277,7 @@ class Config:
     log_level: str
     public_url: str  # "" = the control plane's URL
     issuer: str  # "local", "azure" or a base URL
-    attested_digest: str  # "sha256" or "azure"
+    attested_digest: str  # "azure" (as Azure writes it) or "sha256"
     token_lifetime: int
     token_resources: tuple[str, ...]
     clock: str  # "real" or "manual"
@@ -487,7 +488,7 @@ def load(
             "write http(s)://HOST[:PORT]",
         )
     digest_value, digest_source = pick("attested_digest")
-    attested_digest = _choice("attested_digest", digest_value or "sha256", digest_source)
+    attested_digest = _choice("attested_digest", digest_value or "azure", digest_source)
     issuer_value, issuer_source = pick("issuer")
     issuer = str(issuer_value or "local")
     if issuer not in ("local", "azure") and not issuer.startswith(("http://", "https://")):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms
 from cryptography import x509
 
 from tests.attested.tools import (
@@ -133,6 +134,16 @@ def exported(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
+def sha256(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A node writing the standard sha256 identifier (``--attested-digest sha256``)."""
+    process = ServerProcess(
+        "--attested-digest", "sha256", state_dir=tmp_path_factory.mktemp("sha256-digest")
+    )
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
 def gov(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A VM in another cloud and location."""
     config = "vm: {compute: {location: usgovvirginia, azEnvironment: AzureUSGovernmentCloud}}\n"
@@ -192,6 +203,35 @@ def test_aia_curl_fetched_the_intermediate_from_the_control_plane(
     assert constraints.ca
     converted = x509.load_pem_x509_certificate((docs.directory / "intermediate.pem").read_bytes())
     assert converted == intermediate
+
+
+# The digestAlgorithms SET as the documentation's sample has it (sha256WithRSAEncryption), and
+# as --attested-digest sha256 writes it.
+AZURE_DIGEST_SET = bytes.fromhex("310f300d06092a864886f70d01010b0500")
+SHA256_DIGEST_SET = bytes.fromhex("310f300d06096086480165030402010500")
+
+
+@pytest.mark.parametrize(
+    ("node", "digest_set"),
+    [("server", AZURE_DIGEST_SET), ("sha256", SHA256_DIGEST_SET)],
+    ids=["azure", "sha256"],
+)
+def test_docs_steps_verify_both_digest_identifiers(
+    request: pytest.FixtureRequest, node: str, digest_set: bytes, tmp_path: Path
+):
+    process: ServerProcess = request.getfixturevalue(node)
+    validation = validate(process.port, tmp_path / "docs")
+    document = verified(validation)
+    assert document["vmId"] == DEFAULT_VM_ID
+    decoded = (validation.directory / "decodedsignature").read_bytes()
+    assert decoded[26:43] == digest_set  # digestAlgorithms, where the sample has it
+    signer = cms.ContentInfo.load(decoded)["content"]["signer_infos"][0]
+    assert signer["digest_algorithm"].dump() == digest_set[2:]  # and the SignerInfo's
+    exported = tmp_path / "ca"
+    assert ca_export(process.state_dir, exported).returncode == 0
+    chain = check_chain(validation.directory, exported / "root.pem")
+    assert chain.returncode == 0, chain.stdout + chain.stderr
+    assert chain.stdout.splitlines()[-1] == "signer.pem: OK"
 
 
 def test_signer_is_the_only_certificate_and_no_ca(docs: Validation):

@@ -95,9 +95,9 @@ def der(server: ServerProcess) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def sha256(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(
-        "--attested-digest", "azure", state_dir=tmp_path_factory.mktemp("azure-digest")
+        "--attested-digest", "sha256", state_dir=tmp_path_factory.mktemp("sha256-digest")
     )
     yield process
     process.stop()
@@ -119,7 +119,7 @@ def hybrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def test_content_info_is_signed_data_version_1(der: bytes):
     data = signed_data(der)
     assert data["version"].native == "v1"
-    assert [a["algorithm"].dotted for a in data["digest_algorithms"]] == [SHA256]
+    assert [a["algorithm"].dotted for a in data["digest_algorithms"]] == [SHA256_WITH_RSA]
 
 
 def test_content_is_embedded_data_equal_to_what_openssl_prints(der: bytes, tmp_path: Path):
@@ -155,7 +155,7 @@ def test_one_signer_info_without_signed_attributes(der: bytes):
     leaf = data["certificates"][0].chosen
     assert sid["issuer"] == leaf.issuer
     assert sid["serial_number"].native == leaf.serial_number
-    assert signer["digest_algorithm"]["algorithm"].dotted == SHA256
+    assert signer["digest_algorithm"]["algorithm"].dotted == SHA256_WITH_RSA
     assert not signer["signed_attrs"].native  # absent: the signature covers the content itself
     assert not signer["unsigned_attrs"].native
     assert signer["signature_algorithm"]["algorithm"].dotted == RSA_ENCRYPTION
@@ -178,30 +178,35 @@ def test_signature_algorithm_is_written_as_in_the_documentation_sample(der: byte
     assert ours == sample == bytes.fromhex("300d06092a864886f70d0101010500")
 
 
-# --- --attested-digest azure -----------------------------------------------------------------
+# --- the digest algorithm identifier ----------------------------------------------------------
 
 
-def test_azure_digest_identifier_matches_the_documentation_sample(azure: ServerProcess):
-    der = signature_der(azure.port)
+def test_default_digest_identifier_matches_the_documentation_sample(der: bytes):
     data, sample = signed_data(der), signed_data(SAMPLE)
     assert [a["algorithm"].dotted for a in sample["digest_algorithms"]] == [SHA256_WITH_RSA]
-    assert [a["algorithm"].dotted for a in data["digest_algorithms"]] == [SHA256_WITH_RSA]
     assert data["digest_algorithms"].dump() == sample["digest_algorithms"].dump()
     # Same place in the encoding: SET (15) { SEQUENCE { OID 1.2.840.113549.1.1.11, NULL } }.
     assert SAMPLE[DIGEST_ALGORITHMS] == bytes.fromhex("310f300d06092a864886f70d01010b0500")
     assert der[DIGEST_ALGORITHMS] == SAMPLE[DIGEST_ALGORITHMS]
     signer, sample_signer = data["signer_infos"][0], sample["signer_infos"][0]
-    assert signer["digest_algorithm"]["algorithm"].dotted == SHA256_WITH_RSA
     assert signer["digest_algorithm"].dump() == sample_signer["digest_algorithm"].dump()
     assert signer["signature_algorithm"].dump() == sample_signer["signature_algorithm"].dump()
     assert not signer["signed_attrs"].native and not sample_signer["signed_attrs"].native
     assert data["version"].native == sample["version"].native == "v1"
     assert len(data["certificates"]) == len(sample["certificates"]) == 1
+
+
+def test_sha256_digest_identifier_is_the_option(sha256: ServerProcess):
+    der = signature_der(sha256.port)
+    data = signed_data(der)
+    assert [a["algorithm"].dotted for a in data["digest_algorithms"]] == [SHA256]
+    assert der[DIGEST_ALGORITHMS] == bytes.fromhex("310f300d06096086480165030402010500")
+    assert data["signer_infos"][0]["digest_algorithm"]["algorithm"].dotted == SHA256
     verify_signature(data)
 
 
-def test_azure_digest_identifier_still_verifies_with_openssl(azure: ServerProcess, tmp_path):
-    der = signature_der(azure.port)
+def test_sha256_digest_identifier_verifies_with_openssl(sha256: ServerProcess, tmp_path):
+    der = signature_der(sha256.port)
     result = smime_verify(der, tmp_path)
     assert result.returncode == 0, result.stderr
     assert b"Verification successful" in result.stderr

@@ -67,13 +67,13 @@ def content(nonce: str = "1234567890", hours: int = 6) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def azure_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def sha256_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(
         "--attested-digest",
-        "azure",
+        "sha256",
         "--store",
         "memory:",
-        state_dir=tmp_path_factory.mktemp("azure-digest"),
+        state_dir=tmp_path_factory.mktemp("sha256-digest"),
     )
     yield process
     process.stop()
@@ -120,13 +120,20 @@ def test_another_root_does_not_verify(server: ServerProcess, chain: Chain):
         imds.attested(chain.root.pem())
 
 
-def test_the_azure_digest_identifier_verifies(azure_digest: ServerProcess):
-    root = admin_text(azure_digest, "/attestation/root.pem")
-    with IMDSClient(endpoint(azure_digest)) as imds:
+@pytest.mark.parametrize(
+    ("node", "oid"),
+    [
+        ("server", "1.2.840.113549.1.1.11"),  # the default: sha256WithRSAEncryption, as Azure
+        ("sha256_digest", "2.16.840.1.101.3.4.2.1"),  # --attested-digest sha256
+    ],
+)
+def test_both_digest_identifiers_verify(request: pytest.FixtureRequest, node: str, oid: str):
+    process: ServerProcess = request.getfixturevalue(node)
+    root = admin_text(process, "/attestation/root.pem")
+    with IMDSClient(endpoint(process)) as imds:
         reply = imds.request("GET", "attested/document")
-        assert parse_signed_data(base64.b64decode(reply.json()["signature"])).digest_algorithm == (
-            "1.2.840.113549.1.1.11"  # sha256WithRSAEncryption, where sha256 belongs
-        )
+        der = base64.b64decode(reply.json()["signature"])
+        assert parse_signed_data(der).digest_algorithm == oid
         assert imds.attested(root).vm_id == DEFAULT_VM_ID
 
 

@@ -35,7 +35,7 @@ FAILURE_DESCRIPTION = "Virtual machine has encountered a failure."
 NEWEST_VERSIONS_400 = (
     b'{"error":"Bad request. api-version is invalid or was not specified in the request. '
     b'For more information refer to aka.ms/azureimds",'
-    b'"newest-versions":["2025-04-07","2024-07-17","2024-03-15"]}'
+    b'"newest-versions":["2020-07-01","2019-08-01","2019-04-01"]}'
 )
 METADATA_400 = b'{ "error": "Bad request: . Required metadata header not specified" }'
 

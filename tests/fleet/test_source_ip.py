@@ -12,10 +12,22 @@ from tests.admin.client import call, new_vm
 from tests.conftest import ServerProcess
 from tests.http import get
 
+# Two NICs: the first's first IP is the primary; a second IP and the second NIC are not.
+TWO_NICS = {
+    "compute": {"name": "vm-n", "vmId": "cccccccc-0000-0000-0000-000000000003"},
+    "network": {
+        "interface": [
+            {"ipv4": {"ipAddress": [{"privateIpAddress": "127.0.10.21"},
+                                    {"privateIpAddress": "127.0.10.22"}]}},
+            {"ipv4": {"ipAddress": [{"privateIpAddress": "127.0.10.23"}]}},
+        ]
+    },
+}  # fmt: skip
 FLEET = {
     "vms": [
         new_vm("vm-a", "127.0.10.1", vmId="aaaaaaaa-0000-0000-0000-000000000001"),
         new_vm("vm-b", "127.0.10.2", vmId="bbbbbbbb-0000-0000-0000-000000000002"),
+        TWO_NICS,
     ]
 }
 
@@ -49,7 +61,7 @@ def test_unknown_caller_is_refused_and_logged(node: ServerProcess) -> None:
     assert reply.status == 403
     assert json.loads(reply.body) == {
         "error": "Forbidden: the caller is not a known VM "
-        "(no VM of this azimds node has the address 127.0.10.9)"
+        "(no VM of this azimds node has the primary address 127.0.10.9)"
     }
     identity = get(node.port, "/metadata/identity/oauth2/token", source="127.0.10.9", metadata=None)
     assert identity.status == 403
@@ -58,7 +70,7 @@ def test_unknown_caller_is_refused_and_logged(node: ServerProcess) -> None:
 
 
 def test_the_example_vm_is_not_declared_in_source_ip_mode(node: ServerProcess) -> None:
-    assert [vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]] == ["vm-a", "vm-b"]
+    assert [vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]] == ["vm-a", "vm-b", "vm-n"]
 
 
 def test_a_new_vm_is_served_at_its_address_at_once(node: ServerProcess) -> None:
@@ -68,3 +80,22 @@ def test_a_new_vm_is_served_at_its_address_at_once(node: ServerProcess) -> None:
     assert call(node, "PATCH", "/v1/vms/vm-c", moved)[0] == 200
     assert name_seen_from(node, "127.0.10.4") == (200, b"vm-c")
     assert name_seen_from(node, "127.0.10.3")[0] == 403
+
+
+@pytest.mark.parametrize("source", ["127.0.10.22", "127.0.10.23"])
+def test_only_the_primary_nics_primary_ip_is_answered(node: ServerProcess, source: str) -> None:
+    assert name_seen_from(node, "127.0.10.21") == (200, b"vm-n")
+    reply = get(node.port, "/metadata/instance?api-version=2021-02-01", source=source)
+    body = (
+        b'{ "error": "Forbidden: the caller is not a known VM '
+        b"(no VM of this azimds node has the primary address " + source.encode() + b')" }'
+    )
+    assert (reply.status, reply.body) == (403, body)
+    assert reply.headers["content-type"] == "application/json; charset=utf-8"
+
+
+def test_secondary_addresses_still_belong_to_their_vm(node: ServerProcess) -> None:
+    listed = {vm["name"]: vm["addresses"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]}
+    assert listed["vm-n"] == ["127.0.10.21", "127.0.10.22", "127.0.10.23"]
+    status, _, answer = call(node, "POST", "/v1/vms", new_vm("vm-x", "127.0.10.23"))
+    assert status == 409, answer

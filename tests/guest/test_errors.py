@@ -165,6 +165,39 @@ def test_newest_versions_lead_with_the_newest(port: int) -> None:
     assert body["newest-versions"] == sorted(versions, reverse=True)[:3]
 
 
+SCHEDULED_EVENTS_NEWEST = NEWEST.replace(
+    b'["2025-04-07","2024-07-17","2024-03-15"]', b'["2020-07-01","2019-08-01","2019-04-01"]'
+)
+
+
+@pytest.mark.parametrize("version", ["", "2025-04-07", "2021-02-01", "latest"])
+def test_scheduled_events_400_names_scheduled_events_versions(port: int, version: str) -> None:
+    reply = get(port, f"/metadata/scheduledevents?api-version={version}")
+    assert_imds(reply, 400, SCHEDULED_EVENTS_NEWEST)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/metadata/instance",
+        "/metadata/attested/document",
+        "/metadata/identity/oauth2/token",
+        "/metadata/loadbalancer",
+        "/metadata/scheduledevents",
+    ],
+)
+def test_retrying_with_newest_versions_0_is_accepted(port: int, path: str) -> None:
+    """What msal and cloud-init do with the 400: ask again with newest-versions[0]."""
+    query = "resource=https://management.azure.com/&" if "identity" in path else ""
+    refused = get(port, f"{path}?{query}api-version=2099-01-01")
+    assert refused.status == 400
+    newest = json.loads(refused.body)["newest-versions"][0]
+    retried = get(port, f"{path}?{query}api-version={newest}")
+    # The load balancer's 404 is the example VM having none: past the api-version check.
+    assert retried.status == (404 if "loadbalancer" in path else 200), retried.body
+    assert b"newest-versions" not in retried.body
+
+
 # --- paths -----------------------------------------------------------------------------------
 
 

@@ -173,7 +173,7 @@ def test_kill_9_during_every_kind_of_change(store_url: str, tmp_path: Path) -> N
     try:
         for vm in range(PATCHED):
             stored = ok(node, "GET", f"/v1/vms/crash-{vm}")
-            seq = int(tags(stored["compute"]["tags"].encode())["seq"])
+            seq = int(stored_tags(stored)["seq"])
             # The last acknowledged patch, or the one in flight when the node died.
             assert seq in (acked.patched[vm], acked.patched[vm] + 1), (vm, seq, acked.patched)
             ips = stored["network"]["interface"][0]["ipv4"]["ipAddress"]
@@ -202,9 +202,7 @@ def test_kill_9_during_every_kind_of_change(store_url: str, tmp_path: Path) -> N
         finally:
             store.close()
         for vm in range(PATCHED):
-            seq = int(
-                tags(ok(node, "GET", f"/v1/vms/crash-{vm}")["compute"]["tags"].encode())["seq"]
-            )
+            seq = int(stored_tags(ok(node, "GET", f"/v1/vms/crash-{vm}"))["seq"])
             assert fleet.by_address[address(vm, seq)].name == f"crash-{vm}"
     finally:
         node.stop()
@@ -313,6 +311,11 @@ def outage_node(postgres: pg.Postgres, tmp_path: Path) -> Iterator[tuple[ServerP
     finally:
         postgres.start()  # whatever a failed test left behind
         node.stop()
+
+
+def stored_tags(description: dict[str, Any]) -> dict[str, str]:
+    """A description's tags: stored as tagsList only (docs/behaviour.md)."""
+    return {tag["name"]: tag["value"] for tag in description["compute"]["tagsList"]}
 
 
 def tags(reply_body: bytes) -> dict[str, str]:

@@ -17,6 +17,7 @@ from azimds.fleet.operations import (
 )
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.vm import build_vm, example_vm
+from azimds.guest.versions import LATEST
 from azimds.store.base import Transaction
 from azimds.store.memory import MemoryStore
 
@@ -54,8 +55,10 @@ def test_a_compute_that_is_no_object_is_refused_with_a_fleet_error(
 @pytest.mark.parametrize("tags", [{"a": "b;c"}, {";": ""}])
 def test_tags_with_separators_survive_a_rebuild(tags: dict[str, str]) -> None:
     vm = build_vm({"compute": {"tags": tags}})
+    ((name, value),) = tags.items()
     again = build_vm(vm.description())
-    assert again.document["compute"]["tags"] == vm.document["compute"]["tags"]
+    assert again.document["compute"]["tagsList"] == vm.document["compute"]["tagsList"]
+    assert again.instance(LATEST, False)["compute"]["tags"] == f"{name}:{value}"
 
 
 @pytest.mark.parametrize("compute", [[1], "d244d447-6fd9", 5])

@@ -12,7 +12,7 @@ which field a client sees at which api-version. Three operations use it:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -43,6 +43,13 @@ class Field:
     node: Node
     # physicalZone: real 2023-11-15 answers omit it on VMs without one (reference section 3).
     omit_if_empty: bool = False
+    # What IMDS shows instead of the stored value, computed from the (stored) parent object.
+    served: Callable[[Mapping[str, Any]], Any] | None = None
+    # False: never stored, only computed by ``served`` (tags, from tagsList), so the two forms
+    # of one datum cannot drift apart.
+    stored: bool = True
+    # A leaf's value when missing or empty: Azure's zero value where it has one.
+    zero: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,27 @@ def _disk_fields() -> dict[str, Field]:
     }
 
 
+def _ultra_only(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    """A throttle field as IMDS shows it: only Ultra disks carry one (reference section 3)."""
+
+    def served(disk: Mapping[str, Any]) -> Any:
+        return disk[name] if disk["isUltraDisk"].lower() == "true" else ""
+
+    return served
+
+
+def _tags_string(compute: Mapping[str, Any]) -> str:
+    """``tags``, derived from ``tagsList``: the list is exact, the string is not (a value may
+    hold ';' or ':')."""
+    return ";".join(f"{tag['name']}:{tag['value']}" for tag in compute["tagsList"])
+
+
+def _never_served(_: Mapping[str, Any]) -> str:
+    """customData: "you can only get custom data through local system folder, not through
+    IMDS" (the documentation); it is kept for the provisioning media."""
+    return ""
+
+
 STORAGE_PROFILE = obj(
     V2019_06,
     imageReference=obj(
@@ -116,16 +144,14 @@ STORAGE_PROFILE = obj(
         V2019_06,
         **_disk_fields(),
         **leaves(V2019_06, "lun"),
-        **leaves(
-            "2021-05-01",
-            "bytesPerSecondThrottle",
-            "diskCapacityBytes",
-            "isSharedDisk",
-            "isUltraDisk",
-            "opsPerSecondThrottle",
-        ),
+        **leaves("2021-05-01", "diskCapacityBytes", "isSharedDisk", "isUltraDisk"),
+        **{
+            name: Field("2021-05-01", STRING, served=_ultra_only(name))
+            for name in ("bytesPerSecondThrottle", "opsPerSecondThrottle")
+        },
     ),
-    resourceDisk=obj("2021-02-01", **leaves("2021-02-01", "size")),
+    # In kB; a VM without a resource disk shows "0" (reference section 3).
+    resourceDisk=obj("2021-02-01", size=Field("2021-02-01", STRING, zero="0")),
 )
 
 COMPUTE = Obj(
@@ -144,12 +170,13 @@ COMPUTE = Obj(
             "vmId",
             "vmSize",
         ),
-        **leaves("2017-08-01", "placementGroupId", "resourceGroupName", "subscriptionId", "tags"),
+        **leaves("2017-08-01", "placementGroupId", "resourceGroupName", "subscriptionId"),
+        "tags": Field("2017-08-01", STRING, served=_tags_string, stored=False),
         **leaves("2017-12-01", "vmScaleSetName", "zone"),
         "plan": obj("2018-04-02", **leaves("2018-04-02", "name", "product", "publisher")),
         "publicKeys": arr("2018-04-02", **leaves("2018-04-02", "keyData", "path")),
         **leaves("2018-10-01", "azEnvironment", "provider"),
-        **leaves("2019-02-01", "customData"),
+        "customData": Field("2019-02-01", STRING, served=_never_served),
         **leaves("2019-03-11", "resourceId"),
         "storageProfile": STORAGE_PROFILE,
         "tagsList": arr("2019-06-04", **leaves("2019-06-04", "name", "value")),
@@ -216,7 +243,15 @@ def default(node: Node) -> Any:
         return False if node.boolean else ""
     if isinstance(node, Arr):
         return []
-    return {name: default(f.node) for name, f in node.fields.items()}
+    return {name: _field_default(f) for name, f in stored_fields(node).items()}
+
+
+def stored_fields(node: Obj) -> dict[str, Field]:
+    return {name: f for name, f in node.fields.items() if f.stored}
+
+
+def _field_default(f: Field) -> Any:
+    return f.zero or default(f.node)
 
 
 def _kind(value: Any) -> str:
@@ -265,15 +300,15 @@ def normalize(node: Node, value: Any, where: str) -> Any:
         raise DocumentError(
             where, f"expected an object, got {_kind(value)}", "write a mapping of fields"
         )
+    fields = stored_fields(node)
     for key in value:
-        if key not in node.fields:
+        if key not in fields:
             raise DocumentError(f"{where}.{key}", "unknown field", _suggest(str(key), node))
-    return {
-        name: normalize(f.node, value[name], f"{where}.{name}")
-        if name in value
-        else default(f.node)
-        for name, f in node.fields.items()
-    }
+    result = {}
+    for name, f in fields.items():
+        given = normalize(f.node, value[name], f"{where}.{name}") if name in value else ""
+        result[name] = _field_default(f) if given == "" else given
+    return result
 
 
 def _suggest(key: str, node: Obj) -> str:
@@ -289,11 +324,14 @@ def shape(node: Node, value: Any, version: str) -> Any:
         return value
     if isinstance(node, Arr):
         return [shape(node.item, item, version) for item in value]
-    return {
-        name: shape(f.node, value[name], version)
-        for name, f in node.fields.items()
-        if f.since <= version and not (f.omit_if_empty and value[name] == "")
-    }
+    shaped = {}
+    for name, f in node.fields.items():
+        if f.since > version:
+            continue
+        served = value[name] if f.served is None else f.served(value)
+        if not (f.omit_if_empty and served == ""):
+            shaped[name] = shape(f.node, served, version)
+    return shaped
 
 
 def json_schema(node: Node) -> dict[str, Any]:

@@ -32,7 +32,7 @@ DEFAULT_VM_SETTING = "default-vm"  # body {"vmId": ...}: the VM `single` mode se
 class Fleet:
     revision: int = 0
     vms: Mapping[str, VM] = field(default_factory=dict)  # by vmId
-    by_address: Mapping[str, VM] = field(default_factory=dict)  # private IP -> VM
+    by_address: Mapping[str, VM] = field(default_factory=dict)  # primary private IP -> VM
     default_vm_id: str = ""
     jwt_keys: Mapping[str, JwtKey] = field(default_factory=dict)  # by kid
     active_kid: str = ""
@@ -139,6 +139,6 @@ def vm_from_record(body: Mapping[str, Any]) -> VM:
 def _index(vms: Iterable[VM]) -> dict[str, VM]:
     by_address: dict[str, VM] = {}
     for vm in vms:
-        for address in vm.addresses:
+        for address in vm.caller_addresses:
             by_address[address] = vm
     return by_address

@@ -40,6 +40,8 @@ class VM:
     extended: Mapping[str, Any]  # what extended=true adds
     reprovision_data: str  # OVF XML for /metadata/reprovisiondata ("" = none yet)
     addresses: tuple[str, ...]  # the NICs' private IPv4 and IPv6 addresses, in order
+    # The addresses IMDS answers the VM at: its primary NIC's primary IPv4 and IPv6 addresses.
+    caller_addresses: tuple[str, ...]
     identity: Mapping[str, Any]  # the normalized identity section (fleet/identity.py)
     load_balancer: Mapping[str, Any] | None  # /metadata/loadbalancer's data; None: no LB
     limits: Mapping[str, float] | None  # the VM's own rate limits; None: the node's
@@ -77,38 +79,65 @@ class VM:
         return view
 
 
-def _tags_from_input(tags: Any, where: str) -> tuple[str, list[dict[str, str]]] | None:
-    """``tags`` may be the IMDS string ("a:b;c:d") or a mapping; give both IMDS forms."""
+TagPairs = list[tuple[str, str]]
+
+
+def _pairs_of_input(tags: Any, where: str) -> TagPairs | None:
+    """``tags`` as written: the IMDS string ("a:b;c:d", split at ';' and each pair's first
+    ':') or a mapping. None: not given."""
     if isinstance(tags, Mapping):
-        pairs = [(str(k), "" if v is None else str(v)) for k, v in tags.items()]
-    elif isinstance(tags, str):
-        pairs = [
-            (item.partition(":")[0], item.partition(":")[2]) for item in tags.split(";") if item
-        ]
-    elif tags is None:
+        return [(str(k), _text(v)) for k, v in tags.items()]
+    if isinstance(tags, str):
+        return [(i.partition(":")[0], i.partition(":")[2]) for i in tags.split(";") if i]
+    if tags is None:
         return None
-    else:
-        raise DocumentError(
-            where, "expected a string or a mapping", 'write "name:value;name2:value2" or a mapping'
-        )
-    return ";".join(f"{n}:{v}" for n, v in pairs), [{"name": n, "value": v} for n, v in pairs]
+    raise DocumentError(
+        where, "expected a string or a mapping", 'write "name:value;name2:value2" or a mapping'
+    )
 
 
-def _reconcile_tags(compute: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Fill whichever of tags / tagsList is missing from the other, so they always agree."""
+def _pairs_of_list(items: Any) -> TagPairs | None:
+    """A tagsList as written, as pairs; None where it is no list of mappings (the schema then
+    says what is wrong with it)."""
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+        return None
+    return [(_text(i.get("name")), _text(i.get("value"))) for i in items]
+
+
+def _text(value: Any) -> str:
+    """A tag's name or value as the schema stores it (``None`` "", booleans lower case)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _as_list(pairs: TagPairs) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in pairs]
+
+
+def _tags_as_list(compute: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """compute with its tags as ``tagsList`` only: the list is what is stored, ``tags`` is
+    derived from it when served (fleet/schema.py). ``tags`` given alone is parsed into the
+    list; given with ``tagsList`` it must say the same."""
     result = dict(compute)
-    has_list = result.get("tagsList") is not None
-    tags = result.get("tags")
-    derived = _tags_from_input(tags, f"{where}.tags")
-    if derived is not None:
-        # A string stays as given: a value holding ';' cannot round-trip through the split.
-        result["tags"] = tags if isinstance(tags, str) else derived[0]
-        if not has_list:
-            result["tagsList"] = derived[1]
-    elif has_list and isinstance(result["tagsList"], list):
-        items = result["tagsList"]
-        if all(isinstance(i, Mapping) for i in items):
-            result["tags"] = ";".join(f"{i.get('name', '')}:{i.get('value', '')}" for i in items)
+    tags = result.pop("tags", None)
+    given = _pairs_of_input(tags, f"{where}.tags")
+    if given is None:
+        return result
+    if result.get("tagsList") is None:
+        result["tagsList"] = _as_list(given)
+        return result
+    listed = _pairs_of_list(result["tagsList"])
+    # A string that joins the list exactly also agrees: a value holding ';' splits wrongly.
+    joined = None if listed is None else ";".join(f"{n}:{v}" for n, v in listed)
+    if listed != given and tags != joined:
+        raise DocumentError(
+            f"{where}.tags",
+            "disagrees with tagsList",
+            "give only tagsList (tags is derived from it), or make them say the same",
+        )
     return result
 
 
@@ -121,7 +150,7 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
     if not isinstance(compute, Mapping):
         raise DocumentError(f"{where}.compute", "expected a mapping", "write compute: {name: ...}")
     document = {
-        "compute": _reconcile_tags(compute, f"{where}.compute"),
+        "compute": _tags_as_list(compute, f"{where}.compute"),
         "network": description.get("network"),
     }
     reprovision = description.get("reprovisionData") or ""
@@ -142,6 +171,7 @@ def build_vm(description: Mapping[str, Any], where: str = "vm") -> VM:
         ),
         reprovision_data=reprovision,
         addresses=_private_addresses(normalized, where),
+        caller_addresses=_primary_addresses(normalized),
         identity=identity,
         load_balancer=normalize_load_balancer(
             description.get("loadBalancer"), f"{where}.loadBalancer"
@@ -178,6 +208,21 @@ def _private_addresses(document: Mapping[str, Any], where: str) -> tuple[str, ..
     return tuple(found)
 
 
+def _primary_addresses(document: Mapping[str, Any]) -> tuple[str, ...]:
+    """The first NIC's first private address of each family (validated by
+    ``_private_addresses``): the real service answers a VM only from its primary NIC and
+    primary IP (the documentation), so source-ip mode identifies callers by these alone."""
+    nics = document["network"]["interface"]
+    if not nics:
+        return ()
+    found = []
+    for family in ("ipv4", "ipv6"):
+        entries = nics[0][family]["ipAddress"]
+        if entries and entries[0]["privateIpAddress"]:
+            found.append(str(ipaddress.ip_address(entries[0]["privateIpAddress"])))
+    return tuple(found)
+
+
 def example_description() -> dict[str, Any]:
     """The documentation's example VM (Linux), with extended=true's usual values."""
     text = resources.files("azimds.fleet").joinpath("example-vm.json").read_text("utf-8")
@@ -193,23 +238,31 @@ def patch_description(
 ) -> dict[str, Any]:
     """Apply a JSON Merge Patch (RFC 7396) to a VM description.
 
-    Setting one form of the tags (``tags`` or ``tagsList``) replaces both, rather than
-    leaving the other stale. With ``merge_tags`` a mapping of tags merges into the current
-    tags, so ``{"compute": {"tags": {"env": "prod"}}}`` adds or changes one tag and ``null``
+    Tags are stored as ``tagsList`` only. A patch that sets ``tags`` or ``tagsList`` replaces
+    the tags, except that with ``merge_tags`` a mapping of ``tags`` merges into the current
+    list, so ``{"compute": {"tags": {"env": "prod"}}}`` adds or changes one tag and ``null``
     removes it; without, it replaces them (a config file's VM gets exactly its own tags).
     """
     base = dict(base)
     compute_patch = patch.get("compute")
-    if isinstance(compute_patch, Mapping) and isinstance(base.get("compute"), Mapping):
-        touched = {"tags", "tagsList"} & set(compute_patch)
-        if touched:
-            compute = dict(base["compute"])
-            current = _tags_from_input(compute.get("tags"), "compute.tags")
-            if merge_tags and isinstance(compute_patch.get("tags"), Mapping) and current:
-                compute["tags"] = {item["name"]: item["value"] for item in current[1]}
-            base["compute"] = {
-                k: v for k, v in compute.items() if k not in {"tags", "tagsList"} - touched
-            }
+    if (
+        isinstance(compute_patch, Mapping)
+        and isinstance(base.get("compute"), Mapping)
+        and {"tags", "tagsList"} & set(compute_patch)
+    ):
+        compute = _tags_as_list(base["compute"], "compute")
+        tags_patch = compute_patch.get("tags")
+        if merge_tags and isinstance(tags_patch, Mapping) and "tagsList" not in compute_patch:
+            merged = dict(_pairs_of_list(compute.get("tagsList") or []) or [])
+            for name, value in tags_patch.items():
+                if value is None:
+                    merged.pop(str(name), None)
+                else:
+                    merged[str(name)] = _text(value)
+            rest = {k: v for k, v in compute_patch.items() if k != "tags"}
+            patch = {**patch, "compute": {**rest, "tagsList": _as_list(list(merged.items()))}}
+        compute.pop("tagsList", None)
+        base["compute"] = compute
     result: dict[str, Any] = merge_patch(base, patch)
     return result
 

@@ -38,7 +38,10 @@ class SingleVM:
 
 
 class SourceAddress:
-    """The TCP peer address is a private IP of exactly one VM's NIC."""
+    """The TCP peer address is the primary private IP of exactly one VM's primary NIC.
+
+    Any other address of a VM (a secondary IP, another NIC) is an unknown caller, as the real
+    service does not answer those addresses."""
 
     name = "source-ip"
 
@@ -54,7 +57,7 @@ class SourceAddress:
         mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:10.0.0.4 on dual-stack sockets
         canonical = str(mapped or address)
         vm = fleet.by_address.get(canonical)
-        return vm or f"no VM of this azimds node has the address {canonical}"
+        return vm or f"no VM of this azimds node has the primary address {canonical}"
 
 
 MODES: dict[str, type[SingleVM] | type[SourceAddress]] = {

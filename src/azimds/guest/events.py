@@ -19,12 +19,14 @@ from azimds.fleet.scheduling import approve_events
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.errors import Family
-from azimds.guest.responses import JSON_TYPE, Response, json_response, make
+from azimds.guest.responses import Response, json_response, make
 from azimds.node import Node
 from azimds.store.base import StoreError
 
 MAX_BODY = 64 * 1024  # bytes of a POST body
-EMPTY_OK = make(200, JSON_TYPE, b"")
+# An approval's answer: 200, no body and so no Content-Type, which a client that parses by
+# content type would choke on (docs/behaviour.md).
+EMPTY_OK = make(200, None, b"")
 
 
 def _rfc1123(moment: float) -> str:

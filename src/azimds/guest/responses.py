@@ -32,12 +32,12 @@ class Response:
     until: float | None = None
 
 
-def make(status: int, content_type: str, body: bytes, server: str = IMDS_SERVER_HEADER) -> Response:
-    headers = (
-        ("content-type", content_type),
-        ("server", server),
-        ("content-length", str(len(body))),
-    )
+def make(
+    status: int, content_type: str | None, body: bytes, server: str = IMDS_SERVER_HEADER
+) -> Response:
+    """``content_type`` None: no Content-Type header, for an empty body."""
+    typed = (("content-type", content_type),) if content_type is not None else ()
+    headers = (*typed, ("server", server), ("content-length", str(len(body))))
     return Response(status, headers, body, request_id=server == IMDS_SERVER_HEADER)
 
 

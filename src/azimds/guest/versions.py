@@ -75,8 +75,9 @@ class VersionSet:
 
 def version_set(versions: tuple[str, ...], minimum: str | None = None) -> VersionSet:
     accepted = [v for v in versions if minimum is None or v >= minimum]
-    # "newest-versions" always names the service's newest versions, whatever the category.
-    newest = tuple(sorted(API_VERSIONS, reverse=True)[:NEWEST_VERSIONS_SHOWN])
+    # "newest-versions" names versions this category accepts: clients (msal) retry with
+    # newest-versions[0], which must then work. Scheduled events' differ from the service's.
+    newest = tuple(sorted(accepted, reverse=True)[:NEWEST_VERSIONS_SHOWN])
     return VersionSet(accepted=frozenset(accepted), newest=newest)
 
 
@@ -86,7 +87,8 @@ ATTESTED = version_set(API_VERSIONS, minimum="2018-10-01")
 IDENTITY = version_set(API_VERSIONS, minimum="2018-02-01")
 LOADBALANCER = version_set(API_VERSIONS, minimum="2020-10-01")
 SCHEDULED_EVENTS = version_set(SCHEDULED_EVENTS_VERSIONS)
-# Paths under /metadata that match no category still have their api-version checked first.
+# Paths under /metadata that match no category (and the root) still have their api-version
+# checked first; their 400 names the service's newest versions.
 ANY = version_set(API_VERSIONS)
 
 LATEST = API_VERSIONS[-1]

@@ -55,6 +55,6 @@ def services(store: MemoryStore) -> Services:
     """Tokens, attested documents and scheduled events, as a default node has them."""
     return Services(
         TokenService(TokenSettings(PUBLIC_URL, 86400)),
-        AttestedService(azure_digest_identifier=False),
+        AttestedService(azure_digest_identifier=True),
         EventsService(StoreOnlyNode(store)),  # type: ignore[arg-type]
     )
