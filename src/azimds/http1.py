@@ -41,10 +41,10 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol
+from typing import NoReturn, Protocol
 from urllib.parse import unquote
 
 from azimds.defaults import MAX_CONNECTIONS_PER_CLIENT, MAX_REQUEST_HEAD
@@ -194,42 +194,34 @@ class _Refused(Exception):
         self.status = status
 
 
-class Headers(Mapping[str, tuple[str, ...]]):
-    """A request's headers, read only: lower-case name -> values, as Latin-1 characters of
-    their bytes. ``get_all`` leaves out values that are not UTF-8 (they count as absent); their
-    names are still ``in`` the headers. Read-only because a head read once is shared by every
-    request that repeats it (``_known_heads``)."""
+class Headers(dict[str, tuple[str, ...]]):
+    """A request's headers: lower-case name -> values, as Latin-1 characters of their bytes.
+    ``get_all`` leaves out values that are not UTF-8 (they count as absent); their names are
+    still ``in`` the headers. Read only (as werkzeug's ``ImmutableDict``), because a head read
+    once is shared by every request that repeats it (``_known_heads``); a dict, so that reading
+    it costs what reading a dict does."""
 
-    __slots__ = ("_fields",)
+    __slots__ = ()
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
         fields: dict[str, tuple[str, ...]] = {}
         for name, value in pairs:
             fields[name] = (*fields[name], value) if name in fields else (value,)
-        self._fields = fields
-
-    def __getitem__(self, key: str) -> tuple[str, ...]:
-        return self._fields[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._fields
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-    def __repr__(self) -> str:
-        return f"Headers({self._fields!r})"
+        super().__init__(fields)
 
     def get_all(self, key: str) -> list[str]:
-        values = self._fields.get(key)
+        values = self.get(key)
         if not values:
             return []
         if len(values) == 1 and values[0].isascii():
             return [values[0]]
         return [_utf8(value) for value in values if _is_utf8(value)]
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a request's headers cannot be changed")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
 
 
 class _Body:
@@ -338,19 +330,23 @@ class Exchange:
     def __init__(
         self,
         connection: _Connection,
-        head: _Head,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: Headers,
         body: _Body | None,
         closes: bool,
         keep_alive: bytes,
+        expects_continue: bool,
     ) -> None:
         self._connection = connection
-        self.method = head[0]
-        self.path = head[1]
-        self.query_string = head[2]
-        self.headers = head[3]
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.headers = headers
         self.client = connection.client
         self._body = body
-        self._continue = head[7]  # ``Expect: 100-continue`` on an HTTP/1.1 request with a body
+        self._continue = expects_continue  # sent 100-continue (HTTP/1.1, with a body)
         self.closes = closes  # the connection closes after the answer
         self._keep_alive = keep_alive  # the header line an HTTP/1.0 client needs, or b""
         self.answered = False
@@ -484,14 +480,14 @@ class Clients:
         if client.open <= 0 and self.by_host.get(client.host) is client:
             del self.by_host[client.host]
 
-    def may_serve(self, client: _Client, loop: asyncio.AbstractEventLoop) -> bool:
-        """Count one request of ``client`` in this turn; False if its share is used up."""
-        if len(self.by_host) < 2:
-            return True  # alone: nobody to make way for
+    def may_serve(self, connection: _Connection) -> bool:
+        """Count one request of ``connection``'s client in this turn, where other clients are
+        connected; False if its share is used up."""
+        client = connection.peer
         if client.turn != self._turn:
             client.turn = self._turn
             client.served = 0
-            self._schedule(loop)
+            self._schedule(connection.loop)
         elif client.served >= CLIENT_TURN:
             return False
         client.served += 1
@@ -719,7 +715,6 @@ class _Connection(asyncio.BufferedProtocol):
         """Answer the requests in the buffer, in order, until one needs to wait, the
         connection's or its client's turn is over, or the client must read first."""
         turn = CONNECTION_TURN
-        clients = self.listener.clients
         while not (self.closing or self.busy or self.writing_paused):
             body = self.body
             if body is not None:
@@ -730,19 +725,30 @@ class _Connection(asyncio.BufferedProtocol):
                     self.close()  # answered before its body came whole: the rest is not read
                     return
                 self.body = None
-            if self.at < len(self.buffer):
-                if not turn or not clients.may_serve(self.peer, self.loop):
-                    self.waiting_turn = True
-                    clients.wait_turn(self)
-                    break
-                turn -= 1
+            if self.at >= len(self.buffer):  # all read: wait for the next request
+                self.buffer = b""
+                self.at = 0
+                if self.eof or self.stopping:
+                    self.close()
+                    return
+                self._wait_for_head()
+                if self.reading_paused:
+                    self._update_reading()
+                return
+            # Alone, a client is held back by its connection's turn only (the fast path).
+            clients = self.listener.clients
+            if not turn or (len(clients.by_host) > 1 and not clients.may_serve(self)):
+                self.waiting_turn = True
+                clients.wait_turn(self)
+                break
+            turn -= 1
             try:
                 exchange = self._next_request()
             except _Refused as refused:
                 self.transport.write(_refusal(refused.status))
                 self.close(linger=True)
                 return
-            if exchange is None:
+            if exchange is None:  # a head not yet whole
                 if self.closing:
                     return
                 if self.eof or self.stopping:
@@ -812,9 +818,6 @@ class _Connection(asyncio.BufferedProtocol):
         """The next request whose head is in the buffer (its body may still be arriving), or
         None until a whole head has come. Raises ``_Refused``."""
         buffer, at = self.buffer, self.at
-        if at >= len(buffer):
-            self.buffer, self.at = b"", 0
-            return None
         if buffer.startswith(b"\r\n", at):  # blank lines before a request are ignored, a few
             start = at
             while buffer.startswith(b"\r\n", at) and at - start <= 2 * MAX_BLANK_LINES:
@@ -852,7 +855,7 @@ class _Connection(asyncio.BufferedProtocol):
                 if len(_known_heads) >= KNOWN_HEADS:
                     _known_heads.clear()
                 _known_heads[head] = known
-        closes, keep_alive, length = known[4:7]
+        method, path, query, headers, closes, keep_alive, length, expects = known
         if self.eof or self.stopping:
             closes, keep_alive = True, b""
         body = None
@@ -860,7 +863,7 @@ class _Connection(asyncio.BufferedProtocol):
             deadline = self.loop.time() + self.listener.request_timeout
             body = self.body = _Body(length, self.app.body_limit, deadline)
             self.at = body.feed(self.buffer, self.at)
-        return Exchange(self, known, body, closes, keep_alive)
+        return Exchange(self, method, path, query, headers, body, closes, keep_alive, expects)
 
     # --- timers and closing ----------------------------------------------------------------
 
