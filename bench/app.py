@@ -15,7 +15,10 @@ It reports microseconds per request for:
 
 against the reference: an app that only reads the same two headers and answers fixed bytes,
 through the same server. "over reference" is what the guest app adds to that per request, "vs
-reference" the ratio. Run from the repo root with the venv's python::
+reference" the ratio. "bytecodes" counts the Python bytecodes one request runs (server and
+app): unlike the time, it is the same on every run and machine, so two versions of the code
+compare by it where timings on a shared machine swing by half. Run from the repo root with the
+venv's python::
 
     python bench/app.py                 # runs of ~1 s per case, the best of 5
     python bench/app.py --smoke         # a quick run proving the script works
@@ -81,10 +84,25 @@ class Reference:
         exchange.response_bytes(200, HEADERS, b"{}")
 
 
+class Bytecodes:
+    """A trace function counting the Python bytecodes run (``sys.settrace``, opcode events)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> Bytecodes:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            self.count += 1
+        return self
+
+
 async def per_request(
     app: Any, requests: Callable[[int], bytes], seconds: float, repeats: int
-) -> float:
-    """Microseconds per request: the best of ``repeats`` runs of about ``seconds`` each."""
+) -> tuple[float, int]:
+    """Microseconds per request, the best of ``repeats`` runs of about ``seconds`` each; and
+    the Python bytecodes one request runs (the median of 21), which, unlike the time, is the
+    same on every run and every machine: the figure to compare two versions of the code by."""
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         # The server in process: its listener and one connection, no socket in use.
@@ -109,7 +127,15 @@ async def per_request(
             elapsed = time.perf_counter() - started
             results.append(elapsed / count * 1e6)
             count = max(1000, int(count * seconds / max(elapsed, 1e-6)))
-        return min(results)
+        counts = []
+        for n in range(21):
+            data = requests(n)
+            counter = Bytecodes()
+            sys.settrace(counter)
+            await answer(data)
+            sys.settrace(None)
+            counts.append(counter.count)
+        return min(results), sorted(counts)[len(counts) // 2]
 
 
 def fixed(target: str) -> Callable[[int], bytes]:
@@ -159,12 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         (name, asyncio.run(per_request(app, requests, args.seconds, args.repeats)))
         for name, app, requests in cases()
     ]
-    reference = results[0][1]
+    reference = results[0][1][0]
     rows = [
-        (name, f"{micro:.2f} us", f"{micro - reference:+.2f} us", f"{micro / reference:.1f}x")
-        for name, micro in results
-    ]
-    header = ("case", "per request", "over reference", "vs reference")
+        (name, f"{micro:.2f} us", f"{micro - reference:+.2f} us", f"{micro / reference:.1f}x",
+         f"{codes:,}")
+        for name, (micro, codes) in results
+    ]  # fmt: skip
+    header = ("case", "per request", "over reference", "vs reference", "bytecodes")
     kit.print_table(header, rows, left_first=True)
     return 0
 

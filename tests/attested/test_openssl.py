@@ -134,16 +134,6 @@ def exported(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def sha256(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A node writing the standard sha256 identifier (``--attested-digest sha256``)."""
-    process = ServerProcess(
-        "--attested-digest", "sha256", state_dir=tmp_path_factory.mktemp("sha256-digest")
-    )
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
 def gov(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A VM in another cloud and location."""
     config = "vm: {compute: {location: usgovvirginia, azEnvironment: AzureUSGovernmentCloud}}\n"

@@ -95,15 +95,6 @@ def der(server: ServerProcess) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def sha256(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(
-        "--attested-digest", "sha256", state_dir=tmp_path_factory.mktemp("sha256-digest")
-    )
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
 def hybrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A VM with Azure Hybrid Benefit."""
     process = config_server(
