@@ -101,7 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
         "--state-dir",
         "AZIMDS_STATE_DIR",
         "/var/lib/azimds for root, else ~/.local/state/azimds",
-        "Directory for the SQLite database, the admin token and the control plane's address.",
+        "Directory for the SQLite database, the admin token and the control plane's address; "
+        "one node at a time (it holds azimds.lock).",
     ),
     Setting(
         "store",
