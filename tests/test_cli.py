@@ -52,8 +52,9 @@ def test_several_listeners_serve_the_same_vm() -> None:
         process.stop()
 
 
-def test_port_in_use_is_a_clear_error(server: ServerProcess) -> None:
-    result = azimds("serve", "--listen", f"127.0.0.1:{server.port}")
+def test_port_in_use_is_a_clear_error(server: ServerProcess, tmp_path: Path) -> None:
+    # Its own state directory: the default one's lock may be held by a node of the user's.
+    result = azimds("serve", "--state-dir", str(tmp_path), "--listen", f"127.0.0.1:{server.port}")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{server.port}: the port is in use" in result.stderr
 
@@ -73,8 +74,9 @@ def test_the_control_plane_on_the_guest_planes_port_is_a_clear_error(tmp_path: P
     assert "listening on" not in result.stdout
 
 
-def test_missing_address_is_a_clear_error() -> None:
-    result = azimds("serve", "--listen", "192.0.2.1:16925")  # TEST-NET-1: on no interface
+def test_missing_address_is_a_clear_error(tmp_path: Path) -> None:
+    # TEST-NET-1: on no interface
+    result = azimds("serve", "--state-dir", str(tmp_path), "--listen", "192.0.2.1:16925")
     assert result.returncode == 1
     assert "no interface of this host has that address" in result.stderr
     assert "ip addr add 192.0.2.1/32 dev lo" in result.stderr

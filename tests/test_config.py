@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from azimds.config import ConfigError, load
+from azimds.guest.limits import OFF
 
 
 def write(tmp_path: Path, text: str, name: str = "azimds.yaml") -> Path:
@@ -20,7 +21,9 @@ def write(tmp_path: Path, text: str, name: str = "azimds.yaml") -> Path:
 @pytest.mark.parametrize(
     ("text", "field", "fix"),
     [
-        ("lisen: 127.0.0.1:1\n", "lisen", "known settings are access_log, admin_listen"),
+        ("lisen: 127.0.0.1:1\n", "lisen", "did you mean 'listen'? known settings are access_log,"),
+        ("zzz: 1\n", "zzz", "Fix: known settings are access_log, admin_listen"),
+        ("rate_limit: fast\n", "rate_limit", "give on (5 a second, as on Azure), off, or a number"),
         ("listen: nonsense\n", "listen", "HOST:PORT"),
         ("listen: 127.0.0.1:70000\n", "listen", "0 to 65535"),
         ("listen: []\n", "listen", 'write listen: ["127.0.0.1:16925"]'),
@@ -84,6 +87,37 @@ def test_layering_flags_over_environment_over_file(tmp_path: Path) -> None:
     assert config.log_level == "debug"
     config = load(path, {"listen": ("0.0.0.0:5555",), "log_level": "error"}, environ=env)
     assert (config.listen, config.log_level) == ((("0.0.0.0", 5555),), "error")
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "file", "rate"),
+    [
+        (None, None, None, 5.0),
+        ("on", None, None, 5.0),
+        ("ON", None, None, 5.0),
+        (None, "on", None, 5.0),
+        (None, None, "on", 5.0),  # YAML reads an unquoted on as true
+        (None, None, "'on'", 5.0),
+        ("7", None, None, 7.0),
+        (None, None, "2.5", 2.5),
+        ("off", None, None, None),
+        ("0", None, None, None),
+        (None, "off", None, None),
+        (None, None, "off", None),  # YAML: false
+        (None, None, "0", None),
+    ],
+)
+def test_rate_limit_on_off_or_a_number(
+    tmp_path: Path, flag: str | None, env: str | None, file: str | None, rate: float | None
+) -> None:
+    path = write(tmp_path, f"rate_limit: {file}\n" if file is not None else "")
+    config = load(
+        path, {"rate_limit": flag}, environ={"AZIMDS_RATE_LIMIT": env} if env is not None else {}
+    )
+    if rate is None:
+        assert config.limits == OFF
+    else:
+        assert (config.limits.rate, config.limits.identity_rate) == (rate, 20.0)
 
 
 def test_defaults_without_a_file() -> None:

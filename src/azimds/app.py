@@ -238,6 +238,16 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
 
     state.prepare(config.state_dir)
+    with state.locked(config.state_dir):  # before anything in it is read or written
+        await _serve(config, on_ready, stop, store)
+
+
+async def _serve(
+    config: Config,
+    on_ready: Callable[[Ready], None] | None,
+    stop: asyncio.Event,
+    store: Store | None,
+) -> None:
     # The guest plane's sockets are held from here on, so that nothing (the control plane's
     # claim among them) can take their ports before they are served.
     listeners = {}

@@ -9,9 +9,10 @@ A bad file stops start-up with a ``ConfigError`` naming the file, the field and 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
         "--state-dir",
         "AZIMDS_STATE_DIR",
         "/var/lib/azimds for root, else ~/.local/state/azimds",
-        "Directory for the SQLite database, the admin token and the control plane's address.",
+        "Directory for the SQLite database, the admin token and the control plane's address; "
+        "one node at a time (it holds azimds.lock).",
     ),
     Setting(
         "store",
@@ -207,7 +209,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_RATE_LIMIT",
         "5",
         "Requests a second each VM may make outside the identity category, as on Azure; "
-        "beyond it: 429. 0 or off: no limits at all (for load tests).",
+        "beyond it: 429. on: the default. 0 or off: no limits at all (for load tests).",
     ),
     Setting(
         "identity_rate_limit",
@@ -333,9 +335,16 @@ def read_file(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
         raise ConfigError(source, "(top level)", "expected a mapping", hint)
     for key in data:
         if key not in keys:
-            known = ", ".join(keys)
-            raise ConfigError(source, str(key), "unknown setting", f"known settings are {known}")
+            raise unknown_setting(source, str(key), keys)
     return data
+
+
+def unknown_setting(source: str, key: str, keys: Collection[str]) -> ConfigError:
+    """The error for a misspelt setting: the closest known name first, then all of them."""
+    known = ", ".join(keys)
+    close = difflib.get_close_matches(key, list(keys), n=1)
+    fix = f"did you mean '{close[0]}'? known settings are {known}" if close else ""
+    return ConfigError(source, key, "unknown setting", fix or f"known settings are {known}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,10 +521,21 @@ def load(
     first_call_delay = _number("events_first_call_delay", *pick("events_first_call_delay"), 0, 120)
 
     rate_value, rate_source = pick("rate_limit")
-    if str(rate_value).lower() == "off":
+    # on/off as words, or as YAML reads an unquoted on/off (true/false).
+    switch = str(rate_value).lower()
+    if switch in ("off", "false"):
         limits = OFF
     else:
-        rate = _number("rate_limit", rate_value, rate_source, 0, 100000)
+        given = None if switch in ("on", "true") else rate_value  # None: the default, 5
+        try:
+            rate = _number("rate_limit", given, rate_source, 0, 100000)
+        except ConfigError:
+            raise ConfigError(
+                rate_source,
+                "rate_limit",
+                f"'{rate_value}' is not allowed",
+                "give on (5 a second, as on Azure), off, or a number from 0 to 100000",
+            ) from None
         limits = (
             OFF
             if rate == 0

@@ -6,14 +6,22 @@ control plane, and the database holds signing keys.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 TOKEN_FILE = "admin-token"
 ADMIN_FILE = "admin.json"  # where this node's control plane listens, for the CLI
+LOCK_FILE = "azimds.lock"  # held by the node using the directory; says its pid
+
+
+class StateDirInUse(Exception):
+    """Another node holds the state directory's lock."""
 
 
 def default_state_dir() -> Path:
@@ -27,6 +35,35 @@ def default_state_dir() -> Path:
 def prepare(state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state_dir.chmod(0o700)  # also one that existed: it holds the admin token and the keys
+
+
+@contextlib.contextmanager
+def locked(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory for one node, or raise ``StateDirInUse`` naming the holder.
+
+    A flock(2): the kernel drops it when its holder exits, however it exits (``kill -9``
+    too), so a file left behind never blocks a restart. The file is never removed: a node
+    that opened it just before the removal would lock a file no other node sees.
+    """
+    path = state_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise StateDirInUse(
+                f"state directory {state_dir} is in use by another azimds (pid {holder}, "
+                f"which holds {path}). Fix: stop that node, or give this one another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # still held: no other node has written its pid yet
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_private(path: Path, text: str) -> None:

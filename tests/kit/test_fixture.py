@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -216,3 +217,48 @@ def test_the_example_scripts_run(script: str) -> None:
         "ci-job.sh": '02aab8a4-74ef-476e-8182-f6d2ba4166a6\n"token_type":"Bearer"\n',
     }
     assert result.stdout == expected[script]
+
+
+@pytest.mark.imds(rate_limit="on")
+def test_the_documented_rate_limit_marker(imds: LocalIMDS) -> None:
+    """docs/testing.md's marker: the default limits, 5 a second, so a burst of 8 meets 429s."""
+    path = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
+    statuses = []
+    for _ in range(8):
+        try:
+            guest(imds, path)
+            statuses.append(200)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+    assert statuses[:5] == [200] * 5
+    assert 429 in statuses[5:]
+
+
+def test_a_misspelt_setting_is_refused_with_the_closest_name() -> None:
+    with pytest.raises(ConfigError, match=r"clok: unknown setting\. Fix: did you mean 'clock'\?"):
+        LocalIMDS(clok="manual")
+
+
+def test_the_marker_refuses_a_misspelt_setting(tmp_path: Path) -> None:
+    """Through the plugin, as a user meets it: the test errors, naming the setting to use."""
+    (tmp_path / "test_theirs.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+            @pytest.mark.imds(clok="manual")
+            def test_it(imds):
+                pass
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 error" in result.stdout
+    assert "clok: unknown setting. Fix: did you mean 'clock'?" in result.stdout

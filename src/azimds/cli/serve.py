@@ -17,6 +17,7 @@ from azimds.cli.common import main
 from azimds.config import SETTINGS, Config, ConfigError, Setting, load
 from azimds.defaults import SDK_ENDPOINT_ENV
 from azimds.server import ListenError
+from azimds.state import StateDirInUse
 from azimds.store import StoreError
 
 log = logging.getLogger("azimds")
@@ -119,6 +120,12 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     try:
         with address:
             uvloop.run(app.run(config, on_ready=ready))
-    except (ConfigError, ListenError, StoreError, link_local.LinkLocalError) as exc:
+    except (
+        ConfigError,
+        ListenError,
+        StoreError,
+        link_local.LinkLocalError,
+        StateDirInUse,
+    ) as exc:
         raise click.ClickException(str(exc)) from exc
     log.info("stopped")

@@ -26,7 +26,7 @@ import uvloop
 
 from azimds import server
 from azimds.admin.client import AdminClient
-from azimds.config import load
+from azimds.config import SETTING, load, unknown_setting
 from azimds.defaults import SDK_ENDPOINT_ENV
 from azimds.fleet.attestation_certs import CA_KIND, LEAF_KIND
 from azimds.fleet.signing_keys import ACTIVE_SETTING, KEY_KIND, SETTING_KIND
@@ -34,6 +34,7 @@ from azimds.store.base import Record, Store, Transaction
 from azimds.store.memory import MemoryStore
 
 START_TIMEOUT = 30.0  # seconds; a start takes well under one
+SETTINGS_SOURCE = "LocalIMDS settings (the imds fixture's marker)"
 
 
 class _Reused:
@@ -82,6 +83,9 @@ class LocalIMDS:
     are off unless ``rate_limit`` says otherwise, since tests ask faster than 5 a second."""
 
     def __init__(self, *, set_environment: bool = True, **settings: Any) -> None:
+        for name in settings:  # a misspelt one would otherwise be ignored: refused, as by serve
+            if name not in SETTING:
+                raise unknown_setting(SETTINGS_SOURCE, name, sorted(SETTING))
         self._settings = {"rate_limit": "off", **{k: _flag(v) for k, v in settings.items()}}
         self._set_environment = set_environment
         self._thread: threading.Thread | None = None

@@ -18,7 +18,8 @@ try:
     import psycopg
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise StoreError(
-        "PostgreSQL needs the psycopg package: pip install 'azimds[postgres]'"
+        "PostgreSQL needs the psycopg package (azimds's postgres extra): "
+        "pip install 'psycopg[binary]>=3.2'"
     ) from exc
 
 CHANNEL = "azimds_changes"
