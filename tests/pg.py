@@ -2,8 +2,9 @@
 
 Use it from a directory's conftest with ``from tests.pg import postgres, postgres_url``.
 ``postgres_url`` is a libpq URL of the database ``azimds`` (role ``azimds``); ``postgres`` is
-the ``Postgres`` object, for a fresh database (``new_database()``) or an outage (``stop()`` /
-``start()``, or ``with postgres.outage():``). Without PostgreSQL's server binaries the tests
+the ``Postgres`` object, for a fresh database (``new_database()``), a role that needs a
+password (``password_role()``) or an outage (``stop()`` / ``start()``, or
+``with postgres.outage():``). Without PostgreSQL's server binaries the tests
 fail, saying what to install: CI installs them (``.ci/run``).
 """
 
@@ -116,6 +117,16 @@ class Postgres:
         name = f"{DATABASE}_{next(self._names)}"
         self._admin(f"CREATE DATABASE {name} OWNER {ROLE}")
         return self.url_for(name)
+
+    def password_role(self, password: str) -> str:
+        """A new login role that must give ``password`` (SCRAM); the others keep trust auth.
+        Returns its name."""
+        role = f"{ROLE}_pw{next(self._names)}"
+        self._admin(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())  # first match wins
+        self._admin("SELECT pg_reload_conf()")
+        return role
 
     def start(self) -> None:
         with self._lock:

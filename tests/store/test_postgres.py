@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,10 +12,11 @@ import psycopg
 import pytest
 
 from azimds.store import StoreError, StoreUnavailable, open_store
+from azimds.store import postgres as postgres_module
 from azimds.store.base import Transaction
 from azimds.store.postgres import PostgresStore
 from azimds.store.sql import SCHEMA_VERSION
-from tests.pg import Postgres
+from tests.pg import DATABASE, Postgres
 
 
 @pytest.fixture
@@ -108,6 +110,81 @@ def test_two_stores_opening_a_new_database_at_once(url: str) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+# --- opening while the database is down, or refuses us ------------------------------------
+
+
+def test_opening_waits_for_a_database_that_is_down(
+    postgres: Postgres, url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node started before its database: opening retries (0.5 s, 1 s, 2 s, ...), saying so,
+    and succeeds once the database is up."""
+    monkeypatch.setattr(postgres_module, "RETRY_FOR", 30.0)  # a failure ends the test sooner
+    caplog.set_level(logging.WARNING, logger="azimds.store.postgres")
+    with postgres.outage():
+        back = threading.Timer(2.5, postgres.start)
+        back.start()
+        try:
+            store = PostgresStore(url)
+        finally:
+            back.join()
+    try:
+        assert store.revision() == 0
+    finally:
+        store.close()
+    retries = [record.getMessage() for record in caplog.records]
+    assert len(retries) >= 2, retries
+    assert "retrying in 0.5 s" in retries[0] and "retrying in 1.0 s" in retries[1]
+    assert all(f"PostgreSQL at {postgres.socket_dir}:{postgres.port} is" in m for m in retries)
+
+
+def test_opening_gives_up_when_the_database_stays_down(
+    postgres: Postgres, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_module, "RETRY_FOR", 1.2)
+    with postgres.outage():
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=r"still unreachable after 1\.2 s, giving up"):
+            PostgresStore(url)
+        assert time.monotonic() - started < 3.0
+
+
+def test_a_wrong_password_fails_at_once(postgres: Postgres) -> None:
+    role = postgres.password_role("right-one")
+    url = postgres.url_for(DATABASE, role, "s3cret-but-wrong")
+    started = time.monotonic()
+    with pytest.raises(StoreError) as caught:
+        PostgresStore(url)
+    assert time.monotonic() - started < 2.0  # no retries
+    assert not isinstance(caught.value, StoreUnavailable)
+    message = str(caught.value)
+    assert f'password authentication failed for user "{role}"' in message
+    assert "Fix: check the user, password and database in the store URL" in message
+    assert "s3cret-but-wrong" not in message and f"{role}:***@" in message
+    psycopg.connect(postgres.url_for(DATABASE, role, "right-one")).close()  # the right one works
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://azimds@/azimds?bogus=1", 'invalid URI query parameter: "bogus"'),
+        ("postgresql://azimds@db.invalid:port/azimds", "port 'port' is not a number"),
+    ],
+)
+def test_a_malformed_url_fails_at_once(url: str, said: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="invalid PostgreSQL URL") as caught:
+        PostgresStore(url)
+    assert said in str(caught.value)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_missing_database_fails_at_once(postgres: Postgres) -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreError, match='database "nothere" does not exist'):
+        PostgresStore(postgres.url_for("nothere"))
+    assert time.monotonic() - started < 2.0
 
 
 # --- transactions and the change feed ----------------------------------------------------

@@ -4,11 +4,19 @@ Writes notify the channel ``azimds_changes`` inside their transaction, so follow
 change the moment it commits (LISTEN/NOTIFY). When the database is unreachable, reads and
 writes raise ``StoreUnavailable``; the node keeps serving its last snapshot, and the next
 call reconnects.
+
+Opening waits for a database that is not up yet (a host booting before its database, a
+database restarting): the first connection is retried with backoff for up to ``RETRY_FOR``
+seconds, then opening fails, and systemd's ``Restart=`` starts the node again. A database that
+answers with a refusal (a wrong password, no such role or database) fails it at once, as does a
+malformed URL: waiting would not mend those.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from typing import Any
 
 from azimds.store.base import StoreError, StoreUnavailable
@@ -16,14 +24,35 @@ from azimds.store.sql import SQLStore
 
 try:
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise StoreError(
         "PostgreSQL needs the psycopg package (azimds's postgres extra): "
         "pip install 'psycopg[binary]>=3.2'"
     ) from exc
 
+log = logging.getLogger(__name__)
+
 CHANNEL = "azimds_changes"
 CONNECT_TIMEOUT = 5  # seconds
+# The first connection's backoff: 0.5 s doubling to 10 s between attempts, for 2 minutes in
+# all. Bounded, so that a node left waiting says so in its exit status (and `systemctl status`)
+# rather than only in its log; under systemd, Restart= then tries again.
+RETRY_FIRST = 0.5
+RETRY_MAX = 10.0
+RETRY_FOR = 120.0
+# libpq's words when the server itself turned the connection down (FATAL: a wrong password,
+# no such role or database) or it had nothing to authenticate with: retrying cannot help...
+REFUSED = ("FATAL:", "fe_sendauth:")
+# ...unless the server only cannot take connections yet: starting up, shutting down, in
+# recovery ("the database system is ..."), or out of connection slots.
+NOT_YET = ("the database system is", "too many clients", "connection slots are reserved")
+
+
+def worth_retrying(exc: psycopg.OperationalError) -> bool:
+    """Whether a failed connection may succeed later (the server is unreachable or busy)."""
+    message = str(exc)
+    return not any(word in message for word in REFUSED) or any(word in message for word in NOT_YET)
 
 
 def redact(url: str) -> str:
@@ -42,7 +71,47 @@ class PostgresStore(SQLStore):
         self.url = redact(url)
         self._db: Any = None
         self._listener: Any = None
+        self._db = self._first_connection()
         self.migrate()
+
+    def _first_connection(self) -> Any:
+        """Connect, waiting with backoff while the server is unreachable (module docstring)."""
+        try:
+            params = conninfo_to_dict(self._dsn)
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(f"invalid PostgreSQL URL {self.url}: {exc}".strip()) from exc
+        port = str(params.get("port") or 5432)
+        if not all(part.isdigit() for part in port.split(",")):
+            raise StoreError(f"invalid PostgreSQL URL {self.url}: port '{port}' is not a number")
+        server = f"{params.get('host') or 'the default socket'}:{port}"
+        deadline = time.monotonic() + RETRY_FOR
+        delay = RETRY_FIRST
+        while True:
+            try:
+                return psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT)
+            except psycopg.OperationalError as exc:
+                reason = str(exc).strip()
+                if not worth_retrying(exc):
+                    raise StoreError(
+                        f"PostgreSQL at {server} refused the connection: {reason}. Fix: check "
+                        f"the user, password and database in the store URL ({self.url})"
+                    ) from exc
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreUnavailable(
+                        f"PostgreSQL at {server} is still unreachable after {RETRY_FOR:g} s, "
+                        f"giving up: {reason}. Fix: start it, or correct the host in the "
+                        f"store URL ({self.url})"
+                    ) from exc
+                delay = min(delay, left)
+                log.warning(
+                    "PostgreSQL at %s is unreachable (%s); retrying in %.1f s",
+                    server,
+                    reason.partition("\n")[0],
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
 
     def _connect(self) -> Any:
         try:
