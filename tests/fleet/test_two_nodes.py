@@ -8,16 +8,21 @@ writes with 503, and say so; when it returns they catch up.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import ServerProcess
 from tests.http import get
-from tests.pg import Postgres
+from tests.pg import DATABASE, Postgres
 from tests.waiting import within
 
 NAME = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
@@ -188,3 +193,40 @@ def test_a_password_in_the_store_url_never_shows(postgres: Postgres) -> None:
         node.stop()
     assert "s3cret-pw" not in "".join(node.output)
     assert "s3cret-pw" not in node.banner, node.banner
+
+
+def test_a_node_started_before_its_database_waits_for_it(postgres: Postgres) -> None:
+    """Started while PostgreSQL is down (a host booting), a node retries instead of exiting,
+    logging each retry without the password, and serves once the database is up."""
+    url = postgres.new_database().replace("azimds@", "azimds:s3cret-pw@", 1)
+    with postgres.outage():
+        back = threading.Timer(2.5, postgres.start)  # retries at 0.5 s, 1 s and 2 s by then
+        back.start()
+        try:
+            node = ServerProcess("--store", url)  # returns once it serves
+        finally:
+            back.join()
+    try:
+        reply = get(node.port, NAME)
+        assert (reply.status, reply.body) == (200, DEFAULT_VM_NAME)
+        assert status(node)["storeReachable"] is True
+    finally:
+        node.stop()
+    retries = [line for line in node.banner.splitlines() if "retrying in" in line]
+    assert len(retries) >= 2, node.banner
+    assert all("WARNING" in line and str(postgres.socket_dir) in line for line in retries)
+    assert "s3cret-pw" not in node.banner, node.banner
+
+
+def test_a_node_with_a_wrong_password_exits_at_once(postgres: Postgres, tmp_path: Path) -> None:
+    role = postgres.password_role("right-one")
+    command = [sys.executable, "-m", "azimds", "serve", "--store"]
+    command += [postgres.url_for(DATABASE, role, "s3cret-wrong"), "--listen", "127.0.0.1:0"]
+    command += ["--admin-listen", "127.0.0.1:0", "--state-dir", str(tmp_path)]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 10  # the interpreter's start, no retries
+    assert result.returncode == 1, result
+    assert f"Error: PostgreSQL at {postgres.socket_dir}:{postgres.port} refused" in result.stderr
+    assert "password authentication failed" in result.stderr
+    assert "retrying" not in result.stderr and "s3cret-wrong" not in result.stderr
