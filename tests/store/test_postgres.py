@@ -170,6 +170,8 @@ def test_a_wrong_password_fails_at_once(postgres: Postgres) -> None:
     [
         ("postgresql://azimds@/azimds?bogus=1", 'invalid URI query parameter: "bogus"'),
         ("postgresql://azimds@db.invalid:port/azimds", "port 'port' is not a number"),
+        ("postgresql://azimds@/azimds?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+        ("postgresql://azimds:pa%zz@db.invalid/azimds", 'invalid percent-encoded token: "***"'),
     ],
 )
 def test_a_malformed_url_fails_at_once(url: str, said: str) -> None:

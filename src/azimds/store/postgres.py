@@ -41,18 +41,26 @@ CONNECT_TIMEOUT = 5  # seconds
 RETRY_FIRST = 0.5
 RETRY_MAX = 10.0
 RETRY_FOR = 120.0
-# libpq's words when the server itself turned the connection down (FATAL: a wrong password,
-# no such role or database) or it had nothing to authenticate with: retrying cannot help...
+# libpq's and psycopg's words when the server could not be reached (refused, no socket, no
+# route, no DNS answer yet, timed out): worth waiting for...
+UNREACHABLE = ("connection to server", "failed to resolve host", "timeout expired")
+# ...unless it was reached and turned the connection down (FATAL: a wrong password, no such
+# role or database) or there was nothing to authenticate with...
 REFUSED = ("FATAL:", "fe_sendauth:")
-# ...unless the server only cannot take connections yet: starting up, shutting down, in
-# recovery ("the database system is ..."), or out of connection slots.
+# ...except when it only cannot take connections yet: starting up, shutting down, in recovery
+# ("the database system is ..."), or out of connection slots.
 NOT_YET = ("the database system is", "too many clients", "connection slots are reserved")
 
 
 def worth_retrying(exc: psycopg.OperationalError) -> bool:
-    """Whether a failed connection may succeed later (the server is unreachable or busy)."""
+    """Whether a failed connection may succeed later (the server is unreachable or busy).
+    Anything else (a refusal, an option libpq rejects before connecting) will fail again."""
     message = str(exc)
-    return not any(word in message for word in REFUSED) or any(word in message for word in NOT_YET)
+    if any(words in message for words in NOT_YET):
+        return True
+    return any(words in message for words in UNREACHABLE) and not any(
+        words in message for words in REFUSED
+    )
 
 
 def redact(url: str) -> str:
@@ -79,7 +87,7 @@ class PostgresStore(SQLStore):
         try:
             params = conninfo_to_dict(self._dsn)
         except psycopg.ProgrammingError as exc:
-            raise StoreError(f"invalid PostgreSQL URL {self.url}: {exc}".strip()) from exc
+            raise StoreError(f"invalid PostgreSQL URL {self.url}: {self._scrub(exc)}") from exc
         port = str(params.get("port") or 5432)
         if not all(part.isdigit() for part in port.split(",")):
             raise StoreError(f"invalid PostgreSQL URL {self.url}: port '{port}' is not a number")
@@ -90,12 +98,14 @@ class PostgresStore(SQLStore):
             try:
                 return psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT)
             except psycopg.OperationalError as exc:
-                reason = str(exc).strip()
+                reason = self._scrub(exc)
                 if not worth_retrying(exc):
-                    raise StoreError(
-                        f"PostgreSQL at {server} refused the connection: {reason}. Fix: check "
-                        f"the user, password and database in the store URL ({self.url})"
-                    ) from exc
+                    if any(words in reason for words in REFUSED):
+                        raise StoreError(
+                            f"PostgreSQL at {server} refused the connection: {reason}. Fix: "
+                            f"check the user, password and database in the store URL ({self.url})"
+                        ) from exc
+                    raise StoreError(f"invalid PostgreSQL URL {self.url}: {reason}") from exc
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise StoreUnavailable(
@@ -112,6 +122,15 @@ class PostgresStore(SQLStore):
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
+
+    def _scrub(self, exc: Exception) -> str:
+        """The error's message without the URL's password, which libpq quotes when it cannot
+        parse it (an invalid percent-encoding)."""
+        message = str(exc).strip()
+        for password in re.findall(r"://[^:/@]+:([^@]*)@|[?&]password=([^&]*)", self._dsn):
+            for secret in filter(None, password):
+                message = message.replace(secret, "***")
+        return message
 
     def _connect(self) -> Any:
         try:
