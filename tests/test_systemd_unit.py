@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from azimds.config import SETTINGS, load
+
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "packaging" / "azimds.service"
+ENVIRONMENT = REPO / "packaging" / "azimds.env.example"
 INSTALLED = "/opt/azimds/venv/bin/azimds"  # where docs/deployment.md installs it
 
 
@@ -45,3 +48,13 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     # Unknown keys and unparsable values are warnings only (exit status 0): none is allowed.
     about_the_unit = [line for line in output.splitlines() if "azimds.service" in line]
     assert about_the_unit == [], output
+
+
+def test_the_example_environment_file_is_a_valid_configuration() -> None:
+    """Every variable it sets, or offers commented out, is a setting, with a valid value."""
+    lines = [line.removeprefix("#") for line in ENVIRONMENT.read_text().splitlines()]
+    environ = dict(line.split("=", 1) for line in lines if line.startswith("AZIMDS_"))
+    assert set(environ) <= {setting.env for setting in SETTINGS}
+    config = load(None, environ=environ)
+    assert (config.link_local, config.caller_mode) == (True, "source-ip")
+    assert config.store.startswith("postgresql://")
