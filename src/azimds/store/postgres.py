@@ -77,9 +77,8 @@ class PostgresStore(SQLStore):
         super().__init__()
         self._dsn = url
         self.url = redact(url)
-        self._db: Any = None
+        self._db: Any = self._first_connection()
         self._listener: Any = None
-        self._db = self._first_connection()
         self.migrate()
 
     def _first_connection(self) -> Any:
