@@ -7,9 +7,12 @@ import os
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from azimds import state
 from azimds.defaults import SDK_ENDPOINT_ENV
 from tests.client.support import DEFAULT_VM_ID, add_fault, endpoint
 from tests.conftest import REPO, ServerProcess
@@ -21,7 +24,9 @@ def azimds_get(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k != SDK_ENDPOINT_ENV and not k.lower().endswith("_proxy")
+        if k != SDK_ENDPOINT_ENV
+        and not k.startswith("AZIMDS_")
+        and not k.lower().endswith("_proxy")
     }
     return subprocess.run(
         [sys.executable, "-m", "azimds", "get", *args],
@@ -135,6 +140,63 @@ def test_nothing_listening(faulty: ServerProcess):
     assert result.returncode == NO_ANSWER
     assert result.stdout == ""
     assert "no answer from http://127.0.0.1:9/metadata/versions" in result.stderr
+
+
+CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there
+
+
+def stale_node(directory: Path) -> dict[str, str]:
+    """A state directory whose node is gone (its guest URL a closed port), as the variable."""
+    state.prepare(directory)
+    state.admin_token(directory)
+    state.write_admin_address(directory, "http://127.0.0.1:9", [CLOSED])
+    return {"AZIMDS_STATE_DIR": str(directory)}
+
+
+def test_a_local_node_is_found_through_the_state_directory(server: ServerProcess):
+    path = "/metadata/instance/compute/location"
+    found = azimds_get(path, env={"AZIMDS_STATE_DIR": str(server.state_dir)})
+    assert (found.returncode, found.stdout) == (0, "westus\n"), found.stderr
+    said = f"azimds get: asking the node in {server.state_dir}: {endpoint(server)}\n"
+    assert found.stderr == said
+    flag = azimds_get(path, "--state-dir", str(server.state_dir))
+    assert (flag.returncode, flag.stdout, flag.stderr) == (0, "westus\n", said)
+
+
+def test_an_explicit_endpoint_wins_over_the_state_directory(server: ServerProcess, tmp_path):
+    stale = stale_node(tmp_path)
+    path = "instance/compute/location"
+    given = azimds_get(path, *at(server), "--state-dir", str(tmp_path), env=stale)
+    assert (given.returncode, given.stdout, given.stderr) == (0, "westus\n", "")
+    variable = azimds_get(path, env={**stale, SDK_ENDPOINT_ENV: endpoint(server)})
+    assert (variable.returncode, variable.stdout, variable.stderr) == (0, "westus\n", "")
+
+
+def test_a_gone_local_node_is_named_with_the_fix(tmp_path):
+    result = azimds_get("versions", "--no-retry", env=stale_node(tmp_path))
+    assert result.returncode == NO_ANSWER
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"azimds get: asking the node in {tmp_path}: {CLOSED}"
+    assert lines[-1].startswith(f"azimds get: nothing answers at {CLOSED}. Fix: start a node")
+
+
+def test_a_closed_port_shows_its_retries_and_gives_up_in_time():
+    started = time.monotonic()
+    # The first wait is 2 s +/- 25 %; the second (4 s) would end past the deadline.
+    result = azimds_get("versions", "--endpoint", CLOSED, "--deadline", "4")
+    assert time.monotonic() - started < 10
+    assert (result.returncode, result.stdout) == (NO_ANSWER, "")
+    lines = result.stderr.splitlines()
+    assert re.fullmatch(
+        rf"azimds get: try 1 of {CLOSED}/metadata/versions: no answer \(ConnectError: .+\); "
+        r"next try in \d\.\d s",
+        lines[0],
+    ), result.stderr
+    assert lines[1].startswith(f"azimds get: no answer from {CLOSED}/metadata/versions (tries: 2)")
+    assert lines[2] == (
+        f"azimds get: nothing answers at {CLOSED}. Fix: start a node (`azimds serve`; found "
+        f"through --state-dir), or give --endpoint URL or set {SDK_ENDPOINT_ENV}"
+    )
 
 
 @pytest.mark.parametrize("endpoint_", ["ftp://x", "http://"])

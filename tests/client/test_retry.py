@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -241,6 +242,17 @@ def test_no_answer_then_an_answer():
     result, sleeps, _ = run(INSTANCE, script, session(chance=0.5))
     assert isinstance(result, Reply) and result.ok
     assert sleeps == [2, 4]
+
+
+def test_each_retry_is_logged_as_it_happens(caplog: pytest.LogCaptureFixture):
+    script = [httpx.ConnectError("refused"), answer(503), answer(200)]
+    with caplog.at_level(logging.INFO, logger="azimds.client"):
+        result, _, urls = run(INSTANCE, script, session(chance=0.5))
+    assert isinstance(result, Reply) and result.ok
+    assert caplog.messages == [
+        f"try 1 of {urls[0]}: no answer (ConnectError: refused); next try in 2.0 s",
+        f"try 2 of {urls[1]}: HTTP 503; next try in 4.0 s",
+    ]
 
 
 def test_never_tries_once():

@@ -90,6 +90,19 @@ def node_address(ctx: click.Context) -> dict[str, Any]:
         ) from exc
 
 
+def local_guest_url(ctx: click.Context) -> str | None:
+    """The first guest-plane URL of the node in the state directory, or None when no node
+    wrote one there. A --state-dir given on the command line must hold a node (the error
+    says so); the default one, or AZIMDS_STATE_DIR's, may hold none."""
+    try:
+        guest = node_address(ctx)["guest"]
+    except click.ClickException:
+        if _options(ctx).get("state_dir") is not None:
+            raise
+        return None
+    return str(guest[0]) if guest else None
+
+
 def client(ctx: click.Context) -> AdminClient:
     options = _options(ctx)
     url, token = options.get("admin"), options.get("token")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import click
 
-from azimds.cli.common import main
+from azimds.cli.common import local_guest_url, main, state_dir_of
 from azimds.defaults import SDK_ENDPOINT_ENV
 
 if TYPE_CHECKING:
@@ -18,6 +22,9 @@ if TYPE_CHECKING:
 # Exit codes besides 0 (a 2xx answer) and click's 2 (usage).
 EXIT_ERROR_ANSWER = 1  # the service answered with another status
 EXIT_NO_ANSWER = 3  # nothing answered: refused, reset or timed out, retries spent
+# The whole call's default: an interactive command gives up well before the library's 90 s
+# (which rides out 70 s of 410s), and says why.
+DEFAULT_DEADLINE = 30.0
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -45,6 +52,22 @@ def _shown(reply: Reply, raw: bool) -> bytes:
         else:
             return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
     return reply.body if reply.body.endswith(b"\n") else reply.body + b"\n"
+
+
+@contextlib.contextmanager
+def _retries_shown() -> Iterator[None]:
+    """Print the client's retries (``azimds.client``'s log) on stderr while the call runs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("azimds get: %(message)s"))
+    log = logging.getLogger("azimds.client")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def _leaf_refused(reply: Reply, verb: str, path: str, params: list[tuple[str, str]]) -> bool:
@@ -82,7 +105,14 @@ def _leaf_refused(reply: Reply, verb: str, path: str, params: list[tuple[str, st
 @click.option(
     "--endpoint",
     metavar="URL",
-    help=f"The IMDS base URL. [env: {SDK_ENDPOINT_ENV}; default: http://169.254.169.254]",
+    help=f"The IMDS base URL. [env: {SDK_ENDPOINT_ENV}; default: the node in --state-dir "
+    "if one runs there, else http://169.254.169.254]",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Where to look for a local node (where `azimds serve` wrote admin.json), used when "
+    "no endpoint is given. [env: AZIMDS_STATE_DIR]",
 )
 @click.option(
     "--header", "-H", "headers", multiple=True, metavar="'NAME: VALUE'", help="Add a header."
@@ -98,21 +128,24 @@ def _leaf_refused(reply: Reply, verb: str, path: str, params: list[tuple[str, st
     type=click.FloatRange(min=0, min_open=True),
     default=5.0,
     show_default=True,
-    help="Seconds for one try.",
+    help="Seconds for one try (see --deadline for the whole call).",
 )
 @click.option(
     "--deadline",
     type=click.FloatRange(min=0, min_open=True),
-    default=90.0,
+    default=DEFAULT_DEADLINE,
     show_default=True,
-    help="Seconds for everything, retries included.",
+    help="Seconds for the whole call, retries and waits included.",
 )
 @click.option("--no-retry", is_flag=True, help="Try once: no retries, no waiting.")
+@click.pass_context
 def get(
+    ctx: click.Context,
     path: str,
     output_format: str | None,
     api_version: str | None,
     endpoint: str | None,
+    state_dir: Path | None,
     headers: tuple[str, ...],
     method: str | None,
     data: str | None,
@@ -135,11 +168,20 @@ def get(
       azimds get scheduledevents -d '{"StartRequests":[{"EventId":"..."}]}'
       azimds get versions --endpoint http://127.0.0.1:16925
 
-    PATH may start with /metadata or leave it out, and may carry a query. Exit status: 0 on
-    a 2xx answer (printed on stdout), 1 on any other answer (its body on stderr), 3 when
-    nothing answered (the reason on stderr).
+    PATH may start with /metadata or leave it out, and may carry a query. IMDS is the one
+    given (--endpoint or $AZURE_POD_IDENTITY_AUTHORITY_HOST), else the node running in the
+    state directory (said on stderr), else 169.254.169.254. Each retry is said on stderr.
+    Exit status: 0 on a 2xx answer (printed on stdout), 1 on any other answer (its body on
+    stderr), 3 when nothing answered (the reason and the fix on stderr).
     """
     from azimds.client import IMDSClient, IMDSConnectionError, RetryPolicy
+    from azimds.client.protocol import given_endpoint
+
+    chosen = given_endpoint(endpoint)
+    if chosen is None:
+        chosen = local_guest_url(ctx)
+        if chosen is not None:
+            click.echo(f"azimds get: asking the node in {state_dir_of(ctx)}: {chosen}", err=True)
 
     parts = urlsplit(path)
     params = parse_qsl(parts.query, keep_blank_values=True)
@@ -154,10 +196,10 @@ def get(
     body = data.encode("utf-8") if data is not None else None
     extra = [_header(h) for h in headers]
     try:
-        imds = IMDSClient(endpoint, retry=policy)
+        imds = IMDSClient(chosen, retry=policy)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--endpoint") from exc
-    with imds:
+    with imds, _retries_shown():
         try:
             reply = imds.request(
                 verb, parts.path, params=params, body=body, api_version=api_version, headers=extra
@@ -174,6 +216,12 @@ def get(
                 reply = text if text.ok else reply
         except IMDSConnectionError as exc:
             click.echo(f"azimds get: {exc}", err=True)
+            click.echo(
+                f"azimds get: nothing answers at {imds.endpoint}. Fix: start a node "
+                f"(`azimds serve`; found through --state-dir), or give --endpoint URL or set "
+                f"{SDK_ENDPOINT_ENV}",
+                err=True,
+            )
             sys.exit(EXIT_NO_ANSWER)
     stream = sys.stdout.buffer if reply.ok else sys.stderr.buffer
     if include:

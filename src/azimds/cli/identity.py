@@ -12,7 +12,7 @@ from urllib.parse import urlencode, urlsplit
 import click
 import jwt
 
-from azimds.cli.common import call, control_plane_options, main, node_address, table
+from azimds.cli.common import call, control_plane_options, local_guest_url, main, table
 
 TOKEN_API_VERSION = "2018-02-01"  # what azure-identity and msal send
 
@@ -174,10 +174,9 @@ def token(
     the VM, or from an address that is the VM's). The signature is not checked here; the
     control plane's JWKS verifies it.
     """
-    if url is None:
-        ctx = click.get_current_context()
-        guest = node_address(ctx)["guest"] if state_dir or _has_state(ctx) else []
-        url = guest[0] if guest else "http://169.254.169.254"
+    from azimds.client.protocol import DEFAULT_ENDPOINT
+
+    url = url or local_guest_url(click.get_current_context()) or DEFAULT_ENDPOINT
     params = {"api-version": TOKEN_API_VERSION, "resource": resource}
     for key, value in (
         ("client_id", client_id),
@@ -204,14 +203,6 @@ def token(
     click.echo(
         f"client id {answer['client_id']}, expires {expires:%Y-%m-%d %H:%M:%S} UTC ({left} s)"
     )
-
-
-def _has_state(ctx: click.Context) -> bool:
-    try:
-        node_address(ctx)
-    except click.ClickException:
-        return False
-    return True
 
 
 @main.group()

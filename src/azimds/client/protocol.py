@@ -9,6 +9,7 @@ and async clients only perform the steps; everything that decides lives here.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
@@ -42,6 +43,10 @@ UNVERSIONED = "versions"  # /metadata/versions takes no api-version
 OUTSIDE = ""  # paths outside /metadata: the IIS front end, no api-version
 
 USER_AGENT = "azimds-client"
+
+# Each retry is logged here at INFO (the try, what went wrong, the wait), as it happens:
+# `azimds get` shows these on stderr, so a call that waits does not wait silently.
+log = logging.getLogger("azimds.client")
 
 T = TypeVar("T")
 
@@ -124,10 +129,15 @@ class Call:
 # --- addresses -------------------------------------------------------------------------------
 
 
+def given_endpoint(endpoint: str | None = None) -> str | None:
+    """The base URL asked for: the argument, else ``$AZURE_POD_IDENTITY_AUTHORITY_HOST``
+    (what azure-identity and msal read for the same purpose), else None."""
+    return endpoint or os.environ.get(SDK_ENDPOINT_ENV, "").strip() or None
+
+
 def resolve_endpoint(endpoint: str | None = None) -> str:
-    """The base URL: the argument, else ``$AZURE_POD_IDENTITY_AUTHORITY_HOST`` (what
-    azure-identity and msal read for the same purpose), else ``http://169.254.169.254``."""
-    given = endpoint or os.environ.get(SDK_ENDPOINT_ENV, "").strip() or DEFAULT_ENDPOINT
+    """The base URL: the one given (``given_endpoint``), else ``http://169.254.169.254``."""
+    given = given_endpoint(endpoint) or DEFAULT_ENDPOINT
     if "://" not in given:
         given = "http://" + given
     parts = urlsplit(given)
@@ -239,6 +249,7 @@ class Session:
                     return reply
             else:
                 raise TypeError(f"a flow was sent {outcome!r} after a Send")
+            _retrying(request.url, tries, outcome, wait)
             yield Sleep(wait)
 
     def fetch(self, url: str) -> Flow[Reply]:
@@ -260,7 +271,16 @@ class Session:
                     return outcome
             else:
                 raise TypeError(f"a flow was sent {outcome!r} after a Send")
+            _retrying(request.url, tries, outcome, wait)
             yield Sleep(wait)
+
+
+def _retrying(url: str, tries: int, outcome: Reply | Failure, wait: float) -> None:
+    if isinstance(outcome, Reply):
+        what = f"HTTP {outcome.status}"
+    else:
+        what = f"no answer ({type(outcome.error).__name__}: {outcome.error})"
+    log.info("try %d of %s: %s; next try in %.1f s", tries, url, what, wait)
 
 
 def _no_answer(url: str, tries: int, error: BaseException) -> IMDSConnectionError:
