@@ -289,6 +289,7 @@ async def _serve(
         await certificates.run_once(fleet)
         fleet = node.served
         token = state.admin_token(config.state_dir)
+        guest_urls = [_http_url(host, port) for host, port in guest_addresses]
         admin = AdminAPI(
             node,
             token,
@@ -297,6 +298,7 @@ async def _serve(
             admin_url,
             config.terminate_notice,
             Observed(recorder, services, faults, clients),
+            guest_urls,
         ).app()
 
         bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
@@ -311,7 +313,6 @@ async def _serve(
             ready.cancel()
             await serving  # a listener failed (its ListenError), or the node was stopped
             return
-        guest_urls = [_http_url(host, port) for host, port in guest_addresses]
         state.write_admin_address(config.state_dir, admin_url, guest_urls)
         engine = asyncio.create_task(run_event_engine(store, node, stop))
         access_log = asyncio.create_task(recorder.write_access_log(stop))
