@@ -1,4 +1,4 @@
-"""``--ready-file``: a node as a CI script sees it."""
+"""``--ready-file``, ``azimds wait`` and ``azimds status``: a node as a CI script sees it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from azimds import state
+from azimds import __version__, state
+from tests.conftest import ServerProcess
 from tests.http import get
 from tests.waiting import within
 
@@ -70,3 +71,69 @@ def test_a_ready_file_in_no_directory_stops_start_up(tmp_path: Path) -> None:
     result = azimds("serve", "--state-dir", str(tmp_path), "--ready-file", str(where))
     assert result.returncode == 1
     assert f"ready_file: {where.parent} is not a directory" in result.stderr
+
+
+def test_wait_returns_once_a_node_started_just_before_serves(tmp_path: Path) -> None:
+    process = serve(tmp_path)
+    try:
+        result = azimds("wait", "--state-dir", str(tmp_path), "--timeout", "20")
+        assert result.returncode == 0, result.stderr
+        (guest,) = state.read_admin(tmp_path)["guest"]
+        assert get(urlsplit(guest).port or 0, "/metadata/versions").status == 200
+    finally:
+        stop(process)
+
+
+def test_wait_keeps_polling_for_a_node_started_after_it(tmp_path: Path) -> None:
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "azimds", "wait", "--state-dir", str(tmp_path), "--timeout", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiting.stderr is not None
+    first = waiting.stderr.readline()  # it has looked, and found nothing yet
+    assert f"waiting for azimds: no node has written {tmp_path / 'admin.json'}" in first
+    node = ServerProcess("--store", "memory:", state_dir=tmp_path)
+    try:
+        _, rest = waiting.communicate(timeout=20)
+        assert waiting.returncode == 0, first + rest
+    finally:
+        node.stop()
+
+
+def test_wait_says_what_is_not_ready_when_nothing_runs(tmp_path: Path) -> None:
+    result = azimds("wait", "--state-dir", str(tmp_path), "--timeout", "0.5")
+    assert result.returncode == 1
+    assert (
+        f"azimds is not ready after 0.5s: no node has written {tmp_path / 'admin.json'}"
+        in result.stderr
+    )
+    assert f"with the state directory {tmp_path}?" in result.stderr
+
+
+def test_status_describes_the_running_node(tmp_path: Path) -> None:
+    node = ServerProcess("--store", "memory:", state_dir=tmp_path)
+    try:
+        result = azimds("status", "--json", "--state-dir", str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        assert status["pid"] == node.proc.pid
+        assert status["version"] == __version__
+        assert status["guest"] == [f"http://127.0.0.1:{node.port}"]
+        assert status["controlPlane"] == node.admin_url
+        assert (status["store"], status["storeReachable"]) == ("memory:", True)
+        assert status["vms"] == 1
+        assert status["revision"] > 0
+        assert 0 <= status["uptime"] < 60
+        text = azimds("status", "--state-dir", str(tmp_path)).stdout
+        assert f"guest plane    http://127.0.0.1:{node.port}\n" in text
+        assert "store          memory: (reachable), revision" in text
+    finally:
+        node.stop()
+    stopped = azimds("status", "--state-dir", str(tmp_path))
+    assert stopped.returncode == 1
+    assert f"cannot reach the control plane at {node.admin_url}" in stopped.stderr
+    nothing = azimds("status", "--state-dir", str(tmp_path / "none"))
+    assert nothing.returncode == 1
+    assert f"no running azimds found in {tmp_path / 'none'}" in nothing.stderr
