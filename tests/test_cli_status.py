@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 from azimds import __version__, state
 from tests.conftest import ServerProcess
 from tests.http import get
@@ -73,13 +75,16 @@ def test_a_ready_file_in_no_directory_stops_start_up(tmp_path: Path) -> None:
     assert f"ready_file: {where.parent} is not a directory" in result.stderr
 
 
-def test_wait_returns_once_a_node_started_just_before_serves(tmp_path: Path) -> None:
-    process = serve(tmp_path)
+@pytest.mark.parametrize("mode", ["single", "source-ip"])
+def test_wait_returns_once_a_node_started_just_before_serves(tmp_path: Path, mode: str) -> None:
+    process = serve(tmp_path, "--caller-mode", mode)
     try:
         result = azimds("wait", "--state-dir", str(tmp_path), "--timeout", "20")
         assert result.returncode == 0, result.stderr
         (guest,) = state.read_admin(tmp_path)["guest"]
-        assert get(urlsplit(guest).port or 0, "/metadata/versions").status == 200
+        # source-ip: this host is no VM, refused by a guest plane that serves.
+        expected = 200 if mode == "single" else 403
+        assert get(urlsplit(guest).port or 0, "/metadata/versions").status == expected
     finally:
         stop(process)
 

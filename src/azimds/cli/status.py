@@ -62,7 +62,8 @@ def _not_ready(where: Path) -> str | None:
         status = _guest_status(guest)
     except (OSError, http.client.HTTPException) as exc:
         return f"cannot reach the guest plane at {guest}: {exc} (from {admin_file})"
-    if status != 200:
+    # 403: in source-ip mode this host's address is no VM's; the guest plane serves all the same.
+    if status not in (200, 403):
         return f"the guest plane at {guest} answers /metadata/versions with {status}"
     return None
 
@@ -80,7 +81,8 @@ def _not_ready(where: Path) -> str | None:
 @click.pass_context
 def wait(ctx: click.Context, state_dir: Path | None, timeout: float) -> None:
     """Wait until the local node serves: its control plane answers /healthz and its first
-    guest URL answers GET /metadata/versions. Exits 0 then, 1 after --timeout.
+    guest URL answers GET /metadata/versions (with a 403 in source-ip mode, where this host
+    is no VM). Exits 0 then, 1 after --timeout.
 
     The node is found through its state directory (admin.json), which may not exist yet:
     start `azimds serve &`, then `azimds wait`, in either order. Example:
