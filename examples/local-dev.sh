@@ -20,7 +20,7 @@ azimds serve --config "$work/vm.yaml" --state-dir "$work/state" --store memory: 
 server=$!
 export AZURE_POD_IDENTITY_AUTHORITY_HOST="http://127.0.0.1:$port"   # what Azure SDKs read
 export AZIMDS_STATE_DIR="$work/state"                               # what `azimds vm` reads
-until curl -s -o /dev/null "$AZURE_POD_IDENTITY_AUTHORITY_HOST/metadata/versions"; do sleep 0.1; done
+azimds wait --timeout 30 || { cat "$work/serve.log" >&2; exit 1; }   # until both planes answer
 
 azimds get /metadata/instance/compute/name                   # web-1
 azimds vm set web-1 compute.tags.env=staging > /dev/null

@@ -45,6 +45,8 @@ def test_config_examples_load(tmp_path: Path, doc: str, block: str) -> None:
         # Applied as `azimds serve --fleet` would: every VM and fault rule validated.
         store = open_store("memory:", tmp_path)
         store.transact(lambda txn: apply_fleet_file(txn, path, declared))
+    elif lines[0].startswith("jobs:"):  # a GitHub Actions workflow (docs/testing.md)
+        assert yaml.safe_load(block)["jobs"]
     elif lines[0].startswith("events:"):  # a scenario: what `azimds events scenario` sends
         entries = yaml.safe_load(block)["events"]
         allowed = {"after", "type", "vms", "notBefore", "duration", "description", "source"}

@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import json
 import logging
+import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,8 +240,29 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
 
     state.prepare(config.state_dir)
-    with state.locked(config.state_dir):  # before anything in it is read or written
+    # Inside the lock: a second node, refused, must not remove the first one's ready file.
+    with state.locked(config.state_dir), _ready_file_kept(config.ready_file):
         await _serve(config, on_ready, stop, store)
+
+
+@contextlib.contextmanager
+def _ready_file_kept(path: Path | None) -> Iterator[None]:
+    """The ready file says this node serves: none is left from an earlier node, none stays
+    after this one stops."""
+    if path is None:
+        yield
+        return
+    path.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _write_ready_file(path: Path, guest_urls: list[str], admin_url: str) -> None:
+    """Atomically (a reader never sees half of it): where this node serves, and its pid."""
+    ready = {"pid": os.getpid(), "guest": guest_urls, "controlPlane": admin_url}
+    state.write_private(path, json.dumps(ready) + "\n")
 
 
 async def _serve(
@@ -289,6 +312,7 @@ async def _serve(
         await certificates.run_once(fleet)
         fleet = node.served
         token = state.admin_token(config.state_dir)
+        guest_urls = [_http_url(host, port) for host, port in guest_addresses]
         admin = AdminAPI(
             node,
             token,
@@ -297,6 +321,7 @@ async def _serve(
             admin_url,
             config.terminate_notice,
             Observed(recorder, services, faults, clients),
+            guest_urls,
         ).app()
 
         bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
@@ -311,8 +336,9 @@ async def _serve(
             ready.cancel()
             await serving  # a listener failed (its ListenError), or the node was stopped
             return
-        guest_urls = [_http_url(host, port) for host, port in guest_addresses]
         state.write_admin_address(config.state_dir, admin_url, guest_urls)
+        if config.ready_file is not None:  # after admin.json: the CLI finds the node then
+            _write_ready_file(config.ready_file, guest_urls, admin_url)
         engine = asyncio.create_task(run_event_engine(store, node, stop))
         access_log = asyncio.create_task(recorder.write_access_log(stop))
         watcher = None

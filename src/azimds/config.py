@@ -245,6 +245,14 @@ SETTINGS: tuple[Setting, ...] = (
         "load tests from one address (wrk -c200).",
     ),
     Setting(
+        "ready_file",
+        "--ready-file",
+        "AZIMDS_READY_FILE",
+        "",
+        "Once every listener accepts connections, write this file (JSON: guest URLs, control "
+        "plane URL, pid); removed when the node stops. For scripts that wait for the node.",
+    ),
+    Setting(
         "access_log",
         "--access-log",
         "AZIMDS_ACCESS_LOG",
@@ -294,6 +302,7 @@ class Config:
     link_local: bool = False  # add 169.254.169.254 to lo while serving (link_local.held)
     request_timeout: float = REQUEST_TIMEOUT  # seconds to send a head, and again a body
     connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT  # guest connections per address
+    ready_file: Path | None = None  # written once serving, removed on stop
 
 
 def parse_listen(text: str, source: str, where: str = "listen", unix: bool = False) -> Address:
@@ -487,6 +496,17 @@ def load(
             watch_source, "watch", "there is no fleet file to watch", "give --fleet FILE"
         )
 
+    ready_value, ready_source = pick("ready_file")
+    ready_file = Path(str(ready_value)).expanduser() if ready_value else None
+    # Checked before anything listens: a missing directory would fail only once serving.
+    if ready_file is not None and not ready_file.parent.is_dir():
+        raise ConfigError(
+            ready_source,
+            "ready_file",
+            f"{ready_file.parent} is not a directory",
+            "create it, or give a path in an existing directory",
+        )
+
     public_value, public_source = pick("public_url")
     public_url = str(public_value or "").rstrip("/")
     if public_url and not public_url.startswith(("http://", "https://")):
@@ -590,4 +610,5 @@ def load(
         link_local=link_local,
         request_timeout=request_timeout,
         connections_per_client=per_client,
+        ready_file=ready_file,
     )

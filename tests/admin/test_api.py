@@ -194,6 +194,10 @@ def test_status(node: ServerProcess) -> None:
     assert body["storeReachable"] is True
     assert body["vms"] == 1
     assert body["defaultVm"] == EXAMPLE_ID
+    assert body["guest"] == [f"http://127.0.0.1:{node.port}"]
+    assert body["controlPlane"] == node.admin_url
+    assert body["pid"] == node.proc.pid
+    assert body["uptime"] >= 0
 
 
 def test_control_plane_is_not_on_the_guest_listener(node: ServerProcess) -> None:

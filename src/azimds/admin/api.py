@@ -12,6 +12,7 @@ import datetime as dt
 import hmac
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -162,6 +163,7 @@ class AdminAPI:
         url: str,
         terminate_notice: int = 600,
         observed: Observed | None = None,
+        guest: list[str] | None = None,
     ) -> None:
         self.node = node
         self._token = token.encode()
@@ -170,6 +172,8 @@ class AdminAPI:
         self.url = url  # where this control plane is reached (for jwks_uri)
         self.terminate_notice = terminate_notice
         self.observed = observed or Observed(Recorder(), Services(), Faults(), Clients())
+        self.guest = guest or []  # the guest plane's URLs, for /v1/status
+        self.started = time.monotonic()  # for the uptime /v1/status reports
 
     def app(self) -> Starlette:
         routes = [
@@ -289,6 +293,10 @@ class AdminAPI:
                 "callerMode": self.caller_mode,
                 "vms": len(fleet.vms),
                 "defaultVm": fleet.default_vm_id,
+                "guest": self.guest,
+                "controlPlane": self.url,
+                "uptime": round(time.monotonic() - self.started, 3),
+                "pid": os.getpid(),
             }
         )
 

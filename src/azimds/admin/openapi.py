@@ -276,7 +276,22 @@ def document() -> dict[str, Any]:
                         },
                     },
                 },
-                "Status": {"type": "object"},
+                "Status": {
+                    "type": "object",
+                    "properties": {
+                        "version": {"type": "string"},
+                        "revision": {"type": "integer", "description": "store revision served"},
+                        "store": {"type": "string", "description": "its URL, no password"},
+                        "storeReachable": {"type": "boolean"},
+                        "callerMode": {"type": "string"},
+                        "vms": {"type": "integer"},
+                        "defaultVm": {"type": ["string", "null"]},
+                        "guest": {"type": "array", "items": {"type": "string"}},
+                        "controlPlane": {"type": "string"},
+                        "uptime": {"type": "number", "description": "seconds since start-up"},
+                        "pid": {"type": "integer"},
+                    },
+                },
                 "Requests": {"type": "object", "properties": {"requests": {"type": "array"}}},
                 "EventRequest": EVENT_REQUEST,
                 "Scenario": {
@@ -324,7 +339,7 @@ def document() -> dict[str, Any]:
             },
             "/v1/status": {
                 "get": {
-                    "summary": "The node: revision served, store, caller mode, VM count",
+                    "summary": "The node: revision served, store, VM count, listeners, uptime, pid",
                     "responses": {"200": {"description": "Status", "content": _json("Status")}}
                     | _errors(401),
                 }

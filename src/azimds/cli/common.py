@@ -42,6 +42,16 @@ def main() -> None:
     """
 
 
+def state_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The option that finds a running node by its state directory."""
+    return click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path),
+        help="The node's state directory (where `azimds serve` wrote admin.json and "
+        "admin-token). [env: AZIMDS_STATE_DIR]",
+    )(command)
+
+
 def control_plane_options(group: Callable[..., Any]) -> Callable[..., Any]:
     """The options that find a running node: its state directory, or URL and token."""
     group = click.option(
@@ -53,12 +63,7 @@ def control_plane_options(group: Callable[..., Any]) -> Callable[..., Any]:
         envvar="AZIMDS_ADMIN_URL",
         help="The control plane's URL (http://HOST:PORT or unix:PATH). [env: AZIMDS_ADMIN_URL]",
     )(group)
-    return click.option(
-        "--state-dir",
-        type=click.Path(path_type=Path),
-        help="The node's state directory (where `azimds serve` wrote admin.json and "
-        "admin-token). [env: AZIMDS_STATE_DIR]",
-    )(group)
+    return state_dir_option(group)
 
 
 def _options(ctx: click.Context) -> dict[str, Any]:
