@@ -43,7 +43,7 @@ from azimds.guest.limits import RateLimiter
 from azimds.guest.observe import Recorder
 from azimds.guest.routes import Services
 from azimds.node import Node
-from azimds.store import Store, StoreError, Transaction, open_store
+from azimds.store import Store, StoreError, StoreUnavailable, Transaction, open_store
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,27 @@ def _write_ready_file(path: Path, guest_urls: list[str], admin_url: str) -> None
     state.write_private(path, json.dumps(ready) + "\n")
 
 
+async def _open_store(config: Config, stop: asyncio.Event) -> Store | None:
+    """The configured store, or None if the node is stopped while it waits for it (a
+    PostgreSQL server down at start is waited for, docs/deployment.md): a stop then takes
+    effect at once rather than when the wait ends."""
+    stopping = threading.Event()
+
+    async def relay() -> None:
+        await stop.wait()
+        stopping.set()
+
+    relaying = asyncio.create_task(relay())
+    try:
+        return await asyncio.to_thread(open_store, config.store, config.state_dir, stopping)
+    except StoreUnavailable:
+        if stop.is_set():
+            return None
+        raise
+    finally:
+        relaying.cancel()
+
+
 async def _serve(
     config: Config,
     on_ready: Callable[[Ready], None] | None,
@@ -288,7 +309,11 @@ async def _serve(
 
     admin_url = _http_url(admin_host, admin_port)
     if store is None:  # the test kit brings a memory store that already holds signing keys
-        store = await asyncio.to_thread(open_store, config.store, config.state_dir)
+        store = await _open_store(config, stop)
+        if store is None:  # stopped while waiting for the database
+            for sock in listeners.values():
+                sock.close()
+            return
     node = Node(store)
     try:
         await asyncio.to_thread(declare, config, store)

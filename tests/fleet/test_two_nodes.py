@@ -218,6 +218,27 @@ def test_a_node_started_before_its_database_waits_for_it(postgres: Postgres) -> 
     assert "s3cret-pw" not in node.banner, node.banner
 
 
+def test_a_node_waiting_for_its_database_stops_at_once(postgres: Postgres, tmp_path: Path) -> None:
+    """SIGTERM ends the wait for a database that is down: no stop waits for the 2 minutes."""
+    url = postgres.new_database()
+    command = [sys.executable, "-m", "azimds", "serve", "--store", url, "--listen"]
+    command += ["127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--state-dir", str(tmp_path)]
+    with postgres.outage():
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:  # waits until it is waiting
+                if "retrying in" in line:
+                    break
+            stopped = time.monotonic()
+            proc.terminate()
+            assert proc.wait(timeout=10) == 0
+            assert time.monotonic() - stopped < 3
+        finally:
+            proc.kill()
+            proc.communicate()
+
+
 def test_a_node_with_a_wrong_password_exits_at_once(postgres: Postgres, tmp_path: Path) -> None:
     role = postgres.password_role("right-one")
     command = [sys.executable, "-m", "azimds", "serve", "--store"]

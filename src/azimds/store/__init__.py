@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from azimds.store.base import Record, Store, StoreError, StoreUnavailable, Transaction
@@ -9,10 +10,11 @@ from azimds.store.base import Record, Store, StoreError, StoreUnavailable, Trans
 __all__ = ["Record", "Store", "StoreError", "StoreUnavailable", "Transaction", "open_store"]
 
 
-def open_store(url: str, state_dir: Path) -> Store:
+def open_store(url: str, state_dir: Path, stopping: threading.Event | None = None) -> Store:
     """``memory:``, ``sqlite:`` (the state directory's file), ``sqlite:///PATH`` (``////`` for an
     absolute PATH, as in SQLAlchemy), or
-    ``postgresql://...``. Opening applies the schema migrations."""
+    ``postgresql://...``. Opening applies the schema migrations. ``stopping``, once set, ends
+    a wait for a PostgreSQL server that is down (``StoreUnavailable``)."""
     if url == "memory:":
         from azimds.store.memory import MemoryStore
 
@@ -20,7 +22,7 @@ def open_store(url: str, state_dir: Path) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from azimds.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, stopping)
     if url.startswith("sqlite:"):
         path = url.removeprefix("sqlite:")
         if path.startswith("///"):  # as SQLAlchemy: sqlite:///rel.db, sqlite:////abs/path.db

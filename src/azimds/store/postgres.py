@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from typing import Any
 
@@ -73,16 +74,17 @@ class PostgresStore(SQLStore):
     paramstyle = "format"
     lock_statement = "SELECT value FROM revision WHERE id = 1 FOR UPDATE"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, stopping: threading.Event | None = None) -> None:
         super().__init__()
         self._dsn = url
         self.url = redact(url)
-        self._db: Any = self._first_connection()
+        self._db: Any = self._first_connection(stopping or threading.Event())
         self._listener: Any = None
         self.migrate()
 
-    def _first_connection(self) -> Any:
-        """Connect, waiting with backoff while the server is unreachable (module docstring)."""
+    def _first_connection(self, stopping: threading.Event) -> Any:
+        """Connect, waiting with backoff while the server is unreachable (module docstring),
+        unless ``stopping`` is set meanwhile (the node is told to stop)."""
         try:
             params = conninfo_to_dict(self._dsn)
         except psycopg.ProgrammingError as exc:
@@ -119,7 +121,10 @@ class PostgresStore(SQLStore):
                     reason.partition("\n")[0],
                     delay,
                 )
-                time.sleep(delay)
+                if stopping.wait(delay):
+                    raise StoreUnavailable(
+                        f"stopped while waiting for PostgreSQL at {server}: {reason}"
+                    ) from exc
                 delay = min(delay * 2, RETRY_MAX)
 
     def _scrub(self, exc: Exception) -> str:
