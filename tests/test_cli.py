@@ -40,6 +40,16 @@ def test_banner_tells_how_to_reach_it(server: ServerProcess) -> None:
     assert "vmId 02aab8a4-74ef-476e-8182-f6d2ba4166a6" in banner
 
 
+def test_a_source_ip_banner_says_the_curl_is_a_vms(tmp_path: Path) -> None:
+    """This host is no VM: a curl from it gets the unknown caller's 403."""
+    node = ServerProcess("--caller-mode", "source-ip", state_dir=tmp_path)
+    try:
+        assert "  try from a VM (any other caller gets 403):\n" in node.banner, node.banner
+        assert get(node.port, "/metadata/instance?api-version=2021-02-01").status == 403
+    finally:
+        node.stop()
+
+
 def test_several_listeners_serve_the_same_vm() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -38,10 +38,12 @@ def _announce(config: Config, ready: Any) -> None:
         serving = f"{len(fleet.vms)} VM(s), each to its own private address ({config.caller_mode})"
     lines = [f"azimds {__version__}: Azure IMDS serving {serving}"]
     lines += [f"  listening on {_url(host, port)}/metadata" for host, port in ready.guest]
+    # In source-ip mode this host is no VM: its own curl would get the unknown caller's 403.
+    where = "" if config.caller_mode == "single" else " from a VM (any other caller gets 403)"
     lines += [
         f"  control plane {ready.admin} (token in {ready.token_file})",
         f"  store {ready.store} (state in {config.state_dir})",
-        "  try:",
+        f"  try{where}:",
         f'    curl -s -H Metadata:true "{first}/metadata/instance?api-version=2021-02-01"',
         "  point Azure SDKs (azure-identity, msal) here with:",
         f"    export {SDK_ENDPOINT_ENV}={first}",
