@@ -176,13 +176,7 @@ def test_the_plugin_is_installed_for_any_project(tmp_path: Path) -> None:
             """
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_pytest(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
 
@@ -252,13 +246,18 @@ def test_the_marker_refuses_a_misspelt_setting(tmp_path: Path) -> None:
             """
         )
     )
-    result = subprocess.run(
+    result = run_pytest(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 error" in result.stdout
+    assert "clok: unknown setting. Fix: did you mean 'clock'?" in result.stdout
+
+
+def run_pytest(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """pytest in a child process on the test files written to ``tmp_path``."""
+    return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "1 error" in result.stdout
-    assert "clok: unknown setting. Fix: did you mean 'clock'?" in result.stdout

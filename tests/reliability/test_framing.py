@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from azimds import http1
 from azimds.defaults import MAX_REQUEST_HEAD
+from tests.reliability.transport import Transport
 
 Message = tuple[str, str, str, bytes]  # method, path, query, body
 MAX_BODY = 1 << 20  # what the recording app keeps of a body: more than any input holds
@@ -52,47 +53,6 @@ def _target(raw: bytes) -> tuple[str, str] | None:
 
 
 # --- azimds.http1, in process ---------------------------------------------------------------
-
-
-class Transport(asyncio.Transport):
-    """What the server needs of a transport; it keeps nothing but whether it was closed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        pass
-
-    def write_eof(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
 
 
 class Recording:

@@ -16,54 +16,17 @@ import asyncio
 import itertools
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from azimds import http1
+from tests.reliability.transport import Transport
 
 GET = b"GET /x HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"
 
 
-class Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def answers(self) -> int:
-        return self.written.count(b"HTTP/1.1 200 OK\r\n")
-
-    def write_eof(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
+def answers(transport: Transport) -> int:
+    return transport.written.count(b"HTTP/1.1 200 OK\r\n")
 
 
 class Numbered:
@@ -128,10 +91,10 @@ def in_order(transport: Transport, count: int) -> bool:
 def test_alone_a_connection_is_answered_in_runs_of_its_turn(node: Node) -> None:
     connection, transport = node.connect("10.0.0.4")
     connection.data_received(GET * 200)
-    runs = [transport.answers()]
-    while transport.answers() < 200 and len(runs) < 20:
+    runs = [answers(transport)]
+    while answers(transport) < 200 and len(runs) < 20:
         turn(node)
-        runs.append(transport.answers())
+        runs.append(answers(transport))
     assert runs[:4] == [64, 128, 192, 200], runs
     assert in_order(transport, 200)
 
@@ -141,21 +104,21 @@ def test_another_clients_request_is_answered_before_a_burst_goes_on(node: Node) 
     other, other_transport = node.connect("10.0.0.5")
     for connection, _ in burst:
         connection.data_received(GET * 100)
-    first = sum(transport.answers() for _, transport in burst)
+    first = sum(answers(transport) for _, transport in burst)
     other.data_received(GET)
-    assert other_transport.answers() == 1  # at once: the burst's share does not touch it
+    assert answers(other_transport) == 1  # at once: the burst's share does not touch it
     assert first <= http1.CLIENT_TURN, first
     totals = [first]
     for _ in range(100):
         turn(node)
-        totals.append(sum(transport.answers() for _, transport in burst))
+        totals.append(sum(answers(transport) for _, transport in burst))
         if totals[-1] == 300:
             break
     steps = [b - a for a, b in itertools.pairwise(totals)]
     assert totals[-1] == 300 and max(steps) <= http1.CLIENT_TURN, totals
     assert all(in_order(transport, 100) for _, transport in burst)
     # Round robin: no connection of the burst waits while another is answered all its share.
-    assert min(transport.answers() for _, transport in burst) == 100
+    assert min(answers(transport) for _, transport in burst) == 100
 
 
 def test_a_connection_that_goes_while_waiting_its_turn_holds_up_no_other(node: Node) -> None:
@@ -168,17 +131,17 @@ def test_a_connection_that_goes_while_waiting_its_turn_holds_up_no_other(node: N
     gone.connection_lost(None)
     for _ in range(50):
         turn(node)
-    assert [t.answers() for _, t in burst] == [20, gone_transport.answers(), 20]
-    assert gone_transport.answers() < 20
+    assert [answers(t) for _, t in burst] == [20, answers(gone_transport), 20]
+    assert answers(gone_transport) < 20
 
 
 def test_a_client_alone_again_is_held_back_by_its_connection_turn_only(node: Node) -> None:
     connection, transport = node.connect("10.0.0.4")
     other, _ = node.connect("10.0.0.5")
     connection.data_received(GET * 100)
-    assert transport.answers() == http1.CLIENT_TURN
+    assert answers(transport) == http1.CLIENT_TURN
     other.connection_lost(None)  # the other client leaves: alone again
     turn(node)
-    assert transport.answers() == http1.CLIENT_TURN + http1.CONNECTION_TURN
+    assert answers(transport) == http1.CLIENT_TURN + http1.CONNECTION_TURN
     turn(node)
-    assert transport.answers() == 100 and in_order(transport, 100)
+    assert answers(transport) == 100 and in_order(transport, 100)
