@@ -2,8 +2,9 @@
 
 The HTTP benchmarks (``throughput.py``) measure azimds with the kernel, which on a shared
 machine swings by 10-20% between runs. This one hands whole requests, as bytes, to the guest
-plane's HTTP/1.1 server (``azimds.http1``) over a transport that drops what it is given, so it
-measures azimds's Python (parsing the head, the app, rendering the answer) and nothing else.
+plane's HTTP/1.1 server (``azimds.serving.http1``) over a transport that drops what it is
+given, so it measures azimds's Python (parsing the head, the app, rendering the answer) and
+nothing else.
 It reports microseconds per request for:
 
 * a cached answer (the instance document from the memo), with the request log on;
@@ -36,13 +37,13 @@ from collections.abc import Callable
 from typing import Any
 
 import kit
-from azimds import http1
 from azimds.guest.app import GuestApp
 from azimds.guest.callers import SingleVM
 from azimds.guest.events import MAX_BODY
 from azimds.guest.limits import DOCUMENTED, RateLimiter
 from azimds.guest.observe import Recorder
 from azimds.kit.fleet import example_fleet, services
+from azimds.serving import http1
 from azimds.store.memory import MemoryStore
 
 INSTANCE = "/metadata/instance?api-version=2021-02-01"

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import kit
-from azimds.defaults import MAX_CONNECTIONS
+from azimds.serving.limits import MAX_CONNECTIONS
 
 TEXT_LEAF = "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text"
 TOKEN = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net"

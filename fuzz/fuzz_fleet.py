@@ -16,7 +16,7 @@ documentation's example VM and a second VM holding 10.0.0.5.
 
 A crash is an exception other than those, or a broken law. The two bugs it found (a compute
 that is no object; tags holding ';') are fixed, with regression tests in
-tests/reliability/test_fleet_regressions.py.
+tests/serving/test_fleet_regressions.py.
 
     python fuzz/fuzz_fleet.py -max_total_time=60      # docs/reliability.md
 """

@@ -1,6 +1,6 @@
 """Fuzz the guest plane's HTTP/1.1 server: raw bytes a client sends on one connection.
 
-Each input is what one client sends to ``azimds.http1``. Its first byte says how the rest
+Each input is what one client sends to ``azimds.serving.http1``. Its first byte says how the rest
 arrives:
 
 - bit 0: the client then shuts its sending side (``eof_received``);
@@ -23,7 +23,7 @@ gone out, or the app waits for a body); then the client goes (``connection_lost`
 is left, tasks and timers, is cancelled, so nothing carries over to the next input.
 
 A crash is an exception escaping the server (from a callback or a task), anything
-``azimds.http1`` logs at ERROR (the app raised: a 500), or a broken invariant:
+``azimds.serving.http1`` logs at ERROR (the app raised: a 500), or a broken invariant:
 
 - what was written parses as HTTP/1.1 answers and nothing else: ``HTTP/1.1 NNN Reason``,
   header lines (each name once), a body of ``content-length`` bytes (none for HEAD); a
@@ -60,11 +60,12 @@ import atheris
 from harness import main
 
 with atheris.instrument_imports(include=["azimds"]):
-    from azimds import http1
     from azimds.defaults import MAX_REQUEST_HEAD
+
     from azimds.guest.app import GuestApp
     from azimds.guest.callers import SingleVM
     from azimds.kit.fleet import example_fleet, services
+    from azimds.serving import http1
     from azimds.store.memory import MemoryStore
 
 T = TypeVar("T")
@@ -140,7 +141,7 @@ UNUSED.bind(("127.0.0.1", 0))
 
 
 class ErrorLog(logging.Handler):
-    """What ``azimds.http1`` logs at ERROR or above: the server's account of a 500."""
+    """What ``azimds.serving.http1`` logs at ERROR or above: the server's account of a 500."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -151,7 +152,7 @@ class ErrorLog(logging.Handler):
 
 
 ERRORS = ErrorLog()
-logging.getLogger("azimds.http1").addHandler(ERRORS)
+logging.getLogger("azimds.serving.http1").addHandler(ERRORS)
 
 
 class Transport:
@@ -461,9 +462,11 @@ async def leave(
 
 
 def check_reports() -> None:
-    """Nothing logged at ERROR by ``azimds.http1``, reported by the loop or raised by a task."""
+    """Nothing logged at ERROR by the HTTP/1.1 server, reported by the loop or raised by a task."""
     for record in ERRORS.records:
-        raise AssertionError(f"azimds.http1 logged an error: {logging.Formatter().format(record)}")
+        raise AssertionError(
+            f"azimds.serving.http1 logged an error: {logging.Formatter().format(record)}"
+        )
     for context in LOOP.errors:
         exception = context.get("exception")
         if exception is not None:

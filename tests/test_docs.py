@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from azimds.app import apply_fleet_file
-from azimds.config import SETTINGS, Setting, load, read_fleet_file
+from azimds.config.settings import SETTINGS, Setting, load, read_fleet_file
 from azimds.fleet.events import TYPES
+from azimds.node.app import apply_fleet_file
 from azimds.store import open_store
 
 REPO = Path(__file__).resolve().parent.parent

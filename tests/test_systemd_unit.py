@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from azimds.config import SETTINGS, load
+from azimds.config.settings import SETTINGS, load
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "packaging" / "azimds.service"

@@ -26,7 +26,7 @@ from azimds.signing.attestation import (
     new_root_body,
     sign,
 )
-from tests.attested.tools import DOCS_SAMPLE_SIGNATURE
+from tests.guest.attested.tools import DOCS_SAMPLE_SIGNATURE
 from tests.client.support import DEFAULT_VM_ID, admin_text, endpoint
 from tests.conftest import ServerProcess
 

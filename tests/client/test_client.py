@@ -26,7 +26,8 @@ from azimds.client import (
     PublicIpAddress,
     RetryPolicy,
 )
-from azimds.defaults import DEFAULT_TENANT_ID, SDK_ENDPOINT_ENV
+from azimds.client.protocol import SDK_ENDPOINT_ENV
+from azimds.fleet.identity import DEFAULT_TENANT_ID
 from tests.client.support import DEFAULT_VM_ID, NEWEST, FakeTime, Recording, endpoint
 from tests.conftest import ServerProcess
 

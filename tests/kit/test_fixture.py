@@ -21,7 +21,7 @@ from azure.core.pipeline.transport import AsyncioRequestsTransport
 from azure.identity import ManagedIdentityCredential
 from azure.identity.aio import ManagedIdentityCredential as AsyncManagedIdentityCredential
 
-from azimds.config import ConfigError
+from azimds.config.settings import ConfigError
 from azimds.kit.local import LocalIMDS
 
 ENV = "AZURE_POD_IDENTITY_AUTHORITY_HOST"

@@ -28,7 +28,6 @@ from starlette.routing import Route
 
 from azimds import __version__
 from azimds.admin.openapi import MAX_AHEAD, document
-from azimds.defaults import TOKEN_REFRESH_MARGIN
 from azimds.fleet.clock import advance_clock, parse_moment
 from azimds.fleet.events import Event
 from azimds.fleet.faults import FaultError, add_fault, clear_faults, parse_rule, remove_fault
@@ -46,11 +45,11 @@ from azimds.fleet.scheduling import approve_events, cancel_event, schedule_event
 from azimds.fleet.signing_keys import rotate_jwt_key
 from azimds.fleet.vm import VM
 from azimds.guest.faults import Faults
-from azimds.guest.identity import TokenSettings
+from azimds.guest.identity import TOKEN_REFRESH_MARGIN, TokenSettings
 from azimds.guest.observe import Recorder, prometheus
 from azimds.guest.routes import Services
-from azimds.http1 import Clients
-from azimds.node import Node
+from azimds.node.follower import Node
+from azimds.serving.http1 import Clients
 from azimds.store.base import StoreError, Transaction
 
 MAX_BODY = 1024 * 1024  # bytes; larger bodies get 413

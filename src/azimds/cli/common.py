@@ -11,8 +11,9 @@ from typing import Any
 import click
 import yaml
 
-from azimds import __version__, state
+from azimds import __version__
 from azimds.admin.client import AdminClient, AdminError
+from azimds.host import state
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

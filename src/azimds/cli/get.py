@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 import click
 
 from azimds.cli.common import local_guest_url, main, state_dir_of
-from azimds.defaults import SDK_ENDPOINT_ENV
+from azimds.client.protocol import SDK_ENDPOINT_ENV
 
 if TYPE_CHECKING:
     from azimds.client import Reply

@@ -10,9 +10,9 @@ import click
 
 from azimds.cli.common import main
 from azimds.cli.serve import settings_options
-from azimds.config import SETTINGS, ConfigError, load
-from azimds.kit import sandbox
-from azimds.link_local import ADDRESS, PORT
+from azimds.config.settings import SETTINGS, ConfigError, load
+from azimds.host import sandbox
+from azimds.host.link_local import ADDRESS, PORT
 
 # Settings `azimds run` decides itself: the guest address is the real one, every caller is
 # the default VM, the control plane is a socket in the state directory.

@@ -12,12 +12,13 @@ from typing import Any
 import click
 import uvloop
 
-from azimds import __version__, link_local
+from azimds import __version__
 from azimds.cli.common import main
-from azimds.config import SETTINGS, Config, ConfigError, Setting, load
-from azimds.defaults import SDK_ENDPOINT_ENV
-from azimds.server import ListenError
-from azimds.state import StateDirInUse
+from azimds.client.protocol import SDK_ENDPOINT_ENV
+from azimds.config.settings import SETTINGS, Config, ConfigError, Setting, load
+from azimds.host import link_local
+from azimds.host.state import StateDirInUse
+from azimds.serving.listeners import ListenError
 from azimds.store import StoreError
 
 log = logging.getLogger("azimds")
@@ -112,7 +113,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from azimds import app  # the composition root, imported only to run
+    from azimds.node import app  # the composition root, imported only to run
 
     def ready(started: app.Ready) -> None:
         _announce(config, started)

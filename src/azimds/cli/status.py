@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 import click
 
-from azimds import state
 from azimds.admin.client import AdminClient, AdminError
 from azimds.cli.common import (
     call,
@@ -21,6 +20,7 @@ from azimds.cli.common import (
     state_dir_of,
     state_dir_option,
 )
+from azimds.host import state
 
 POLL = 0.1  # seconds between checks
 REPORT = 1.0  # seconds between progress lines

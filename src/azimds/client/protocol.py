@@ -25,7 +25,9 @@ from azimds.client.errors import (
     newest_versions,
 )
 from azimds.client.retry import Retrier, RetryPolicy, retry_after
-from azimds.defaults import SDK_ENDPOINT_ENV
+
+# Environment variable azure-identity, msal and @azure/identity read for the IMDS address.
+SDK_ENDPOINT_ENV = "AZURE_POD_IDENTITY_AUTHORITY_HOST"
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 # The api-version each family of endpoints is asked with unless told otherwise. Instance-style

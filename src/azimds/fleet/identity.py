@@ -21,8 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from azimds.defaults import DEFAULT_TENANT_ID
 from azimds.fleet.schema import DocumentError
+
+# The tenant of identities that do not name one: a fixed, made-up directory id, the same on
+# every node, so tokens and `/metadata/identity/info` agree across a fleet.
+DEFAULT_TENANT_ID = "7f5c1b7e-2f41-4c9b-9d52-1a3e6b0c8d24"
 
 _NAMESPACE = uuid.UUID("2b8f5e0a-6d0c-4f57-8c4e-3f9f3c5d1a77")
 IDENTITY_KEYS = ("systemAssigned", "userAssigned")

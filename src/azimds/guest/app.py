@@ -27,7 +27,7 @@ from azimds.guest.observe import Recorder, Request, Sent
 from azimds.guest.pipeline import NO_SERVICES, Outcome, check, run
 from azimds.guest.responses import Response
 from azimds.guest.routes import Call, Route, Services
-from azimds.http1 import BodyAbandoned, ResponseHeaders
+from azimds.serving.http1 import BodyAbandoned, ResponseHeaders
 
 # Enough for every (api-version, path, format) a real client asks, per VM, many times over.
 MEMO_LIMIT = 8192

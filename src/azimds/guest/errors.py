@@ -21,7 +21,6 @@ import json
 from html import escape
 from importlib import resources
 
-from azimds.defaults import IIS_SERVER_HEADER
 from azimds.guest import versions
 from azimds.guest.responses import (
     HTML_TYPE,
@@ -32,6 +31,9 @@ from azimds.guest.responses import (
     compact_json,
     make,
 )
+
+# The IIS front end that answers unknown verbs and paths outside /metadata.
+IIS_SERVER_HEADER = "Microsoft-IIS/10.0"
 
 # --- messages -----------------------------------------------------------------------------
 

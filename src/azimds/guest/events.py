@@ -20,7 +20,7 @@ from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.errors import Family
 from azimds.guest.responses import Response, json_response, make
-from azimds.node import Node
+from azimds.node.follower import Node
 from azimds.store.base import StoreError
 
 MAX_BODY = 64 * 1024  # bytes of a POST body

@@ -15,12 +15,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from azimds.defaults import TOKEN_NOT_BEFORE_SKEW, TOKEN_REFRESH_MARGIN
 from azimds.fleet.identity import IDENTITY_NOT_FOUND, Identity, select
 from azimds.guest.errors import Family
 from azimds.guest.responses import JSON_TYPE, Response, compact_json, json_response, make
 from azimds.signing.keys import JwtKey
 from azimds.signing.tokens import Token, mint
+
+# How long before expiry a cached token is replaced.
+TOKEN_REFRESH_MARGIN = 300  # seconds
+# Real tokens' not_before lies this far before issue (expires_on - not_before = 86700).
+TOKEN_NOT_BEFORE_SKEW = 300
 
 RESOURCE_MISSING = "Required query variable 'resource' is missing"
 CACHE_LIMIT = 100_000  # cached tokens per node

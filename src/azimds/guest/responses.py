@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from azimds.defaults import IMDS_SERVER_HEADER
+# The real service's Server header (build seen in 2026 captures, reference section 1).
+IMDS_SERVER_HEADER = "IMDS/150.870.65.1854"
 
 JSON_TYPE = "application/json; charset=utf-8"
 TEXT_TYPE = "text/plain; charset=utf-8"

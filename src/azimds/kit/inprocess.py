@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from azimds.http1 import Headers
+from azimds.serving.http1 import Headers
 
 
 class App(Protocol):

@@ -24,12 +24,12 @@ from typing import Any
 
 import uvloop
 
-from azimds import server
 from azimds.admin.client import AdminClient
-from azimds.config import SETTING, load, unknown_setting
-from azimds.defaults import SDK_ENDPOINT_ENV
+from azimds.client.protocol import SDK_ENDPOINT_ENV
+from azimds.config.settings import SETTING, load, unknown_setting
 from azimds.fleet.attestation_certs import CA_KIND, LEAF_KIND
 from azimds.fleet.signing_keys import ACTIVE_SETTING, KEY_KIND, SETTING_KIND
+from azimds.serving import listeners as server
 from azimds.store.base import Record, Store, Transaction
 from azimds.store.memory import MemoryStore
 
@@ -130,7 +130,7 @@ class LocalIMDS:
         return self
 
     def _run(self, config: Any, store: Store | None) -> None:
-        from azimds import app  # the composition root, imported only to run
+        from azimds.node import app  # the composition root, imported only to run
 
         def ready(started: app.Ready) -> None:
             host, self.port = started.guest[0]

@@ -1,0 +1,1 @@
+"""Configuration: the settings table, config and fleet files, their validation."""

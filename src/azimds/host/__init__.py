@@ -1,0 +1,1 @@
+"""What a node does to the machine it runs on: state directory, link-local address, sandbox."""

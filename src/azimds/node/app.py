@@ -1,0 +1,386 @@
+"""The composition root: builds a node from a ``Config`` and runs it. Nothing imports it but
+the CLI and the test kit.
+
+A node is: the store, the fleet snapshot it follows, the guest plane on every ``listen``
+address, the control plane on its own address, and (with ``--watch``) the fleet-file watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI, Observed
+from azimds.config.settings import Config, ConfigError, FleetFile, read_fleet_file
+from azimds.fleet.attestation_certs import ensure_leaves, stale
+from azimds.fleet.clock import set_clock
+from azimds.fleet.faults import FaultError, declare_faults
+from azimds.fleet.operations import FleetError, apply_declarations, set_default_vm
+from azimds.fleet.scheduling import advance_events
+from azimds.fleet.signing_keys import ensure_jwt_key
+from azimds.fleet.snapshot import Fleet
+from azimds.guest.app import GuestApp
+from azimds.guest.attested import AttestedService
+from azimds.guest.callers import MODES
+from azimds.guest.events import EventsService
+from azimds.guest.faults import Faults
+from azimds.guest.identity import TokenService, TokenSettings
+from azimds.guest.limits import RateLimiter
+from azimds.guest.observe import Recorder
+from azimds.guest.routes import Services
+from azimds.host import state
+from azimds.node.follower import Node
+from azimds.serving import http1
+from azimds.serving import listeners as server
+from azimds.store import Store, StoreError, StoreUnavailable, Transaction, open_store
+
+log = logging.getLogger(__name__)
+
+# Declarations are grouped by where they come from, host included, so hosts sharing one
+# database each keep their own fleet file's VMs.
+CONFIG_SOURCE = f"config:{socket.gethostname()}"
+WATCH_INTERVAL = 1.0  # seconds between checks of the fleet file
+AZURE_ISSUER = "https://sts.windows.net"
+ENGINE_INTERVAL = 0.2  # seconds between checks for due event transitions
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What a started node tells its caller."""
+
+    guest: list[tuple[str, int]]
+    admin: str  # the control plane's URL (http://HOST:PORT or unix:PATH)
+    fleet: Fleet
+    token_file: Path
+    store: str  # the store's URL, password hidden
+
+
+def fleet_file_source(path: Path) -> str:
+    return f"fleet-file:{socket.gethostname()}:{path.resolve()}"
+
+
+def declare(config: Config, store: Store) -> int:
+    """Apply the config's default VM and the fleet file, where their declarations changed."""
+    fleet_file = read_fleet_file(config.fleet_file) if config.fleet_file else None
+
+    def work(txn: Transaction) -> None:
+        if config.vm_declared:
+            apply_declarations(txn, CONFIG_SOURCE, [config.vm.description()], "vm")
+            set_default_vm(txn, config.vm.vm_id)
+        if fleet_file is not None and config.fleet_file is not None:
+            apply_fleet_file(txn, config.fleet_file, fleet_file)
+
+    try:
+        _, revision = store.transact(work)
+    except FaultError as exc:
+        raise ConfigError(str(config.fleet_file), exc.where, str(exc), "correct the rule") from exc
+    except FleetError as exc:
+        declared_in_file = exc.where.startswith("vms")
+        source = str(config.fleet_file) if declared_in_file else (config.source or "defaults")
+        problem, _, fix = str(exc).partition(". Fix: ")
+        fix = fix or "make every vmId and address unique"
+        raise ConfigError(source, exc.where or "vms", problem, fix) from exc
+    return revision
+
+
+def apply_fleet_file(txn: Transaction, path: Path, declared: FleetFile) -> None:
+    """Make the store hold what the fleet file declares (one transaction: all or nothing)."""
+    source = fleet_file_source(path)
+    apply_declarations(txn, source, declared.vms, "vms")
+    declare_faults(txn, source, declared.faults, time.time(), "faults")
+
+
+def public_url(config: Config, admin_url: str) -> str:
+    """Where relying services reach the public routes (discovery, JWKS, CA certificates)."""
+    if config.public_url:
+        return config.public_url
+    # A socket has no URL; --public-url publishes one.
+    return "http://localhost" if admin_url.startswith("unix:") else admin_url
+
+
+def token_settings(config: Config, public: str) -> TokenSettings:
+    """Where tokens say they come from, how long they live, which resources exist."""
+    issuer = {"local": public, "azure": AZURE_ISSUER}.get(config.issuer, config.issuer)
+    resources = frozenset(r.strip().rstrip("/").lower() for r in config.token_resources)
+    return TokenSettings(issuer.rstrip("/"), config.token_lifetime, resources)
+
+
+def _http_url(host: str, port: int) -> str:
+    if host.startswith("unix:"):
+        return host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _watch_fleet_file(path: Path, store: Store, node: Node, stop: asyncio.Event) -> None:
+    """Re-apply the fleet file when it changes: all of it in one transaction, or none."""
+
+    def stamp() -> tuple[float, int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return info.st_mtime, info.st_size
+
+    seen = stamp()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), WATCH_INTERVAL)
+        current = stamp()
+        if current == seen or current is None:
+            continue
+        seen = current
+        try:
+            declared = read_fleet_file(path)
+            _, revision = await asyncio.to_thread(
+                store.transact, functools.partial(apply_fleet_file, path=path, declared=declared)
+            )
+        except (ConfigError, FleetError, FaultError, StoreError) as exc:
+            log.error("fleet file %s not applied, nothing changed: %s", path, exc)
+            continue
+        await node.caught_up(revision)
+        log.info("fleet file %s applied (revision %d)", path, revision)
+
+
+class CertificateUpkeep:
+    """Keeps a signing leaf for every (location, cloud) the fleet's VMs are in, current and
+    pointing at this node's public URL; checks on every fleet change and daily."""
+
+    def __init__(self, store: Store, node: Node, aia_url: str) -> None:
+        self.store, self.node, self.aia_url = store, node, aia_url
+        self._running: asyncio.Task[None] | None = None
+        self._daily = asyncio.get_running_loop().call_later(86400, self._daily_check)
+
+    def _daily_check(self) -> None:
+        self.check(self.node.served)
+        self._daily = asyncio.get_running_loop().call_later(86400, self._daily_check)
+
+    def needed(self, fleet: Fleet) -> bool:
+        now = dt.datetime.now(dt.UTC)
+        intermediate = fleet.ca.get("intermediate")
+        if intermediate is None:
+            return True
+        return any(
+            stale(fleet.leaves.get(key), intermediate, self.aia_url, now)
+            for key in fleet.wanted_leaves()
+        )
+
+    def check(self, fleet: Fleet) -> None:
+        if (self._running is None or self._running.done()) and self.needed(fleet):
+            self._running = asyncio.ensure_future(self.run_once(fleet))
+
+    async def run_once(self, fleet: Fleet) -> None:
+        wanted = fleet.wanted_leaves()
+        now = dt.datetime.now(dt.UTC)
+        try:
+            issued, revision = await asyncio.to_thread(
+                self.store.transact, lambda txn: ensure_leaves(txn, wanted, self.aia_url, now)
+            )
+        except StoreError as exc:
+            log.error("attestation certificates not renewed (will retry): %s", exc)
+            return
+        if issued:
+            log.info("issued attestation signing certificates for %s", ", ".join(issued))
+        await self.node.caught_up(revision)
+
+    async def stop(self) -> None:
+        self._daily.cancel()
+        if self._running is not None:
+            await self._running
+
+
+async def run_event_engine(store: Store, node: Node, stop: asyncio.Event) -> None:
+    """Apply scheduled events' transitions as the event clock passes their times."""
+    failing = False  # log a store outage once, not every ENGINE_INTERVAL
+    while not stop.is_set():
+        fleet = node.served
+        now = fleet.clock.now(time.time())
+        if any(event.due(now) for event in fleet.events.values()):
+            try:
+                changed, revision = await asyncio.to_thread(
+                    store.transact, functools.partial(advance_events, now=now)
+                )
+            except StoreError as exc:
+                if not failing:
+                    log.error("scheduled events not advanced (will retry): %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("scheduled events advance again")
+                failing = False
+                for event_id, status in changed:
+                    log.info("event %s is %s", event_id, status)
+                await node.caught_up(revision)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ENGINE_INTERVAL)
+
+
+async def run(
+    config: Config,
+    on_ready: Callable[[Ready], None] | None = None,
+    stop: asyncio.Event | None = None,
+    store: Store | None = None,
+) -> None:
+    """Serve until SIGINT, SIGTERM or SIGHUP (or ``stop``). Off the main thread (the test kit
+    runs a node in a thread of its own) signals are left to the program: ``stop`` ends it."""
+    stop = stop or asyncio.Event()
+    if threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)
+
+    state.prepare(config.state_dir)
+    # Inside the lock: a second node, refused, must not remove the first one's ready file.
+    with state.locked(config.state_dir), _ready_file_kept(config.ready_file):
+        await _serve(config, on_ready, stop, store)
+
+
+@contextlib.contextmanager
+def _ready_file_kept(path: Path | None) -> Iterator[None]:
+    """The ready file says this node serves: none is left from an earlier node, none stays
+    after this one stops."""
+    if path is None:
+        yield
+        return
+    path.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _write_ready_file(path: Path, guest_urls: list[str], admin_url: str) -> None:
+    """Atomically (a reader never sees half of it): where this node serves, and its pid."""
+    ready = {"pid": os.getpid(), "guest": guest_urls, "controlPlane": admin_url}
+    state.write_private(path, json.dumps(ready) + "\n")
+
+
+async def _open_store(config: Config, stop: asyncio.Event) -> Store | None:
+    """The configured store, or None if the node is stopped while it waits for it (a
+    PostgreSQL server down at start is waited for, docs/deployment.md): a stop then takes
+    effect at once rather than when the wait ends."""
+    stopping = threading.Event()
+
+    async def relay() -> None:
+        await stop.wait()
+        stopping.set()
+
+    relaying = asyncio.create_task(relay())
+    try:
+        return await asyncio.to_thread(open_store, config.store, config.state_dir, stopping)
+    except StoreUnavailable:
+        if stop.is_set():
+            return None
+        raise
+    finally:
+        relaying.cancel()
+
+
+async def _serve(
+    config: Config,
+    on_ready: Callable[[Ready], None] | None,
+    stop: asyncio.Event,
+    store: Store | None,
+) -> None:
+    # The guest plane's sockets are held from here on, so that nothing (the control plane's
+    # claim among them) can take their ports before they are served.
+    listeners = {}
+    for host, port in config.listen:
+        sock = server.claim_listener(host, port)
+        listeners[host, sock.getsockname()[1]] = sock
+    guest_addresses = list(listeners)
+    admin_host, admin_port = config.admin_listen
+    try:
+        admin_port = server.claim(admin_host, admin_port)
+    except server.ListenError:
+        for sock in listeners.values():
+            sock.close()
+        raise
+
+    admin_url = _http_url(admin_host, admin_port)
+    if store is None:  # the test kit brings a memory store that already holds signing keys
+        store = await _open_store(config, stop)
+        if store is None:  # stopped while waiting for the database
+            for sock in listeners.values():
+                sock.close()
+            return
+    node = Node(store)
+    try:
+        await asyncio.to_thread(declare, config, store)
+        now = dt.datetime.now(dt.UTC)
+        await asyncio.to_thread(store.transact, lambda txn: ensure_jwt_key(txn, now))
+        scale = 0.0 if config.clock == "manual" else config.time_scale
+        await asyncio.to_thread(store.transact, lambda txn: set_clock(txn, scale, time.time()))
+        public = public_url(config, admin_url)
+        tokens = TokenService(token_settings(config, public))
+        attested = AttestedService(azure_digest_identifier=config.attested_digest == "azure")
+        services = Services(tokens, attested, EventsService(node, config.events_first_call_delay))
+        limiter = RateLimiter(config.limits) if config.limits.enabled else None
+        recorder = Recorder(config.access_log)
+        faults = Faults()
+        clients = http1.Clients(config.connections_per_client)
+        guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder, faults)
+        node.on_fleet(guest.replace_fleet)
+        certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")
+        node.on_fleet(certificates.check)
+        fleet = await node.start()
+        await certificates.run_once(fleet)
+        fleet = node.served
+        token = state.admin_token(config.state_dir)
+        guest_urls = [_http_url(host, port) for host, port in guest_addresses]
+        admin = AdminAPI(
+            node,
+            token,
+            config.caller_mode,
+            tokens.settings,
+            admin_url,
+            config.terminate_notice,
+            Observed(recorder, services, faults, clients),
+            guest_urls,
+        ).app()
+
+        bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
+        bindings.append((admin, admin_host, admin_port))
+        started = asyncio.Event()
+        serving = asyncio.create_task(
+            server.serve(bindings, listeners, stop, started, config.request_timeout, clients)
+        )
+        ready = asyncio.create_task(started.wait())
+        await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
+        if not started.is_set():
+            ready.cancel()
+            await serving  # a listener failed (its ListenError), or the node was stopped
+            return
+        state.write_admin_address(config.state_dir, admin_url, guest_urls)
+        if config.ready_file is not None:  # after admin.json: the CLI finds the node then
+            _write_ready_file(config.ready_file, guest_urls, admin_url)
+        engine = asyncio.create_task(run_event_engine(store, node, stop))
+        access_log = asyncio.create_task(recorder.write_access_log(stop))
+        watcher = None
+        if config.watch and config.fleet_file is not None:
+            watcher = asyncio.create_task(_watch_fleet_file(config.fleet_file, store, node, stop))
+        if on_ready is not None:
+            token_file = config.state_dir / state.TOKEN_FILE
+            on_ready(Ready(guest_addresses, admin_url, fleet, token_file, store.url))
+        await serving
+        if watcher is not None:
+            await watcher
+        await certificates.stop()
+        await engine
+        await access_log
+    finally:
+        for sock in listeners.values():
+            sock.close()  # those serve() did not get to (it closes its own)
+        await asyncio.to_thread(node.stop)
