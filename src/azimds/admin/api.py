@@ -252,13 +252,11 @@ class AdminAPI:
     async def _write(self, work: Callable[[Transaction], T]) -> T:
         """Run a change in one transaction; answer once this node serves it."""
         try:
-            result, revision = await asyncio.to_thread(self.node.store.transact, work)
+            return await self.node.write(work)
         except FleetError as exc:
             raise ApiError(STATUS[exc.kind], exc.kind, str(exc), exc.where) from exc
         except StoreError as exc:  # unreachable, or refused: nothing was written either way
             raise ApiError(503, "store_unavailable", f"nothing was changed: {exc}") from exc
-        await self.node.caught_up(revision)
-        return result
 
     async def _resolve(self, request: Request) -> VM:
         key = request.path_params["vm"]

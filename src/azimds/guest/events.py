@@ -130,12 +130,9 @@ class EventsService:
             )
         now = fleet.clock.now(self.real_time())
         try:
-            _, revision = await asyncio.to_thread(
-                self.node.store.transact, lambda txn: approve_events(txn, ids, vm.vm_id, now)
-            )
+            await self.node.write(lambda txn: approve_events(txn, ids, vm.vm_id, now))
         except FleetError as exc:
             return Family.INSTANCE.error(400, f"Bad request. {exc}")
         except StoreError:
             return Family.INSTANCE.error(503, "Service unavailable. Please retry later")
-        await self.node.caught_up(revision)
         return EMPTY_OK

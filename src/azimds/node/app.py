@@ -144,14 +144,11 @@ async def _watch_fleet_file(path: Path, store: Store, node: Node, stop: asyncio.
         seen = current
         try:
             declared = read_fleet_file(path)
-            _, revision = await asyncio.to_thread(
-                store.transact, functools.partial(apply_fleet_file, path=path, declared=declared)
-            )
+            await node.write(functools.partial(apply_fleet_file, path=path, declared=declared))
         except (ConfigError, FleetError, FaultError, StoreError) as exc:
             log.error("fleet file %s not applied, nothing changed: %s", path, exc)
             continue
-        await node.caught_up(revision)
-        log.info("fleet file %s applied (revision %d)", path, revision)
+        log.info("fleet file %s applied (revision %d)", path, node.served.revision)
 
 
 class CertificateUpkeep:
@@ -185,15 +182,14 @@ class CertificateUpkeep:
         wanted = fleet.wanted_leaves()
         now = dt.datetime.now(dt.UTC)
         try:
-            issued, revision = await asyncio.to_thread(
-                self.store.transact, lambda txn: ensure_leaves(txn, wanted, self.aia_url, now)
+            issued = await self.node.write(
+                lambda txn: ensure_leaves(txn, wanted, self.aia_url, now)
             )
         except StoreError as exc:
             log.error("attestation certificates not renewed (will retry): %s", exc)
             return
         if issued:
             log.info("issued attestation signing certificates for %s", ", ".join(issued))
-        await self.node.caught_up(revision)
 
     async def stop(self) -> None:
         self._daily.cancel()
@@ -209,9 +205,7 @@ async def run_event_engine(store: Store, node: Node, stop: asyncio.Event) -> Non
         now = fleet.clock.now(time.time())
         if any(event.due(now) for event in fleet.events.values()):
             try:
-                changed, revision = await asyncio.to_thread(
-                    store.transact, functools.partial(advance_events, now=now)
-                )
+                changed = await node.write(functools.partial(advance_events, now=now))
             except StoreError as exc:
                 if not failing:
                     log.error("scheduled events not advanced (will retry): %s", exc)
@@ -222,7 +216,6 @@ async def run_event_engine(store: Store, node: Node, stop: asyncio.Event) -> Non
                 failing = False
                 for event_id, status in changed:
                     log.info("event %s is %s", event_id, status)
-                await node.caught_up(revision)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), ENGINE_INTERVAL)
 

@@ -12,9 +12,12 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from azimds.fleet.snapshot import Fleet
-from azimds.store.base import Store, StoreError, StoreUnavailable
+from azimds.store.base import Store, StoreError, StoreUnavailable, Transaction
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,17 @@ class Node:
                 )
             except TimeoutError:
                 log.warning("revision %d is stored but not yet served", revision)
+
+    async def write(self, work: Callable[[Transaction], T]) -> T:
+        """Run ``work`` in one store transaction (off the loop); return once this node serves it.
+
+        Every writer (control plane, approvals, fleet file, background services) goes through
+        here, so a client's next guest request sees its change. Store errors propagate: nothing
+        was written.
+        """
+        result, revision = await asyncio.to_thread(self.store.transact, work)
+        await self.caught_up(revision)
+        return result
 
     @property
     def served(self) -> Fleet:
