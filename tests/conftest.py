@@ -110,6 +110,25 @@ def port(server: ServerProcess) -> int:
     return server.port
 
 
+@pytest.fixture(scope="session")
+def node() -> Iterator[ServerProcess]:
+    """A node in memory for tests that change it (fault rules, scheduled events); the shared
+    ``server`` is only read."""
+    process = ServerProcess("--store", "memory:")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def faulty(node: ServerProcess) -> Iterator[ServerProcess]:
+    """``node``, with its fault rules cleared before and after the test."""
+    from tests.client.support import clear_faults  # imports this module
+
+    clear_faults(node)
+    yield node
+    clear_faults(node)
+
+
 @pytest.fixture
 def sdk_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """A clean environment: no other managed-identity source, no proxy."""

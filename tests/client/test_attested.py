@@ -26,9 +26,9 @@ from azimds.signing.attestation import (
     new_root_body,
     sign,
 )
-from tests.guest.attested.tools import DOCS_SAMPLE_SIGNATURE
 from tests.client.support import DEFAULT_VM_ID, admin_text, endpoint
 from tests.conftest import ServerProcess
+from tests.guest.attested.tools import DOCS_SAMPLE_SIGNATURE
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 STAMP = "%m/%d/%y %H:%M:%S -0000"
