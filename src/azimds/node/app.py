@@ -128,8 +128,13 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
 
     state.prepare(config.state_dir)
-    # Inside the lock: a second node, refused, must not remove the first one's ready file.
-    with state.locked(config.state_dir), _ready_file_kept(config.ready_file):
+    # Inside the lock: a second node, refused, must not remove the first one's ready file
+    # or admin.json.
+    with (
+        state.locked(config.state_dir),
+        _ready_file_kept(config.ready_file),
+        state.admin_address_kept(config.state_dir),
+    ):
         await _serve(config, on_ready, stop, store)
 
 
