@@ -40,7 +40,7 @@ from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.limits import RateLimiter
 from azimds.guest.observe import Recorder
 from azimds.guest.routes import Services
-from azimds.host import state
+from azimds.host import link_local, state
 from azimds.node.certificates import CertificateUpkeep
 from azimds.node.events_engine import run_event_engine
 from azimds.node.fleet_file import apply_fleet_file, watch_fleet_file
@@ -122,19 +122,21 @@ async def run(
     """Serve until SIGINT, SIGTERM or SIGHUP (or ``stop``). Off the main thread (the test kit
     runs a node in a thread of its own) signals are left to the program: ``stop`` ends it."""
     stop = stop or asyncio.Event()
-    if threading.current_thread() is threading.main_thread():
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, stop.set)
-
     state.prepare(config.state_dir)
-    # Inside the lock: a second node, refused, must not remove the first one's ready file
-    # or admin.json.
+    # Inside the lock: a second node, refused, must neither add the link-local address nor
+    # remove the first one's ready file or admin.json.
     with (
         state.locked(config.state_dir),
+        link_local.held() if config.link_local else contextlib.nullcontext(),
         _ready_file_kept(config.ready_file),
         state.admin_address_kept(config.state_dir),
     ):
+        # After link_local.held, which ends the process on SIGTERM (removing the address)
+        # until the event loop takes the signal over here to stop the node cleanly.
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, stop.set)
         await _serve(config, on_ready, stop, store)
 
 
