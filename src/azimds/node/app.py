@@ -52,7 +52,7 @@ from azimds.store import Store, StoreUnavailable, Transaction, open_store
 log = logging.getLogger(__name__)
 
 # Declarations are grouped by where they come from, host included, so hosts sharing one
-# database each keep their own fleet file's VMs.
+# database each keep their own config's VM (and fleet file's VMs: ``fleet_file_source``).
 CONFIG_SOURCE = f"config:{socket.gethostname()}"
 AZURE_ISSUER = "https://sts.windows.net"
 
@@ -120,7 +120,9 @@ async def run(
     store: Store | None = None,
 ) -> None:
     """Serve until SIGINT, SIGTERM or SIGHUP (or ``stop``). Off the main thread (the test kit
-    runs a node in a thread of its own) signals are left to the program: ``stop`` ends it."""
+    runs a node in a thread of its own) signals are left to the program: ``stop`` ends it.
+    With ``config.link_local``, 169.254.169.254 is on ``lo`` while the node holds its state
+    directory (``host/link_local.held``)."""
     stop = stop or asyncio.Event()
     state.prepare(config.state_dir)
     # Inside the lock: a second node, refused, must neither add the link-local address nor
