@@ -11,7 +11,7 @@ import yaml
 
 from azimds.config.settings import SETTINGS, Setting, load, read_fleet_file
 from azimds.fleet.events import TYPES
-from azimds.node.app import apply_fleet_file
+from azimds.node.fleet_file import apply_fleet_file
 from azimds.store import open_store
 
 REPO = Path(__file__).resolve().parent.parent

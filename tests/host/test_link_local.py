@@ -222,3 +222,24 @@ def test_link_local_in_a_config_file(tmp_path: Path) -> None:
     config = load(path, {}, environ={})
     assert config.link_local
     assert config.listen == (("169.254.169.254", 80), ("127.0.0.1", 16925))
+
+
+@needs_root
+def test_link_local_on_a_state_directory_in_use_adds_nothing(tmp_path: Path) -> None:
+    # The lock comes first: a node refused for a busy state directory never touches lo.
+    script = r"""
+ip link set lo up
+"$PYTHON" -m azimds serve --state-dir "$STATE" --listen 127.0.0.1:0 \
+  --admin-listen 127.0.0.1:0 > /dev/null 2>&1 &
+first=$!
+trap 'kill $first' EXIT
+for _ in $(seq 300); do test -s "$STATE/admin.json" && break; sleep 0.05; done
+"$PYTHON" -m azimds serve --state-dir "$STATE" --link-local --log-level debug > "$LOG" 2>&1
+echo "exit: $?"
+echo "after: $(ip -o -4 addr show dev lo | awk '{print $4}' | sort | tr '\n' ' ')"
+"""
+    found, log = in_network_namespace(tmp_path, script)
+    assert found["exit"] == "1", log
+    assert "is in use by another azimds" in log, log
+    assert "169.254.169.254" not in log, log  # neither added nor removed
+    assert found["after"] == "127.0.0.1/8", log

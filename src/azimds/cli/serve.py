@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -119,10 +118,8 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         _announce(config, started)
         sys.stdout.flush()
 
-    address = link_local.held() if config.link_local else contextlib.nullcontext()
     try:
-        with address:
-            uvloop.run(app.run(config, on_ready=ready))
+        uvloop.run(app.run(config, on_ready=ready))  # --link-local: app.run adds the address
     except (
         ConfigError,
         ListenError,

@@ -12,14 +12,16 @@ from azimds.client.protocol import Reply, Send
 NO_ANSWER = (httpx.TransportError,)
 
 
-def sync_client(external: bool, transport: httpx.BaseTransport | None) -> httpx.Client:
+def sync_client(external: bool, *, transport: httpx.BaseTransport | None) -> httpx.Client:
     """``trust_env=False`` for IMDS: no HTTP(S)_PROXY, ALL_PROXY or .netrc, ever (the
     documentation says to bypass proxies; a proxy cannot reach 169.254.169.254 anyway).
     ``external`` (an issuer certificate on the internet) keeps the environment's proxies."""
     return httpx.Client(trust_env=external, follow_redirects=external, transport=transport)
 
 
-def async_client(external: bool, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+def async_client(
+    external: bool, *, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
     """As ``sync_client``."""
     return httpx.AsyncClient(trust_env=external, follow_redirects=external, transport=transport)
 

@@ -1,12 +1,16 @@
-"""The client's accessors, written once as flows (``protocol.Flow``): what each one asks the
-service and how it reads the answers. ``IMDSClient`` and ``AsyncIMDSClient`` run them."""
+"""The client's API, written once: each accessor a flow (``protocol.Flow``) saying what it asks
+the service and how it reads the answers, and ``ClientBase``, what both clients hold.
+``IMDSClient`` and ``AsyncIMDSClient`` expose each accessor under its name, with its
+parameters and docstring, and run its flow (blocking, or awaited)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import inspect
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 from azimds.client import attested as attestation
 from azimds.client.errors import AttestationError, newest_versions
@@ -21,20 +25,27 @@ from azimds.client.models import (
     versions_of,
 )
 from azimds.client.protocol import (
+    DEFAULT_API_VERSION,
     Call,
     Flow,
     Reply,
+    Send,
     Session,
     checked,
     json_of,
     metadata_path,
     parsed,
     parsed_text,
+    resolve_endpoint,
 )
+from azimds.client.retry import RetryPolicy
 
 TOKEN_PATH = "/metadata/identity/oauth2/token"
 SELECTORS = ("client_id", "object_id", "msi_res_id")
 LEAF_MEMORY = 1024  # instance paths remembered as leaves (asked with format=text at once)
+
+H = TypeVar("H")  # a client's httpx client: httpx.Client or httpx.AsyncClient
+M = TypeVar("M", bound=Callable[..., Any])
 
 
 def instance_path(path: str) -> str:
@@ -54,13 +65,15 @@ class Operations:
         self,
         method: str,
         path: str,
+        *,
         params: Mapping[str, str] | Sequence[tuple[str, str]] = (),
         body: bytes | None = None,
         api_version: str | None = None,
         headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
     ) -> Flow[Reply]:
-        """Any request, answered with whatever status the service ends on (after negotiation
-        and retries). A path without ``/metadata`` gets it (``instance/compute``)."""
+        """Any request; the final ``Reply`` (after negotiation and retries) whatever its
+        status: nothing is raised for non-2xx. A path without ``/metadata`` gets it
+        (``instance/compute``)."""
         pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
         given = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         versions = [v for k, v in pairs if k == "api-version"]
@@ -70,7 +83,7 @@ class Operations:
         return (yield from self.session.exchange(call))
 
     def instance(
-        self, path: str = "", extended: bool = False, api_version: str | None = None
+        self, path: str = "", *, extended: bool = False, api_version: str | None = None
     ) -> Flow[Any]:
         """The instance document, or the part at ``path`` (``compute``, ``network/interface/0``):
         parsed JSON for objects and arrays, a string for a leaf (asked with ``format=text``,
@@ -78,7 +91,7 @@ class Operations:
         full = instance_path(path)
         params = [("extended", "true")] if extended else []
         if full in self._leaves:
-            return (yield from self.instance_text(path, extended, api_version))
+            return (yield from self.instance_text(path, extended=extended, api_version=api_version))
         reply = yield from self.session.exchange(Call("GET", full, params, api_version=api_version))
         # A leaf asked for as JSON is a 400 (its body is UNCONFIRMED): ask again as text.
         if reply.status == 400 and full != "/metadata/instance" and not newest_versions(reply.body):
@@ -92,7 +105,7 @@ class Operations:
         return json_of(reply)
 
     def instance_text(
-        self, path: str = "", extended: bool = False, api_version: str | None = None
+        self, path: str = "", *, extended: bool = False, api_version: str | None = None
     ) -> Flow[str]:
         """``format=text``: a leaf's value, or a listing of a node's children (one a line,
         ``/`` after objects and arrays)."""
@@ -122,6 +135,7 @@ class Operations:
     def token(
         self,
         resource: str,
+        *,
         client_id: str | None = None,
         object_id: str | None = None,
         msi_res_id: str | None = None,
@@ -150,6 +164,7 @@ class Operations:
     def attested(
         self,
         root: attestation.CertificateLike | Iterable[attestation.CertificateLike],
+        *,
         nonce: str | None = None,
         intermediates: (
             attestation.CertificateLike | Iterable[attestation.CertificateLike] | None
@@ -183,15 +198,13 @@ class Operations:
             signature, root, intermediates=intermediates, now=now, domains=domains
         )
 
-    def scheduled_events(self, api_version: str | None = None) -> Flow[ScheduledEvents]:
+    def scheduled_events(self, *, api_version: str | None = None) -> Flow[ScheduledEvents]:
         """The VM's scheduled events and their ``DocumentIncarnation``."""
         call = Call("GET", "/metadata/scheduledevents", api_version=api_version)
         reply = yield from self.session.exchange(call)
         return parsed(reply, ScheduledEvents.from_json)
 
-    def approve(
-        self, events: Iterable[str | ScheduledEvent], api_version: str | None = None
-    ) -> Flow[None]:
+    def approve(self, *events: str | ScheduledEvent, api_version: str | None = None) -> Flow[None]:
         """Approve (start) events: ``POST {"StartRequests":[{"EventId":...}]}``. The service
         answers 200 for a valid id even when it was approved already, so retries are safe."""
         ids = [e.event_id if isinstance(e, ScheduledEvent) else str(e) for e in events]
@@ -209,6 +222,65 @@ class Operations:
         """``/metadata/loadbalancer`` (``NotFound`` when the VM is behind no Standard LB)."""
         reply = yield from self.session.exchange(Call("GET", "/metadata/loadbalancer"))
         return parsed(reply, LoadBalancer.from_json)
+
+
+class ClientBase(Generic[H]):
+    """What ``IMDSClient`` and ``AsyncIMDSClient`` hold alike: the session (where IMDS is, its
+    api-versions, the retry policy), the operations over it, and their httpx clients (``H``),
+    made by ``new_http(external)``. Each client adds only how it performs a flow's steps."""
+
+    def __init__(
+        self,
+        endpoint: str | None,
+        api_version: str | None,
+        retry: RetryPolicy | None,
+        negotiate: bool,
+        headers: Mapping[str, str] | None,
+        clock: Callable[[], float],
+        new_http: Callable[[bool], H],
+    ) -> None:
+        self.session = Session(
+            endpoint=resolve_endpoint(endpoint),
+            api_version=api_version or DEFAULT_API_VERSION,
+            policy=retry or RetryPolicy(),
+            negotiate=negotiate,
+            headers=tuple((headers or {}).items()),
+            clock=clock,
+        )
+        self._operations = Operations(self.session)
+        self._new_http = new_http
+        self._http = new_http(False)
+        self._external: H | None = None  # for URLs outside IMDS, made when first needed
+
+    @property
+    def endpoint(self) -> str:
+        return self.session.endpoint
+
+    @property
+    def api_version(self) -> str:
+        """The api-version instance requests use now (after any negotiation)."""
+        return self.session.negotiated.get("instance", self.session.api_version)
+
+    def _http_for(self, step: Send) -> H:
+        if not step.external:
+            return self._http
+        if self._external is None:
+            self._external = self._new_http(True)
+        return self._external
+
+    def _opened(self) -> list[H]:
+        """The httpx clients to close."""
+        return [self._http] if self._external is None else [self._http, self._external]
+
+
+def as_method(method: M, operation: Callable[..., Any], owner: str) -> M:
+    """``method``, a client's runner of ``operation``, named and documented as ``operation``
+    for ``help()``: its parameters and docstring, but not its return (a flow, run away)."""
+    functools.update_wrapper(method, operation)
+    method.__qualname__ = f"{owner}.{operation.__name__}"
+    signature = inspect.signature(operation).replace(return_annotation=inspect.Signature.empty)
+    method.__signature__ = signature  # type: ignore[attr-defined]
+    return method
 
 
 def _signature(body: Any) -> str:

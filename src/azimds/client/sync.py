@@ -3,40 +3,35 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import functools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 import httpx
 
 from azimds.client import _http
-from azimds.client.attested import METADATA_DOMAINS, CertificateLike
-from azimds.client.models import (
-    AccessToken,
-    AttestedDocument,
-    LoadBalancer,
-    ScheduledEvent,
-    ScheduledEvents,
-)
-from azimds.client.operations import Operations
-from azimds.client.protocol import (
-    DEFAULT_API_VERSION,
-    Failure,
-    Flow,
-    Outcome,
-    Reply,
-    Send,
-    Session,
-    resolve_endpoint,
-)
+from azimds.client.operations import ClientBase, Operations, as_method
+from azimds.client.protocol import Failure, Flow, Outcome, Send
 from azimds.client.retry import RetryPolicy
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
-class IMDSClient:
+def _blocking(
+    operation: Callable[Concatenate[Operations, P], Flow[T]],
+) -> Callable[Concatenate[IMDSClient, P], T]:
+    """``operation`` as a method that runs its flow to the end: its parameters, its docstring."""
+
+    def method(self: IMDSClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(operation(self._operations, *args, **kwargs))
+
+    return as_method(method, operation, "IMDSClient")
+
+
+class IMDSClient(ClientBase[httpx.Client]):
     """A client for IMDS (the real service or azimds).
 
     ``endpoint``: the base URL, default ``$AZURE_POD_IDENTITY_AUTHORITY_HOST`` or
@@ -59,28 +54,9 @@ class IMDSClient:
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.session = Session(
-            endpoint=resolve_endpoint(endpoint),
-            api_version=api_version or DEFAULT_API_VERSION,
-            policy=retry or RetryPolicy(),
-            negotiate=negotiate,
-            headers=tuple((headers or {}).items()),
-            clock=clock,
-        )
-        self._operations = Operations(self.session)
+        new_http = functools.partial(_http.sync_client, transport=transport)
+        super().__init__(endpoint, api_version, retry, negotiate, headers, clock, new_http)
         self._sleep = sleep
-        self._transport = transport
-        self._http = _http.sync_client(False, transport)
-        self._external: httpx.Client | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return self.session.endpoint
-
-    @property
-    def api_version(self) -> str:
-        """The api-version instance requests use now (after any negotiation)."""
-        return self.session.negotiated.get("instance", self.session.api_version)
 
     # --- running flows ---------------------------------------------------------------------
 
@@ -101,11 +77,7 @@ class IMDSClient:
             flow.close()
 
     def _send(self, step: Send) -> Outcome:
-        client = self._http
-        if step.external:
-            if self._external is None:
-                self._external = _http.sync_client(True, self._transport)
-            client = self._external
+        client = self._http_for(step)
         try:
             response = client.send(_http.build(client, step))
         except _http.NO_ANSWER as exc:
@@ -113,9 +85,8 @@ class IMDSClient:
         return _http.reply_of(response, step)
 
     def close(self) -> None:
-        self._http.close()
-        if self._external is not None:
-            self._external.close()
+        for client in self._opened():
+            client.close()
 
     def __enter__(self) -> IMDSClient:
         return self
@@ -128,74 +99,17 @@ class IMDSClient:
     ) -> None:
         self.close()
 
-    # --- the API (see ``operations.Operations`` for each) ------------------------------------
+    # --- the API: each ``operations.Operations`` accessor, run to its result -----------------
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | Sequence[tuple[str, str]] = (),
-        body: bytes | None = None,
-        api_version: str | None = None,
-        headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
-    ) -> Reply:
-        """Any request; the final ``Reply`` whatever its status (nothing raised for non-2xx)."""
-        return self._run(self._operations.request(method, path, params, body, api_version, headers))
-
-    def instance(
-        self, path: str = "", *, extended: bool = False, api_version: str | None = None
-    ) -> Any:
-        """The instance document or the part at ``path``; a leaf comes back as a string."""
-        return self._run(self._operations.instance(path, extended, api_version))
-
-    def instance_text(
-        self, path: str = "", *, extended: bool = False, api_version: str | None = None
-    ) -> str:
-        """``format=text`` at ``path``: a leaf's value or a listing."""
-        return self._run(self._operations.instance_text(path, extended, api_version))
-
-    def tags(self) -> dict[str, str]:
-        return self._run(self._operations.tags())
-
-    def user_data(self) -> bytes:
-        return self._run(self._operations.user_data())
-
-    def versions(self) -> tuple[str, ...]:
-        return self._run(self._operations.versions())
-
-    def token(
-        self,
-        resource: str,
-        *,
-        client_id: str | None = None,
-        object_id: str | None = None,
-        msi_res_id: str | None = None,
-        api_version: str | None = None,
-    ) -> AccessToken:
-        return self._run(
-            self._operations.token(resource, client_id, object_id, msi_res_id, api_version)
-        )
-
-    def tenant_id(self) -> str:
-        return self._run(self._operations.tenant_id())
-
-    def attested(
-        self,
-        root: CertificateLike | Iterable[CertificateLike],
-        *,
-        nonce: str | None = None,
-        intermediates: CertificateLike | Iterable[CertificateLike] | None = None,
-        now: dt.datetime | None = None,
-        domains: Sequence[str] = METADATA_DOMAINS,
-    ) -> AttestedDocument:
-        return self._run(self._operations.attested(root, nonce, intermediates, now, domains))
-
-    def scheduled_events(self, *, api_version: str | None = None) -> ScheduledEvents:
-        return self._run(self._operations.scheduled_events(api_version))
-
-    def approve(self, *events: str | ScheduledEvent, api_version: str | None = None) -> None:
-        self._run(self._operations.approve(events, api_version))
-
-    def load_balancer(self) -> LoadBalancer:
-        return self._run(self._operations.load_balancer())
+    request = _blocking(Operations.request)
+    instance = _blocking(Operations.instance)
+    instance_text = _blocking(Operations.instance_text)
+    tags = _blocking(Operations.tags)
+    user_data = _blocking(Operations.user_data)
+    versions = _blocking(Operations.versions)
+    token = _blocking(Operations.token)
+    tenant_id = _blocking(Operations.tenant_id)
+    attested = _blocking(Operations.attested)
+    scheduled_events = _blocking(Operations.scheduled_events)
+    approve = _blocking(Operations.approve)
+    load_balancer = _blocking(Operations.load_balancer)

@@ -1,5 +1,5 @@
-"""The namespace plumbing of ``azimds run``: a command run in a private network namespace in
-which 169.254.169.254 is azimds on port 80, so that any client reaches it unmodified.
+"""``azimds run``'s sandbox: a command run in a private network namespace in which
+169.254.169.254 is azimds on port 80, so that any client reaches it unmodified.
 
 ::
 
@@ -233,8 +233,9 @@ def _node_child() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-class Node:
-    """``azimds serve`` on 169.254.169.254:80 inside the namespace, in a session of its own."""
+class NamespaceServer:
+    """The ``azimds serve`` child: on 169.254.169.254:80 inside the namespace, in a session of
+    its own."""
 
     def __init__(
         self,
@@ -462,7 +463,7 @@ def run(sandbox: Sandbox) -> int:
         with _signals_blocked():
             namespace = enter_namespace()
             configure_network(namespace)
-            node = Node(sandbox.serve_args, state_dir, target, environ)
+            node = NamespaceServer(sandbox.serve_args, state_dir, target, environ)
             try:
                 try:
                     node.wait_ready()

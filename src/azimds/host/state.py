@@ -1,4 +1,5 @@
-"""The state directory: where a node keeps its database, its admin token and its address.
+"""The state directory: where a node keeps its database, its admin token, its address for the
+CLI (admin.json, while it runs) and its lock (one node per directory).
 
 Files are created owner-only (0600) in an owner-only directory (0700): the token guards the
 control plane, and the database holds signing keys.
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 TOKEN_FILE = "admin-token"
-ADMIN_FILE = "admin.json"  # where this node's control plane listens, for the CLI
+ADMIN_FILE = "admin.json"  # where this node's planes listen, and its pid, for the CLI
 LOCK_FILE = "azimds.lock"  # held by the node using the directory; says its pid
 
 
@@ -88,12 +89,52 @@ def admin_token(state_dir: Path) -> str:
 
 
 def write_admin_address(state_dir: Path, url: str, guest: list[str]) -> None:
-    """Record where this node's control plane and guest plane listen, for the CLI."""
-    write_private(state_dir / ADMIN_FILE, json.dumps({"url": url, "guest": guest}) + "\n")
+    """Record where this node's control plane and guest plane listen, and its pid, for the CLI."""
+    address = {"url": url, "guest": guest, "pid": os.getpid()}
+    write_private(state_dir / ADMIN_FILE, json.dumps(address) + "\n")
+
+
+@contextlib.contextmanager
+def admin_address_kept(state_dir: Path) -> Iterator[None]:
+    """For the life of a node: the admin.json it writes goes when it stops.
+
+    Only if it is still this node's (its pid): one another process wrote is that one's.
+    A node killed with SIGKILL leaves it behind; ``read_admin`` then finds its pid gone.
+    """
+    try:
+        yield
+    finally:
+        path = state_dir / ADMIN_FILE
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text("utf-8")).get("pid") == os.getpid():
+                path.unlink()
+
+
+class StaleAddress(FileNotFoundError):
+    """admin.json names a node that no longer runs (killed before it could remove it): as
+    good as no admin.json at all."""
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: is there such a process?
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there is, another user's
+        return True
+    return True
 
 
 def read_admin(state_dir: Path) -> dict[str, Any]:
-    """What the CLI needs to reach a node: its control-plane URL, token and guest URLs."""
-    address = json.loads((state_dir / ADMIN_FILE).read_text("utf-8"))
+    """What the CLI needs to reach a node: its control-plane URL, token and guest URLs.
+
+    ``StaleAddress`` (an ``OSError``, as a missing file is) when the node that wrote
+    admin.json no longer runs. A file without a pid, from an older azimds, is taken as is.
+    """
+    path = state_dir / ADMIN_FILE
+    address = json.loads(path.read_text("utf-8"))
+    pid = address.get("pid")
+    if isinstance(pid, int) and not _running(pid):
+        raise StaleAddress(f"{path} was left by pid {pid}, which no longer runs")
     token = (state_dir / TOKEN_FILE).read_text("utf-8").strip()
     return {"url": address["url"], "token": token, "guest": address.get("guest", [])}

@@ -1,8 +1,10 @@
-"""The composition root: builds a node from a ``Config`` and runs it. Nothing imports it but
-the CLI and the test kit.
+"""The composition root: builds a node from a ``Config`` and runs it. Imported, to run a node,
+by the CLI (``azimds serve``) and the test kit (``kit/local.py``), by nothing else.
 
-A node is: the store, the fleet snapshot it follows, the guest plane on every ``listen``
-address, the control plane on its own address, and (with ``--watch``) the fleet-file watcher.
+A node is: the store, the fleet snapshot it follows (``follower.py``), the guest plane on every
+``listen`` address, the control plane on its own address, and its background services: the
+scheduled-events engine (``events_engine.py``), the attestation certificate upkeep
+(``certificates.py``) and, with ``--watch``, the fleet-file watcher (``fleet_file.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import json
 import logging
 import os
@@ -24,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI, Observed
-from azimds.config.settings import Config, ConfigError, FleetFile, read_fleet_file
-from azimds.fleet.attestation_certs import ensure_leaves, stale
+from azimds.config.settings import Config, ConfigError, read_fleet_file
 from azimds.fleet.clock import set_clock
-from azimds.fleet.faults import FaultError, declare_faults
+from azimds.fleet.faults import FaultError
 from azimds.fleet.operations import FleetError, apply_declarations, set_default_vm
-from azimds.fleet.scheduling import advance_events
 from azimds.fleet.signing_keys import ensure_jwt_key
 from azimds.fleet.snapshot import Fleet
 from azimds.guest.app import GuestApp
@@ -41,20 +40,21 @@ from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.limits import RateLimiter
 from azimds.guest.observe import Recorder
 from azimds.guest.routes import Services
-from azimds.host import state
+from azimds.host import link_local, state
+from azimds.node.certificates import CertificateUpkeep
+from azimds.node.events_engine import run_event_engine
+from azimds.node.fleet_file import apply_fleet_file, watch_fleet_file
 from azimds.node.follower import Node
 from azimds.serving import http1
 from azimds.serving import listeners as server
-from azimds.store import Store, StoreError, StoreUnavailable, Transaction, open_store
+from azimds.store import Store, StoreUnavailable, Transaction, open_store
 
 log = logging.getLogger(__name__)
 
 # Declarations are grouped by where they come from, host included, so hosts sharing one
-# database each keep their own fleet file's VMs.
+# database each keep their own config's VM (and fleet file's VMs: ``fleet_file_source``).
 CONFIG_SOURCE = f"config:{socket.gethostname()}"
-WATCH_INTERVAL = 1.0  # seconds between checks of the fleet file
 AZURE_ISSUER = "https://sts.windows.net"
-ENGINE_INTERVAL = 0.2  # seconds between checks for due event transitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +66,6 @@ class Ready:
     fleet: Fleet
     token_file: Path
     store: str  # the store's URL, password hidden
-
-
-def fleet_file_source(path: Path) -> str:
-    return f"fleet-file:{socket.gethostname()}:{path.resolve()}"
 
 
 def declare(config: Config, store: Store) -> int:
@@ -96,13 +92,6 @@ def declare(config: Config, store: Store) -> int:
     return revision
 
 
-def apply_fleet_file(txn: Transaction, path: Path, declared: FleetFile) -> None:
-    """Make the store hold what the fleet file declares (one transaction: all or nothing)."""
-    source = fleet_file_source(path)
-    apply_declarations(txn, source, declared.vms, "vms")
-    declare_faults(txn, source, declared.faults, time.time(), "faults")
-
-
 def public_url(config: Config, admin_url: str) -> str:
     """Where relying services reach the public routes (discovery, JWKS, CA certificates)."""
     if config.public_url:
@@ -124,102 +113,6 @@ def _http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _watch_fleet_file(path: Path, store: Store, node: Node, stop: asyncio.Event) -> None:
-    """Re-apply the fleet file when it changes: all of it in one transaction, or none."""
-
-    def stamp() -> tuple[float, int] | None:
-        try:
-            info = path.stat()
-        except OSError:
-            return None
-        return info.st_mtime, info.st_size
-
-    seen = stamp()
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), WATCH_INTERVAL)
-        current = stamp()
-        if current == seen or current is None:
-            continue
-        seen = current
-        try:
-            declared = read_fleet_file(path)
-            await node.write(functools.partial(apply_fleet_file, path=path, declared=declared))
-        except (ConfigError, FleetError, FaultError, StoreError) as exc:
-            log.error("fleet file %s not applied, nothing changed: %s", path, exc)
-            continue
-        log.info("fleet file %s applied (revision %d)", path, node.served.revision)
-
-
-class CertificateUpkeep:
-    """Keeps a signing leaf for every (location, cloud) the fleet's VMs are in, current and
-    pointing at this node's public URL; checks on every fleet change and daily."""
-
-    def __init__(self, store: Store, node: Node, aia_url: str) -> None:
-        self.store, self.node, self.aia_url = store, node, aia_url
-        self._running: asyncio.Task[None] | None = None
-        self._daily = asyncio.get_running_loop().call_later(86400, self._daily_check)
-
-    def _daily_check(self) -> None:
-        self.check(self.node.served)
-        self._daily = asyncio.get_running_loop().call_later(86400, self._daily_check)
-
-    def needed(self, fleet: Fleet) -> bool:
-        now = dt.datetime.now(dt.UTC)
-        intermediate = fleet.ca.get("intermediate")
-        if intermediate is None:
-            return True
-        return any(
-            stale(fleet.leaves.get(key), intermediate, self.aia_url, now)
-            for key in fleet.wanted_leaves()
-        )
-
-    def check(self, fleet: Fleet) -> None:
-        if (self._running is None or self._running.done()) and self.needed(fleet):
-            self._running = asyncio.ensure_future(self.run_once(fleet))
-
-    async def run_once(self, fleet: Fleet) -> None:
-        wanted = fleet.wanted_leaves()
-        now = dt.datetime.now(dt.UTC)
-        try:
-            issued = await self.node.write(
-                lambda txn: ensure_leaves(txn, wanted, self.aia_url, now)
-            )
-        except StoreError as exc:
-            log.error("attestation certificates not renewed (will retry): %s", exc)
-            return
-        if issued:
-            log.info("issued attestation signing certificates for %s", ", ".join(issued))
-
-    async def stop(self) -> None:
-        self._daily.cancel()
-        if self._running is not None:
-            await self._running
-
-
-async def run_event_engine(store: Store, node: Node, stop: asyncio.Event) -> None:
-    """Apply scheduled events' transitions as the event clock passes their times."""
-    failing = False  # log a store outage once, not every ENGINE_INTERVAL
-    while not stop.is_set():
-        fleet = node.served
-        now = fleet.clock.now(time.time())
-        if any(event.due(now) for event in fleet.events.values()):
-            try:
-                changed = await node.write(functools.partial(advance_events, now=now))
-            except StoreError as exc:
-                if not failing:
-                    log.error("scheduled events not advanced (will retry): %s", exc)
-                failing = True
-            else:
-                if failing:
-                    log.warning("scheduled events advance again")
-                failing = False
-                for event_id, status in changed:
-                    log.info("event %s is %s", event_id, status)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), ENGINE_INTERVAL)
-
-
 async def run(
     config: Config,
     on_ready: Callable[[Ready], None] | None = None,
@@ -227,16 +120,25 @@ async def run(
     store: Store | None = None,
 ) -> None:
     """Serve until SIGINT, SIGTERM or SIGHUP (or ``stop``). Off the main thread (the test kit
-    runs a node in a thread of its own) signals are left to the program: ``stop`` ends it."""
+    runs a node in a thread of its own) signals are left to the program: ``stop`` ends it.
+    With ``config.link_local``, 169.254.169.254 is on ``lo`` while the node holds its state
+    directory (``host/link_local.held``)."""
     stop = stop or asyncio.Event()
-    if threading.current_thread() is threading.main_thread():
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, stop.set)
-
     state.prepare(config.state_dir)
-    # Inside the lock: a second node, refused, must not remove the first one's ready file.
-    with state.locked(config.state_dir), _ready_file_kept(config.ready_file):
+    # Inside the lock: a second node, refused, must neither add the link-local address nor
+    # remove the first one's ready file or admin.json.
+    with (
+        state.locked(config.state_dir),
+        link_local.held() if config.link_local else contextlib.nullcontext(),
+        _ready_file_kept(config.ready_file),
+        state.admin_address_kept(config.state_dir),
+    ):
+        # After link_local.held, which ends the process on SIGTERM (removing the address)
+        # until the event loop takes the signal over here to stop the node cleanly.
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, stop.set)
         await _serve(config, on_ready, stop, store)
 
 
@@ -326,7 +228,7 @@ async def _serve(
         clients = http1.Clients(config.connections_per_client)
         guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder, faults)
         node.on_fleet(guest.replace_fleet)
-        certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")
+        certificates = CertificateUpkeep(node, f"{public}{INTERMEDIATE_PATH}")
         node.on_fleet(certificates.check)
         fleet = await node.start()
         await certificates.run_once(fleet)
@@ -359,11 +261,11 @@ async def _serve(
         state.write_admin_address(config.state_dir, admin_url, guest_urls)
         if config.ready_file is not None:  # after admin.json: the CLI finds the node then
             _write_ready_file(config.ready_file, guest_urls, admin_url)
-        engine = asyncio.create_task(run_event_engine(store, node, stop))
+        engine = asyncio.create_task(run_event_engine(node, stop))
         access_log = asyncio.create_task(recorder.write_access_log(stop))
         watcher = None
         if config.watch and config.fleet_file is not None:
-            watcher = asyncio.create_task(_watch_fleet_file(config.fleet_file, store, node, stop))
+            watcher = asyncio.create_task(watch_fleet_file(config.fleet_file, node, stop))
         if on_ready is not None:
             token_file = config.state_dir / state.TOKEN_FILE
             on_ready(Ready(guest_addresses, admin_url, fleet, token_file, store.url))
