@@ -94,7 +94,7 @@ class Podman:
         return name
 
     def wait(self, name: str) -> None:
-        """Until the image's own health check passes (`azimds wait`, both planes answer)."""
+        """Until what the image's health check runs passes: `azimds wait`, both planes answer."""
         try:
             self("exec", name, "azimds", "wait", "--timeout", "60", timeout=90)
         except AssertionError as error:
