@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from azimds.errors import Problem
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.vm import VM, vm_from_patch
 from azimds.guest.callers import MODES
@@ -36,13 +37,16 @@ DEFAULT_PORT = 16925
 DEFAULT_ADMIN_PORT = 16926
 
 
-class ConfigError(Exception):
-    """Configuration that cannot be used; the message says where and how to fix it."""
+class ConfigError(Problem):
+    """Configuration that cannot be used; ``source`` is the file (or flag, variable,
+    "defaults") it came from."""
 
     def __init__(self, source: str, where: str, problem: str, fix: str) -> None:
-        super().__init__(f"invalid configuration in {source}: {where}: {problem}. Fix: {fix}")
+        super().__init__(problem, where=where, fix=fix)
         self.source = source
-        self.where = where
+
+    def __str__(self) -> str:
+        return f"invalid configuration in {self.source}: {super().__str__()}"
 
 
 @dataclass(frozen=True, slots=True)

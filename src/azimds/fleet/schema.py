@@ -16,15 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from azimds.errors import Problem
 
-class DocumentError(ValueError):
+
+class DocumentError(Problem):
     """Input that does not fit the schema; ``where`` is a dotted path such as ``compute.zone``."""
 
     def __init__(self, where: str, problem: str, fix: str) -> None:
-        super().__init__(f"{where}: {problem}. Fix: {fix}")
-        self.where = where
-        self.problem = problem
-        self.fix = fix
+        super().__init__(problem, where=where, fix=fix)
 
 
 @dataclass(frozen=True, slots=True)
