@@ -90,5 +90,3 @@ SCHEDULED_EVENTS = version_set(SCHEDULED_EVENTS_VERSIONS)
 # Paths under /metadata that match no category (and the root) still have their api-version
 # checked first; their 400 names the service's newest versions.
 ANY = version_set(API_VERSIONS)
-
-LATEST = API_VERSIONS[-1]

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from tests.admin.client import call
+from tests.conftest import ServerProcess
 from tests.guest.attested.tools import (
     DEFAULT_VM_ID,
     DOCUMENT,
@@ -24,7 +25,6 @@ from tests.guest.attested.tools import (
     free_port,
     signature_der,
 )
-from tests.conftest import ServerProcess
 from tests.http import get
 
 

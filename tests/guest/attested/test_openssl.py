@@ -18,6 +18,7 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 
+from tests.conftest import ServerProcess
 from tests.guest.attested.tools import (
     DEFAULT_VM_ID,
     DOCUMENT,
@@ -27,7 +28,6 @@ from tests.guest.attested.tools import (
     config_server,
     signature_der,
 )
-from tests.conftest import ServerProcess
 from tests.http import get
 
 # Verbatim from the documentation ("Validation", Linux).

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.conftest import ServerProcess
 from tests.guest.attested.tools import (
     DEFAULT_VM_ID,
     DOCS_SAMPLE_SIGNATURE,
@@ -26,7 +27,6 @@ from tests.guest.attested.tools import (
     config_server,
     signature_der,
 )
-from tests.conftest import ServerProcess
 from tests.http import get
 
 SHA256 = "2.16.840.1.101.3.4.2.1"

@@ -12,7 +12,6 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ManagedIdentityCredential
 
 from tests.conftest import ServerProcess
-from tests.http import get
 from tests.guest.identity.support import (
     HEADER_MISSING,
     IDENTITY_NOT_FOUND,
@@ -24,6 +23,7 @@ from tests.guest.identity.support import (
     system_identity,
     token_reply,
 )
+from tests.http import get
 
 API = "api-version=2018-02-01"
 

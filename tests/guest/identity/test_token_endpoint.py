@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.http import Reply, get
 from tests.guest.identity.support import (
     BAD_API_VERSION,
     HEADER_MISSING,
@@ -38,6 +37,7 @@ from tests.guest.identity.support import (
     token_json,
     token_reply,
 )
+from tests.http import Reply, get
 
 API = "api-version=2018-02-01"
 
