@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from azimds.config.settings import ConfigError, load
-from azimds.guest.limits import OFF
+from azimds.config.settings import SETTING, ConfigError, load
+from azimds.fleet.limits import OFF
+from azimds.guest.callers import MODES
 
 
 def write(tmp_path: Path, text: str, name: str = "azimds.yaml") -> Path:
@@ -152,3 +153,8 @@ def test_serve_refuses_a_bad_file_and_changes_nothing(tmp_path: Path) -> None:
         f"Error: invalid configuration in {path}: vm.compute.vmid: unknown field." in result.stderr
     )
     assert "did you mean 'vmId'?" in result.stderr
+
+
+def test_caller_mode_choices_are_the_guest_planes_modes() -> None:
+    """Configuration names the modes without importing the guest plane; this keeps them in step."""
+    assert SETTING["caller_mode"].choices == tuple(MODES)

@@ -20,12 +20,9 @@ from typing import Any
 import yaml
 
 from azimds.errors import Problem
+from azimds.fleet.limits import OFF, Limits
 from azimds.fleet.schema import DocumentError
-from azimds.fleet.vm import VM, vm_from_patch
-from azimds.guest.callers import MODES
-from azimds.guest.limits import OFF, Limits
-from azimds.host.link_local import ADDRESS as LINK_LOCAL_ADDRESS
-from azimds.host.link_local import PORT as LINK_LOCAL_PORT
+from azimds.fleet.vm import IMDS_ADDRESS, IMDS_PORT, VM, vm_from_patch
 from azimds.host.state import default_state_dir
 from azimds.serving.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, REQUEST_TIMEOUT
 
@@ -98,7 +95,7 @@ SETTINGS: tuple[Setting, ...] = (
         "single",
         "How a request's VM is found: single (every caller is the default VM) or source-ip "
         "(the caller's address is a private IP of the VM's NIC).",
-        choices=tuple(MODES),
+        choices=("single", "source-ip"),  # guest/callers.py: MODES
     ),
     Setting(
         "state_dir",
@@ -464,7 +461,7 @@ def load(
             listen_source, "listen", "no address to serve on", 'write listen: ["127.0.0.1:16925"]'
         )
     if link_local:  # the real address first: the banner's examples use the first address
-        real = (LINK_LOCAL_ADDRESS, LINK_LOCAL_PORT)
+        real = (IMDS_ADDRESS, IMDS_PORT)
         listen = (real, *(address for address in listen if address != real))
 
     admin_value, admin_source = pick("admin_listen")

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from azimds.fleet.events import VISIBLE, Event
 from azimds.fleet.operations import FleetError
@@ -20,8 +20,7 @@ from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.errors import Family
 from azimds.guest.responses import Response, json_response, make
-from azimds.node.follower import Node
-from azimds.store.base import StoreError
+from azimds.store.base import StoreError, Transaction
 
 MAX_BODY = 64 * 1024  # bytes of a POST body
 # An approval's answer: 200, no body and so no Content-Type, which a client that parses by
@@ -94,6 +93,16 @@ def _encodable(text: str) -> bool:
     return True
 
 
+T = TypeVar("T")
+
+
+class Writer(Protocol):
+    """Where approvals are written: the node (``node/follower.Node``), which runs the work in
+    one store transaction and returns once it serves the change."""
+
+    async def write(self, work: Callable[[Transaction], T]) -> T: ...
+
+
 class EventsService:
     """Approvals write to the store; the node's snapshot then shows the change.
 
@@ -102,7 +111,10 @@ class EventsService:
     """
 
     def __init__(
-        self, node: Node, first_call_delay: float = 0.0, real_time: Callable[[], float] = time.time
+        self,
+        node: Writer,
+        first_call_delay: float = 0.0,
+        real_time: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.first_call_delay = first_call_delay
