@@ -22,8 +22,8 @@ class Problem(Exception):
 
     @property
     def advice(self) -> str:
-        """ "problem. Fix: fix" without the place: for a consumer that shows ``where`` apart
-        (the control plane's JSON ``field``)."""
+        """What is wrong and the fix, without the place: for a consumer that shows ``where``
+        apart (the control plane's JSON ``field``)."""
         return f"{self.problem}. Fix: {self.fix}" if self.fix else self.problem
 
     def __str__(self) -> str:
