@@ -78,6 +78,18 @@ UNSELECTED = {
     Unselected.AMBIGUOUS: MULTIPLE_IDENTITIES,
     Unselected.SELECTORS: ONE_SELECTOR,
 }
+# Why a caller is no known VM (guest/callers.py): the 403's parenthesis, and the log's.
+NO_DEFAULT_VM = "no default VM is set on this azimds node"
+
+
+def not_an_address(host: str) -> str:
+    return f"the caller's address '{host}' is not an IP address"
+
+
+def no_vm_at(address: str) -> str:
+    return f"no VM of this azimds node has the primary address {address}"
+
+
 # Scheduled-event approvals (reference section 6; docs/behaviour.md).
 APPROVAL_MALFORMED = 'Bad request. The body must be {"StartRequests":[{"EventId":"..."}]}'
 
