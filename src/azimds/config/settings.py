@@ -410,6 +410,20 @@ def read_fleet_file(path: Path) -> FleetFile:
     return FleetFile(entries["vms"], entries["faults"])
 
 
+def _in_range(name: str, value: Any, where: str) -> float:
+    """``value`` as a number within the setting's range."""
+    low, high = SETTING[name].range or (float("-inf"), float("inf"))
+    try:
+        number = float(str(value))
+    except ValueError:
+        number = float("nan")
+    if not low <= number <= high:  # also false for NaN
+        raise ConfigError(
+            where, name, f"'{value}' is out of range", f"give a number from {low:g} to {high:g}"
+        )
+    return number
+
+
 class _Given:
     """The settings as given: each by the highest layer that has it, checked against its
     ``Setting`` (choices, range), and its default where no layer gives it."""
@@ -451,21 +465,8 @@ class _Given:
     def switch(self, name: str) -> bool:
         return self.choice(name) == "true"
 
-    def number(self, name: str, value: Any = None, where: str = "") -> float:
-        """A numeric setting within its range (``value``: one already picked)."""
-        if value is None:
-            value, where = self.pick(name)
-        text = str(value)
-        low, high = SETTING[name].range or (float("-inf"), float("inf"))
-        try:
-            number = float(text)
-        except ValueError:
-            number = float("nan")
-        if not low <= number <= high:  # also false for NaN
-            raise ConfigError(
-                where, name, f"'{text}' is out of range", f"give a number from {low:g} to {high:g}"
-            )
-        return number
+    def number(self, name: str) -> float:
+        return _in_range(name, *self.pick(name))
 
     def limits(self) -> Limits:
         """``rate_limit`` takes on/off besides a number (YAML reads unquoted on/off as
@@ -476,7 +477,7 @@ class _Given:
             return OFF
         try:
             on = switch in ("on", "true")
-            rate = self.number("rate_limit", SETTING["rate_limit"].default if on else value, where)
+            rate = _in_range("rate_limit", SETTING["rate_limit"].default if on else value, where)
         except ConfigError:
             raise ConfigError(
                 where,
