@@ -238,7 +238,7 @@ def unknown_event(event_id: str) -> Response:
 
 
 INSTANCE_NOT_FOUND = Family.INSTANCE.error(404, NOT_FOUND)
-APPROVAL_REFUSED = Family.INSTANCE.error(400, APPROVAL_MALFORMED)
+BAD_APPROVAL_BODY = Family.INSTANCE.error(400, APPROVAL_MALFORMED)
 # Beyond the rate limits: plain text, as SUSE's cloud-netconfig compares it; the identity
 # family's JSON is the swagger's example.
 TOO_MANY_REQUESTS = make(429, TEXT_TYPE, b"Too many requests")

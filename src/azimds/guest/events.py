@@ -135,7 +135,7 @@ class EventsService:
             return errors.body_too_large(MAX_BODY)
         ids = _start_requests(body)
         if ids is None:
-            return errors.APPROVAL_REFUSED
+            return errors.BAD_APPROVAL_BODY
         now = fleet.clock.now(self.real_time())
 
         def work(txn: Transaction) -> str | None:
