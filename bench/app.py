@@ -37,10 +37,11 @@ from collections.abc import Callable
 from typing import Any
 
 import kit
+from azimds.fleet.limits import DOCUMENTED
 from azimds.guest.app import GuestApp
 from azimds.guest.callers import SingleVM
 from azimds.guest.events import MAX_BODY
-from azimds.guest.limits import DOCUMENTED, RateLimiter
+from azimds.guest.limits import RateLimiter
 from azimds.guest.observe import Recorder
 from azimds.kit.fleet import example_fleet, services
 from azimds.serving import http1

@@ -20,6 +20,11 @@ class Problem(Exception):
         self.where = where
         self.fix = fix
 
+    @property
+    def advice(self) -> str:
+        """What is wrong and the fix, without the place: for a consumer that shows ``where``
+        apart (the control plane's JSON ``field``)."""
+        return f"{self.problem}. Fix: {self.fix}" if self.fix else self.problem
+
     def __str__(self) -> str:
-        text = f"{self.where}: {self.problem}" if self.where else self.problem
-        return f"{text}. Fix: {self.fix}" if self.fix else text
+        return f"{self.where}: {self.advice}" if self.where else self.advice

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from azimds.config.settings import ConfigError, load
-from azimds.guest.limits import OFF
+from azimds.config.settings import SETTING, ConfigError, load, read_fleet_file
+from azimds.fleet.limits import OFF
+from azimds.guest.callers import MODES
 
 
 def write(tmp_path: Path, text: str, name: str = "azimds.yaml") -> Path:
@@ -55,7 +57,7 @@ def write(tmp_path: Path, text: str, name: str = "azimds.yaml") -> Path:
         ("vm: {disks: []}\n", "vm.disks", "a VM has compute, network, extended, reprovisionData"),
         ("vm: {compute: {tags: 3}}\n", "vm.compute.tags", "name:value"),
         ("[1, 2]\n", "(top level)", "listen: and vm:"),
-        ("vm: {compute: {name: [}\n", "(syntax)", "correct the syntax"),
+        ("vm: {compute: {name: [}\n", "line 1, column 23", "correct the syntax"),
     ],
 )  # fmt: skip
 def test_bad_file_names_file_field_and_fix(tmp_path: Path, text: str, field: str, fix: str) -> None:
@@ -69,8 +71,35 @@ def test_bad_file_names_file_field_and_fix(tmp_path: Path, text: str, field: str
 
 def test_bad_json_file(tmp_path: Path) -> None:
     path = write(tmp_path, '{"vm": {"compute": {"name": }}}', "vm.json")
-    with pytest.raises(ConfigError, match=r"vm\.json: \(syntax\): Expecting value: line 1"):
+    with pytest.raises(ConfigError, match=r"vm\.json: line 1, column 29: Expecting value\."):
         load(path, environ={})
+
+
+@pytest.mark.parametrize(
+    "read", [lambda path: load(path, environ={}), read_fleet_file], ids=["config", "fleet"]
+)
+def test_a_yaml_syntax_error_names_the_file_and_line(
+    tmp_path: Path, read: Callable[[Path], object]
+) -> None:
+    """Not YAML's own text, which names "<unicode string>" (issue 20)."""
+    path = write(tmp_path, "vms:\n  - compute:\n      name: a: b\n")
+    with pytest.raises(ConfigError) as caught:
+        read(path)
+    assert str(caught.value) == (
+        f"invalid configuration in {path}: line 3, column 14: mapping values are not allowed "
+        "here. Fix: correct the syntax"
+    )
+    assert "unicode string" not in str(caught.value)
+
+
+def test_a_yaml_error_with_a_context_names_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "listen: [127.0.0.1:1\nwatch: true\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    assert caught.value.where == "line 2, column 6"
+    assert caught.value.problem == (
+        "expected ',' or ']', but got ':' (while parsing a flow sequence from line 1)"
+    )
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -152,3 +181,8 @@ def test_serve_refuses_a_bad_file_and_changes_nothing(tmp_path: Path) -> None:
         f"Error: invalid configuration in {path}: vm.compute.vmid: unknown field." in result.stderr
     )
     assert "did you mean 'vmId'?" in result.stderr
+
+
+def test_caller_mode_choices_are_the_guest_planes_modes() -> None:
+    """Configuration names the modes without importing the guest plane; this keeps them in step."""
+    assert SETTING["caller_mode"].choices == tuple(MODES)

@@ -1,4 +1,5 @@
-"""Every error of the reference's catalogue, byte for byte, from a real server on a real socket."""
+"""Every error of the reference's catalogue, byte for byte, from a real server on a real socket;
+and the fleet model's reasons, which the catalogue words."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import uuid
 
 import pytest
 
+from azimds.fleet.events import EVENT_KIND, unknown_to
+from azimds.fleet.identity import Identity, Unselected, select
+from azimds.guest import errors
+from azimds.store.memory import MemoryStore
 from tests.conftest import VECTORS
 from tests.http import Reply, get, send_raw
 
@@ -364,3 +369,31 @@ def test_keep_alive_serves_several_requests_on_one_connection(server: object, po
         assert len(ids) == 3  # a fresh request id on every answer, cached body or not
     finally:
         connection.close()
+
+
+def test_every_reason_the_fleet_gives_is_worded_once_in_the_catalogue() -> None:
+    """The fleet model says why (``Unselected``); the guest plane says it on the wire."""
+    assert set(errors.UNSELECTED) == set(Unselected)
+    assert errors.identity_refused(errors.UNSELECTED[Unselected.NOT_FOUND]).body == (
+        b'{"error":"invalid_request","error_description":"Identity not found"}'
+    )
+    system = Identity("c", "o", "t", "/vm", system=True)
+    users = (Identity("u1", "o1", "t", "/u1", False), Identity("u2", "o2", "t", "/u2", False))
+    assert select(None, (), {}) is Unselected.NOT_FOUND
+    assert select(None, users, {}) is Unselected.AMBIGUOUS
+    assert select(system, users, {"client_id": "u1", "object_id": "o1"}) is Unselected.SELECTORS
+    assert select(system, users, {"client_id": "U2"}) == users[1]
+
+
+def test_an_approval_names_the_first_event_the_vm_may_not_approve() -> None:
+    store = MemoryStore()
+    body = {"type": "Reboot", "resources": ["vm-a"], "names": ["a"], "status": "Scheduled"}
+    body |= {"appearsAt": 0, "notBefore": 900, "duration": -1, "description": ""}
+    store.transact(lambda txn: txn.put(EVENT_KIND, "shown", {**body, "source": "Platform"}))
+    refused = store.transact(lambda txn: unknown_to(txn, ["shown", "gone"], "vm-a"))[0]
+    assert refused == "gone"
+    assert store.transact(lambda txn: unknown_to(txn, ["shown"], "vm-b"))[0] == "shown"
+    assert store.transact(lambda txn: unknown_to(txn, ["shown"], "vm-a"))[0] is None
+    assert (
+        errors.unknown_event("gone").body == b'{ "error": "Bad request. no scheduled event gone" }'
+    )

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from azimds.fleet.limits import DOCUMENTED, Limits
 from azimds.guest.app import GuestApp
 from azimds.guest.callers import SingleVM
-from azimds.guest.limits import DOCUMENTED, GENERAL, IDENTITY, Limits, RateLimiter
+from azimds.guest.limits import GENERAL, IDENTITY, RateLimiter
 from azimds.kit.fleet import example_fleet, services
 from azimds.kit.inprocess import call
 from azimds.store.memory import MemoryStore

@@ -17,7 +17,7 @@ from azimds.fleet.operations import (
 )
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.vm import build_vm, example_vm
-from azimds.guest.versions import LATEST
+from azimds.guest.versions import API_VERSIONS
 from azimds.store.base import Transaction
 from azimds.store.memory import MemoryStore
 
@@ -58,7 +58,7 @@ def test_tags_with_separators_survive_a_rebuild(tags: dict[str, str]) -> None:
     ((name, value),) = tags.items()
     again = build_vm(vm.description())
     assert again.document["compute"]["tagsList"] == vm.document["compute"]["tagsList"]
-    assert again.instance(LATEST, False)["compute"]["tags"] == f"{name}:{value}"
+    assert again.instance(API_VERSIONS[-1], False)["compute"]["tags"] == f"{name}:{value}"
 
 
 @pytest.mark.parametrize("compute", [[1], "d244d447-6fd9", 5])

@@ -19,12 +19,10 @@ from typing import Any
 
 import yaml
 
+from azimds.errors import Problem
+from azimds.fleet.limits import OFF, Limits
 from azimds.fleet.schema import DocumentError
-from azimds.fleet.vm import VM, vm_from_patch
-from azimds.guest.callers import MODES
-from azimds.guest.limits import OFF, Limits
-from azimds.host.link_local import ADDRESS as LINK_LOCAL_ADDRESS
-from azimds.host.link_local import PORT as LINK_LOCAL_PORT
+from azimds.fleet.vm import IMDS_ADDRESS, IMDS_PORT, VM, vm_from_patch
 from azimds.host.state import default_state_dir
 from azimds.serving.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, REQUEST_TIMEOUT
 
@@ -36,13 +34,16 @@ DEFAULT_PORT = 16925
 DEFAULT_ADMIN_PORT = 16926
 
 
-class ConfigError(Exception):
-    """Configuration that cannot be used; the message says where and how to fix it."""
+class ConfigError(Problem):
+    """Configuration that cannot be used; ``source`` is the file (or flag, variable,
+    "defaults") it came from."""
 
     def __init__(self, source: str, where: str, problem: str, fix: str) -> None:
-        super().__init__(f"invalid configuration in {source}: {where}: {problem}. Fix: {fix}")
+        super().__init__(problem, where=where, fix=fix)
         self.source = source
-        self.where = where
+
+    def __str__(self) -> str:
+        return f"invalid configuration in {self.source}: {super().__str__()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +51,13 @@ class Setting:
     name: str  # key in the config file
     flag: str  # command-line option
     env: str  # environment variable
-    default: str
+    default: str  # the value when none is given (what the CLI's help and the docs show)
     help: str
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # the values allowed (lower case), if a fixed few
     multiple: bool = False  # repeatable flag, list in the file, commas in the variable
+    range: tuple[float, float] | None = None  # a number, from low to high
+    # ``default`` describes a value worked out at start (a directory, a URL), not the value.
+    computed: bool = False
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -94,7 +98,7 @@ SETTINGS: tuple[Setting, ...] = (
         "single",
         "How a request's VM is found: single (every caller is the default VM) or source-ip "
         "(the caller's address is a private IP of the VM's NIC).",
-        choices=tuple(MODES),
+        choices=("single", "source-ip"),  # guest/callers.py: MODES
     ),
     Setting(
         "state_dir",
@@ -103,6 +107,7 @@ SETTINGS: tuple[Setting, ...] = (
         "/var/lib/azimds for root, else ~/.local/state/azimds",
         "Directory for the SQLite database, the admin token and the control plane's address; "
         "one node at a time (it holds azimds.lock).",
+        computed=True,
     ),
     Setting(
         "store",
@@ -136,6 +141,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Base URL where relying services reach this node's public routes: OpenID discovery "
         "and JWKS (to verify tokens) and the attestation intermediate certificate (the URL in "
         "signing certificates' AIA). Needed with a Unix-socket control plane.",
+        computed=True,
     ),
     Setting(
         "issuer",
@@ -152,6 +158,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_TOKEN_LIFETIME",
         "86400",
         "Seconds a managed-identity token is valid (real tokens: about 24 hours).",
+        range=(600, 7 * 86400),
     ),
     Setting(
         "token_resources",
@@ -187,6 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_TIME_SCALE",
         "1",
         "How many event-clock seconds pass per real second (e.g. 60: an hour a minute).",
+        range=(0.001, 100000),
     ),
     Setting(
         "terminate_notice",
@@ -194,6 +202,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_TERMINATE_NOTICE",
         "600",
         "Minimum notice of Terminate events, seconds from 300 to 900 (a scale set's setting).",
+        range=(300, 900),
     ),
     Setting(
         "events_first_call_delay",
@@ -202,6 +211,7 @@ SETTINGS: tuple[Setting, ...] = (
         "0",
         "Seconds a VM's first /metadata/scheduledevents request waits, as the real service's "
         "does while it enables the feature (up to 120). 0: no wait.",
+        range=(0, 120),
     ),
     Setting(
         "rate_limit",
@@ -210,6 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
         "5",
         "Requests a second each VM may make outside the identity category, as on Azure; "
         "beyond it: 429. on: the default. 0 or off: no limits at all (for load tests).",
+        range=(0, 100000),
     ),
     Setting(
         "identity_rate_limit",
@@ -217,6 +228,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_IDENTITY_RATE_LIMIT",
         "20",
         "Requests a second each VM may make to /metadata/identity (0: no limit).",
+        range=(0, 100000),
     ),
     Setting(
         "identity_concurrency",
@@ -224,6 +236,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_IDENTITY_CONCURRENCY",
         "5",
         "Identity requests each VM may have in flight at once (0: no limit).",
+        range=(0, 10000),
     ),
     Setting(
         "request_timeout",
@@ -234,6 +247,7 @@ SETTINGS: tuple[Setting, ...] = (
         "answer on a kept-alive connection: idle connections close after it), and again its "
         "body. A head too late: the connection closes; a body too late: 408. Also how long a "
         "guest's answers may wait unread (it reads none of them): then its connection ends.",
+        range=(0.1, 3600),
     ),
     Setting(
         "connections_per_client",
@@ -243,6 +257,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Guest-plane connections one client address may have open at once (all listeners "
         "together); more are closed as they come, and counted in the metrics. Raise it for "
         "load tests from one address (wrk -c200).",
+        range=(1, MAX_CONNECTIONS),
     ),
     Setting(
         "ready_file",
@@ -336,8 +351,8 @@ def read_file(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        problem = str(exc).replace("\n", " ")
-        raise ConfigError(source, "(syntax)", problem, "correct the syntax") from exc
+        where, problem = _syntax_error(exc)
+        raise ConfigError(source, where, problem, "correct the syntax") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -346,6 +361,20 @@ def read_file(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
         if key not in keys:
             raise unknown_setting(source, str(key), keys)
     return data
+
+
+def _syntax_error(exc: json.JSONDecodeError | yaml.YAMLError) -> tuple[str, str]:
+    """Where in the file a syntax error is (line and column, from 1) and what it is; YAML's
+    own text names no file but "<unicode string>", and repeats the line."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}, column {exc.colno}", exc.msg
+    mark = getattr(exc, "problem_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None:
+        return "(syntax)", str(exc).replace("\n", " ")
+    problem = exc.problem or "not YAML"
+    if exc.context and exc.context_mark is not None:
+        problem += f" ({exc.context} from line {exc.context_mark.line + 1})"
+    return f"line {mark.line + 1}, column {mark.column + 1}", problem
 
 
 def unknown_setting(source: str, key: str, keys: Collection[str]) -> ConfigError:
@@ -381,43 +410,109 @@ def read_fleet_file(path: Path) -> FleetFile:
     return FleetFile(entries["vms"], entries["faults"])
 
 
-def _pick(
-    name: str, flag: Any, env: Mapping[str, str], data: Mapping[str, Any], source: str
-) -> tuple[Any, str]:
-    """The value of a setting, and where it came from (for messages)."""
-    setting = SETTING[name]
-    if flag not in (None, (), ""):
-        return flag, setting.flag
-    if env.get(setting.env):
-        value = env[setting.env]
-        return (value.split(",") if setting.multiple else value), setting.env
-    if name in data:
-        return data[name], source
-    return None, "defaults"
-
-
-def _choice(name: str, value: Any, where: str) -> str:
-    setting = SETTING[name]
-    text = str(value).lower() if isinstance(value, str | bool) else repr(value)
-    if text not in setting.choices:
-        raise ConfigError(
-            where, name, f"'{value}' is not allowed", "use " + ", ".join(setting.choices)
-        )
-    return text
-
-
-def _number(name: str, value: Any, source: str, low: float, high: float) -> float:
-    """A numeric setting (its default when not given), within [low, high]."""
-    text = str(value if value is not None else SETTING[name].default)
+def _in_range(name: str, value: Any, where: str) -> float:
+    """``value`` as a number within the setting's range."""
+    low, high = SETTING[name].range or (float("-inf"), float("inf"))
     try:
-        number = float(text)
+        number = float(str(value))
     except ValueError:
         number = float("nan")
     if not low <= number <= high:  # also false for NaN
         raise ConfigError(
-            source, name, f"'{text}' is out of range", f"give a number from {low:g} to {high:g}"
+            where, name, f"'{value}' is out of range", f"give a number from {low:g} to {high:g}"
         )
     return number
+
+
+class _Given:
+    """The settings as given: each by the highest layer that has it, checked against its
+    ``Setting`` (choices, range), and its default where no layer gives it."""
+
+    def __init__(
+        self, flags: Mapping[str, Any], env: Mapping[str, str], data: Mapping[str, Any], source: str
+    ) -> None:
+        self.flags, self.env, self.data, self.source = flags, env, data, source
+
+    def pick(self, name: str) -> tuple[Any, str]:
+        """The value of a setting, and where it came from (for messages); the default (None
+        for a ``computed`` one) from "defaults"."""
+        setting = SETTING[name]
+        flag = self.flags.get(name)
+        if flag not in (None, (), ""):
+            return flag, setting.flag
+        if self.env.get(setting.env):
+            value = self.env[setting.env]
+            return (value.split(",") if setting.multiple else value), setting.env
+        if self.data.get(name) not in (None, ""):
+            return self.data[name], self.source
+        return (None if setting.computed else setting.default), "defaults"
+
+    def text(self, name: str) -> str:
+        """A free-form setting ("" when none is given)."""
+        value, _ = self.pick(name)
+        return str(value or "")
+
+    def choice(self, name: str) -> str:
+        value, where = self.pick(name)
+        setting = SETTING[name]
+        text = str(value).lower() if isinstance(value, str | bool) else repr(value)
+        if text not in setting.choices:
+            raise ConfigError(
+                where, name, f"'{value}' is not allowed", "use " + ", ".join(setting.choices)
+            )
+        return text
+
+    def switch(self, name: str) -> bool:
+        return self.choice(name) == "true"
+
+    def number(self, name: str) -> float:
+        return _in_range(name, *self.pick(name))
+
+    def limits(self) -> Limits:
+        """``rate_limit`` takes on/off besides a number (YAML reads unquoted on/off as
+        true/false); off or 0 turns every limit off."""
+        value, where = self.pick("rate_limit")
+        switch = str(value).lower()
+        if switch in ("off", "false"):
+            return OFF
+        try:
+            on = switch in ("on", "true")
+            rate = _in_range("rate_limit", SETTING["rate_limit"].default if on else value, where)
+        except ConfigError:
+            raise ConfigError(
+                where,
+                "rate_limit",
+                f"'{value}' is not allowed",
+                "give on (5 a second, as on Azure), off, or a number from 0 to 100000",
+            ) from None
+        if rate == 0:
+            return OFF
+        return Limits(
+            rate=rate,
+            identity_rate=self.number("identity_rate_limit"),
+            identity_concurrency=int(self.number("identity_concurrency")),
+        )
+
+    def listen(self, link_local: bool) -> tuple[Address, ...]:
+        value, where = self.pick("listen")
+        if where == "defaults" and link_local:
+            value = []  # --link-local alone serves the real address only
+        if isinstance(value, str):
+            value = [value]
+        fix = 'write listen: ["127.0.0.1:16925"]'
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(where, "listen", "expected HOST:PORT or a list of them", fix)
+        listen = tuple(parse_listen(text, where) for text in value)
+        if not listen and not link_local:
+            raise ConfigError(where, "listen", "no address to serve on", fix)
+        if link_local:  # the real address first: the banner's examples use the first address
+            real = (IMDS_ADDRESS, IMDS_PORT)
+            listen = (real, *(address for address in listen if address != real))
+        return listen
+
+    def path(self, name: str) -> Path | None:
+        value, _ = self.pick(name)
+        return Path(str(value)).expanduser() if value else None
 
 
 def load(
@@ -426,47 +521,15 @@ def load(
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Combine flags (by setting name), environment, file and defaults into a ``Config``."""
-    flags = flags or {}
-    env = os.environ if environ is None else environ
     hint = "write keys such as listen: and vm:"
     data = read_file(config_file, FILE_KEYS, hint) if config_file is not None else {}
     source = str(config_file) if config_file is not None else "defaults"
+    given = _Given(flags or {}, os.environ if environ is None else environ, data, source)
 
-    def pick(name: str) -> tuple[Any, str]:
-        return _pick(name, flags.get(name), env, data, source)
-
-    link_value, link_source = pick("link_local")
-    link_local = (
-        _choice("link_local", link_value if link_value is not None else "false", link_source)
-        == "true"
-    )
-    listen_value, listen_source = pick("listen")
-    if listen_value is None:
-        listen_value = [] if link_local else [SETTING["listen"].default]
-    if isinstance(listen_value, str):
-        listen_value = [listen_value]
-    if not isinstance(listen_value, list | tuple) or not all(
-        isinstance(v, str) for v in listen_value
-    ):
-        raise ConfigError(
-            listen_source,
-            "listen",
-            "expected HOST:PORT or a list of them",
-            'write listen: ["127.0.0.1:16925"]',
-        )
-    listen = tuple(parse_listen(text, listen_source) for text in listen_value)
-    if not listen and not link_local:
-        raise ConfigError(
-            listen_source, "listen", "no address to serve on", 'write listen: ["127.0.0.1:16925"]'
-        )
-    if link_local:  # the real address first: the banner's examples use the first address
-        real = (LINK_LOCAL_ADDRESS, LINK_LOCAL_PORT)
-        listen = (real, *(address for address in listen if address != real))
-
-    admin_value, admin_source = pick("admin_listen")
-    admin = parse_listen(
-        str(admin_value or SETTING["admin_listen"].default), admin_source, "admin_listen", unix=True
-    )
+    link_local = given.switch("link_local")
+    listen = given.listen(link_local)
+    admin_value, admin_source = given.pick("admin_listen")
+    admin = parse_listen(str(admin_value), admin_source, "admin_listen", unix=True)
     if admin[1] != 0 and admin in listen:
         raise ConfigError(
             admin_source,
@@ -475,105 +538,44 @@ def load(
             "give the control plane its own address",
         )
 
-    mode_value, mode_source = pick("caller_mode")
-    caller_mode = _choice("caller_mode", mode_value or "single", mode_source)
-    level_value, level_source = pick("log_level")
-    log_level = _choice("log_level", level_value or "info", level_source)
-    watch_value, watch_source = pick("watch")
-    watch = (
-        _choice("watch", watch_value if watch_value is not None else "false", watch_source)
-        == "true"
-    )
-
-    state_value, _ = pick("state_dir")
-    state_dir = Path(str(state_value)).expanduser() if state_value else default_state_dir()
-    store_value, _ = pick("store")
-    store = str(store_value or "sqlite:")
-    fleet_value, _ = pick("fleet")
-    fleet_file = Path(str(fleet_value)).expanduser() if fleet_value else None
+    caller_mode = given.choice("caller_mode")
+    watch = given.switch("watch")
+    fleet_file = given.path("fleet")
     if watch and fleet_file is None:
         raise ConfigError(
-            watch_source, "watch", "there is no fleet file to watch", "give --fleet FILE"
+            given.pick("watch")[1], "watch", "there is no fleet file to watch", "give --fleet FILE"
         )
 
-    ready_value, ready_source = pick("ready_file")
-    ready_file = Path(str(ready_value)).expanduser() if ready_value else None
+    ready_file = given.path("ready_file")
     # Checked before anything listens: a missing directory would fail only once serving.
     if ready_file is not None and not ready_file.parent.is_dir():
         raise ConfigError(
-            ready_source,
+            given.pick("ready_file")[1],
             "ready_file",
             f"{ready_file.parent} is not a directory",
             "create it, or give a path in an existing directory",
         )
 
-    public_value, public_source = pick("public_url")
-    public_url = str(public_value or "").rstrip("/")
+    public_url = given.text("public_url").rstrip("/")
     if public_url and not public_url.startswith(("http://", "https://")):
         raise ConfigError(
-            public_source,
+            given.pick("public_url")[1],
             "public_url",
             f"'{public_url}' is not a URL",
             "write http(s)://HOST[:PORT]",
         )
-    digest_value, digest_source = pick("attested_digest")
-    attested_digest = _choice("attested_digest", digest_value or "azure", digest_source)
-    issuer_value, issuer_source = pick("issuer")
-    issuer = str(issuer_value or "local")
+    issuer = given.text("issuer")
     if issuer not in ("local", "azure") and not issuer.startswith(("http://", "https://")):
         raise ConfigError(
-            issuer_source,
+            given.pick("issuer")[1],
             "issuer",
             f"'{issuer}' is not allowed",
             "use local, azure or an http(s) URL",
         )
-    token_lifetime = int(_number("token_lifetime", *pick("token_lifetime"), 600, 7 * 86400))
-    resources_value, _ = pick("token_resources")
+    resources_value, _ = given.pick("token_resources")
     if isinstance(resources_value, str):
         resources_value = [resources_value]
     resources = tuple(str(r) for r in resources_value or () if str(r).strip())
-
-    clock_value, clock_source = pick("clock")
-    clock = _choice("clock", clock_value or "real", clock_source)
-    time_scale = _number("time_scale", *pick("time_scale"), 0.001, 100000)
-    terminate_notice = int(_number("terminate_notice", *pick("terminate_notice"), 300, 900))
-
-    first_call_delay = _number("events_first_call_delay", *pick("events_first_call_delay"), 0, 120)
-
-    rate_value, rate_source = pick("rate_limit")
-    # on/off as words, or as YAML reads an unquoted on/off (true/false).
-    switch = str(rate_value).lower()
-    if switch in ("off", "false"):
-        limits = OFF
-    else:
-        given = None if switch in ("on", "true") else rate_value  # None: the default, 5
-        try:
-            rate = _number("rate_limit", given, rate_source, 0, 100000)
-        except ConfigError:
-            raise ConfigError(
-                rate_source,
-                "rate_limit",
-                f"'{rate_value}' is not allowed",
-                "give on (5 a second, as on Azure), off, or a number from 0 to 100000",
-            ) from None
-        limits = (
-            OFF
-            if rate == 0
-            else Limits(
-                rate=rate,
-                identity_rate=_number(
-                    "identity_rate_limit", *pick("identity_rate_limit"), 0, 100000
-                ),
-                identity_concurrency=int(
-                    _number("identity_concurrency", *pick("identity_concurrency"), 0, 10000)
-                ),
-            )
-        )
-
-    request_timeout = _number("request_timeout", *pick("request_timeout"), 0.1, 3600)
-    per_client = int(
-        _number("connections_per_client", *pick("connections_per_client"), 1, MAX_CONNECTIONS)
-    )
 
     vm_patch = data.get("vm")
     if vm_patch is not None and not isinstance(vm_patch, dict):
@@ -588,27 +590,27 @@ def load(
         listen=listen,
         admin_listen=admin,
         caller_mode=caller_mode,
-        state_dir=state_dir,
-        store=store,
+        state_dir=given.path("state_dir") or default_state_dir(),
+        store=given.text("store"),
         fleet_file=fleet_file,
         watch=watch,
-        log_level=log_level,
+        log_level=given.choice("log_level"),
         public_url=public_url,
         issuer=issuer,
-        attested_digest=attested_digest,
-        token_lifetime=token_lifetime,
+        attested_digest=given.choice("attested_digest"),
+        token_lifetime=int(given.number("token_lifetime")),
         token_resources=resources,
-        clock=clock,
-        time_scale=time_scale,
-        terminate_notice=terminate_notice,
-        events_first_call_delay=first_call_delay,
-        limits=limits,
-        access_log=str(pick("access_log")[0] or ""),
+        clock=given.choice("clock"),
+        time_scale=given.number("time_scale"),
+        terminate_notice=int(given.number("terminate_notice")),
+        events_first_call_delay=given.number("events_first_call_delay"),
+        limits=given.limits(),
+        access_log=given.text("access_log"),
         vm=vm,
         vm_declared=vm_patch is not None or caller_mode == "single",
         source=source if config_file else None,
         link_local=link_local,
-        request_timeout=request_timeout,
-        connections_per_client=per_client,
+        request_timeout=given.number("request_timeout"),
+        connections_per_client=int(given.number("connections_per_client")),
         ready_file=ready_file,
     )

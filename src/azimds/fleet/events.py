@@ -14,9 +14,11 @@ restart neither loses nor repeats one, and every node of a fleet shows the same 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from azimds.store.base import Transaction
 
 EVENT_KIND = "event"
 TYPES = ("Freeze", "Reboot", "Redeploy", "Preempt", "Terminate")
@@ -86,3 +88,16 @@ class Event:
         if self.status == "Started" and end is not None and now >= end:
             return "Completed"
         return None
+
+
+def unknown_to(txn: Transaction, event_ids: Iterable[str], vm_id: str) -> str | None:
+    """The first of ``event_ids`` that is no event the VM sees (Scheduled or Started, among
+    its resources): what its approval is refused for. None: the VM may approve them all."""
+    for event_id in event_ids:
+        record = txn.get(EVENT_KIND, event_id)
+        if record is None:
+            return event_id
+        event = Event.from_record(record.id, record.body, record.revision)
+        if event.status not in VISIBLE or vm_id not in event.resources:
+            return event_id
+    return None

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from azimds.errors import Problem
 from azimds.fleet.clock import parse_moment
 from azimds.fleet.vm import VM_KIND
 from azimds.store.base import Transaction
@@ -38,12 +39,15 @@ FIELDS += ("delay", "retryAfter", "actions", "action")
 ACTION_FIELDS = ("status", "retryAfter", "delay", "reset", "hang", "pass")
 
 
-class FaultError(ValueError):
-    """A rule the fleet refuses; ``where`` names the field."""
+class FaultError(Problem):
+    """A rule the fleet refuses; ``where`` names the field. Its text leaves ``where`` out: the
+    control plane sends that as the error's ``field``."""
 
     def __init__(self, message: str, where: str) -> None:
-        super().__init__(message)
-        self.where = where
+        super().__init__(message, where=where)
+
+    def __str__(self) -> str:
+        return self.advice
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,13 @@ document):
 
 Missing ids are derived deterministically (UUID v5) from the VM or the identity's resource id,
 so they are stable without being stored. ``select`` picks the identity a token request asks
-for, with the real service's rules and error texts (reference section 5).
+for, with the real service's rules (reference section 5); why it picks none is an
+``Unselected`` reason, which the guest plane words (``guest/errors.py``).
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,12 +33,15 @@ _NAMESPACE = uuid.UUID("2b8f5e0a-6d0c-4f57-8c4e-3f9f3c5d1a77")
 IDENTITY_KEYS = ("systemAssigned", "userAssigned")
 USER_KEYS = ("name", "clientId", "objectId", "resourceId", "tenantId")
 
-IDENTITY_NOT_FOUND = "Identity not found"
-MULTIPLE_IDENTITIES = (
-    "Multiple user assigned identities exist, please specify the clientId / resourceId of the "
-    "identity in the token request"
-)
 SELECTORS = ("client_id", "object_id", "msi_res_id", "mi_res_id")
+
+
+class Unselected(enum.Enum):
+    """Why a token request names no identity of the VM."""
+
+    NOT_FOUND = "not_found"  # none matches, or the VM has none
+    AMBIGUOUS = "ambiguous"  # several user-assigned ones, and the request names none
+    SELECTORS = "selectors"  # more than one of SELECTORS given
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +204,8 @@ def identities(
 
 def select(
     system: Identity | None, users: tuple[Identity, ...], params: Mapping[str, str]
-) -> Identity | str:
-    """The identity a token request names, or the error description to answer with.
+) -> Identity | Unselected:
+    """The identity a token request names, or why there is none.
 
     ``client_id`` and ``object_id`` match any identity of the VM, ``msi_res_id``/``mi_res_id``
     a user-assigned one's resource id (all compared case-insensitively: msal-node lower-cases
@@ -209,7 +214,7 @@ def select(
     """
     given = [(name, params[name]) for name in SELECTORS if params.get(name)]
     if len(given) > 1:
-        return "Only one of client_id, object_id, msi_res_id and mi_res_id may be given"
+        return Unselected.SELECTORS
     everyone = ((system,) if system else ()) + users
     if given:
         name, value = given[0]
@@ -223,9 +228,9 @@ def select(
                 found = not identity.system and identity.resource_id.lower() == wanted.rstrip("/")
             if found:
                 return identity
-        return IDENTITY_NOT_FOUND
+        return Unselected.NOT_FOUND
     if system is not None:
         return system
     if len(users) == 1:
         return users[0]
-    return MULTIPLE_IDENTITIES if users else IDENTITY_NOT_FOUND
+    return Unselected.AMBIGUOUS if users else Unselected.NOT_FOUND

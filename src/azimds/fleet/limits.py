@@ -1,11 +1,28 @@
-"""A VM's own rate limits, as its description may give them (``limits:``)."""
+"""Rate limits: a node's (its settings) and a VM's own, as its description may give them
+(``limits:``). The guest plane's ``RateLimiter`` enforces them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from azimds.fleet.schema import DocumentError
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    rate: float  # requests a second outside the identity category; 0: no limit
+    identity_rate: float  # requests a second to /metadata/identity; 0: no limit
+    identity_concurrency: int  # identity requests in flight at once; 0: no limit
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rate or self.identity_rate or self.identity_concurrency)
+
+
+OFF = Limits(0, 0, 0)
+DOCUMENTED = Limits(5, 20, 5)  # reference section 1
 
 LIMIT_KEYS = {
     "rate": "rate",

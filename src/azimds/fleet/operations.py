@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from azimds.errors import Problem
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.snapshot import DEFAULT_VM_SETTING, SETTING_KIND, vm_from_record
 from azimds.fleet.vm import VM, VM_KIND, build_vm, patch_description
@@ -24,19 +25,17 @@ ADDRESS_KIND = "address"  # body {"vmId": ...}: which VM holds a private address
 _DECLARED_NAMESPACE = uuid.UUID("6f0c2d43-3b8e-4c55-9a83-7b1f1f0e6a10")
 
 
-class FleetError(Exception):
-    """A change the fleet refuses; ``kind`` is invalid, not_found or conflict."""
+class FleetError(Problem):
+    """A change the fleet refuses; ``kind`` is invalid, not_found or conflict.
 
-    def __init__(self, kind: str, message: str, where: str = "") -> None:
-        super().__init__(message)
+    Its text leaves ``where`` out: the control plane sends that as the error's ``field``."""
+
+    def __init__(self, kind: str, message: str, where: str = "", *, fix: str = "") -> None:
+        super().__init__(message, where=where, fix=fix)
         self.kind = kind
-        self.where = where
 
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    vm: VM
-    created: bool = False
+    def __str__(self) -> str:
+        return self.advice
 
 
 def _compute_of(description: Mapping[str, Any], where: str) -> Mapping[str, Any]:
@@ -52,10 +51,10 @@ def _validate(description: Any, where: str = "vm") -> VM:
     try:
         vm = build_vm(description, where)
     except DocumentError as exc:
-        raise FleetError("invalid", f"{exc.problem}. Fix: {exc.fix}", exc.where) from exc
+        raise FleetError("invalid", exc.problem, exc.where, fix=exc.fix) from exc
     if not vm.name:
         raise FleetError(
-            "invalid", "every VM needs a name. Fix: set compute.name", f"{where}.compute.name"
+            "invalid", "every VM needs a name", f"{where}.compute.name", fix="set compute.name"
         )
     return vm
 
@@ -115,7 +114,7 @@ def replace_vm(txn: Transaction, vm_id: str, description: Any) -> VM:
     given = _compute_of(description, "vm").get("vmId")
     if given not in (None, "", vm_id):
         raise FleetError(
-            "invalid", "vmId cannot change. Fix: leave it out or keep it", "vm.compute.vmId"
+            "invalid", "vmId cannot change", "vm.compute.vmId", fix="leave it out or keep it"
         )
     vm = _validate(_with_vm_id(description, vm_id))
     _write(txn, vm, previous, str(body.get("source", "api")), body.get("declared"))
@@ -183,7 +182,7 @@ def apply_declarations(
         try:
             _write(txn, vm, vm_from_record(existing.body) if existing else None, source, digest)
         except FleetError as exc:
-            raise FleetError(exc.kind, str(exc), exc.where or spot) from exc
+            raise FleetError(exc.kind, exc.problem, exc.where or spot, fix=exc.fix) from exc
         written.append(vm_id)
     return Applied(tuple(written), tuple(removed))
 

@@ -16,15 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from azimds.errors import Problem
 
-class DocumentError(ValueError):
+
+class DocumentError(Problem):
     """Input that does not fit the schema; ``where`` is a dotted path such as ``compute.zone``."""
 
     def __init__(self, where: str, problem: str, fix: str) -> None:
-        super().__init__(f"{where}: {problem}. Fix: {fix}")
-        self.where = where
-        self.problem = problem
-        self.fix = fix
+        super().__init__(problem, where=where, fix=fix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +33,13 @@ class Leaf:
 
 @dataclass(frozen=True, slots=True)
 class Arr:
-    item: Node
+    item: SchemaNode
 
 
 @dataclass(frozen=True, slots=True)
 class Field:
     since: str
-    node: Node
+    node: SchemaNode
     # physicalZone: real 2023-11-15 answers omit it on VMs without one (reference section 3).
     omit_if_empty: bool = False
     # What IMDS shows instead of the stored value, computed from the (stored) parent object.
@@ -61,7 +60,9 @@ class Obj:
         object.__setattr__(self, "fields", dict(sorted(self.fields.items())))
 
 
-Node = Union[Leaf, Arr, Obj]  # noqa: UP007 (a runtime alias used before the classes are complete)
+# A place in the schema tree: a leaf value, an array of one shape, or an object of fields.
+# (Union: a runtime alias, used before the classes are complete.)
+SchemaNode = Union[Leaf, Arr, Obj]  # noqa: UP007
 
 STRING = Leaf()
 BOOLEAN = Leaf(boolean=True)
@@ -238,7 +239,7 @@ EXTENDED = Obj(
 # --- operations ---------------------------------------------------------------------------
 
 
-def default(node: Node) -> Any:
+def default(node: SchemaNode) -> Any:
     if isinstance(node, Leaf):
         return False if node.boolean else ""
     if isinstance(node, Arr):
@@ -282,7 +283,7 @@ def _normalize_leaf(leaf: Leaf, value: Any, where: str) -> Any:
     )
 
 
-def normalize(node: Node, value: Any, where: str) -> Any:
+def normalize(node: SchemaNode, value: Any, where: str) -> Any:
     """Validate ``value`` against ``node`` and return the complete, string-valued document."""
     if isinstance(node, Leaf):
         return _normalize_leaf(node, value, where)
@@ -318,7 +319,7 @@ def _suggest(key: str, node: Obj) -> str:
     return "remove it; known fields are " + ", ".join(node.fields)
 
 
-def shape(node: Node, value: Any, version: str) -> Any:
+def shape(node: SchemaNode, value: Any, version: str) -> Any:
     """The part of a normalized document that ``version`` shows, keys in IMDS order."""
     if isinstance(node, Leaf):
         return value
@@ -334,7 +335,7 @@ def shape(node: Node, value: Any, version: str) -> Any:
     return shaped
 
 
-def json_schema(node: Node) -> dict[str, Any]:
+def json_schema(node: SchemaNode) -> dict[str, Any]:
     """JSON Schema of what ``normalize`` accepts for ``node`` (for the admin API's OpenAPI)."""
     if isinstance(node, Leaf):
         if node.boolean:

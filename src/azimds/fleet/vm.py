@@ -22,6 +22,9 @@ from azimds.fleet.schema import DocumentError
 
 # Keys of a VM description: the instance document's own (compute, network), then azimds's.
 VM_KIND = "vm"  # the store kind of a VM record
+# Where a VM reaches IMDS: the link-local address the real service answers at.
+IMDS_ADDRESS = "169.254.169.254"
+IMDS_PORT = 80
 VM_KEYS = (
     "compute",
     "network",

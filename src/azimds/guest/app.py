@@ -16,17 +16,19 @@ from collections.abc import Awaitable, Iterator
 from typing import Protocol
 
 from azimds.fleet.faults import Action, FaultRule
+from azimds.fleet.limits import Limits
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.callers import CallerIdentifier
+from azimds.guest.endpoint import Services, ValidRequest
 from azimds.guest.errors import IDENTITY_TOO_MANY_REQUESTS, TOO_MANY_REQUESTS
 from azimds.guest.events import MAX_BODY
 from azimds.guest.faults import Faults
-from azimds.guest.limits import GENERAL, Limits, RateLimiter
+from azimds.guest.limits import GENERAL, RateLimiter
 from azimds.guest.observe import Recorder, Request, Sent
 from azimds.guest.pipeline import NO_SERVICES, Outcome, check, run
 from azimds.guest.responses import Response
-from azimds.guest.routes import Call, Route, Services
+from azimds.guest.routes import Route
 from azimds.serving.http1 import BodyAbandoned, ResponseHeaders
 
 # Enough for every (api-version, path, format) a real client asks, per VM, many times over.
@@ -252,7 +254,7 @@ class GuestApp:
         self,
         rule: FaultRule,
         action: Action,
-        checked: tuple[Route, Call],
+        checked: tuple[Route, ValidRequest],
         path: str,
         exchange: Exchange,
     ) -> Sent:

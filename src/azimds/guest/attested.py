@@ -4,7 +4,8 @@ The signed content is compact JSON: ``nonce``, ``plan``, ``timeStamp`` (``MM/DD/
 -0000``, valid six hours), ``vmId``, then ``licenseType`` (AHB VMs, 2020-09-01+),
 ``subscriptionId`` (2019-04-30+) and ``sku`` (2019-11-01+), in the order a real answer prints
 them. A signed answer is reused for a minute for the same VM, version and nonce, as the real
-service caches documents (but never with another nonce).
+service caches documents (but never with another nonce); this module's own cache decides that,
+so the answer tells the memo never to keep it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from azimds.fleet.vm import VM
-from azimds.guest.errors import Family
-from azimds.guest.responses import Response, compact_json, json_response
+from azimds.guest import errors
+from azimds.guest.endpoint import ValidRequest
+from azimds.guest.responses import NEVER, Response, compact_json, json_response
 from azimds.signing.attestation import Signer, sign
 
 VALIDITY = dt.timedelta(hours=6)
@@ -61,11 +63,9 @@ class AttestedService:
 
     def respond(self, vm: VM, version: str, nonce: str | None, leaf: Signer | None) -> Response:
         if nonce is not None and len(nonce) > MAX_NONCE:
-            return Family.INSTANCE.bad_parameter_value("nonce", nonce)
+            return errors.Family.INSTANCE.bad_parameter_value("nonce", nonce)
         if leaf is None:
-            return Family.INSTANCE.error(
-                503, "Attested data is not available yet. Please retry later"
-            )
+            return errors.Family.INSTANCE.unavailable(errors.ATTESTED_NOT_YET)
         now = self.clock()
         key = (vm.vm_id, version, nonce)
         cached = self._cache.get(key)
@@ -75,7 +75,8 @@ class AttestedService:
         content = compact_json(document(vm, version, nonce, moment))
         signature = sign(leaf, content, self.azure_digest_identifier)
         response = json_response(
-            {"encoding": "pkcs7", "signature": base64.b64encode(signature).decode("ascii")}
+            {"encoding": "pkcs7", "signature": base64.b64encode(signature).decode("ascii")},
+            until=NEVER,
         )
         cache = self._cache
         cache.pop(key, None)  # re-inserted at the end: the dict stays in order of expiry
@@ -84,3 +85,13 @@ class AttestedService:
         cache[key] = (now + CACHE_SECONDS, response)
         self.signed += 1
         return response
+
+
+def get_document(request: ValidRequest) -> Response:
+    """``/metadata/attested/document``: the VM's identity, PKCS#7-signed."""
+    attested = request.services.attested
+    if attested is None:
+        return errors.Family.INSTANCE.unavailable(errors.ATTESTED_UNAVAILABLE)
+    nonce = request.params.get("nonce") or None
+    vm = request.vm
+    return attested.respond(vm, request.version, nonce, request.fleet.leaf_for(vm))

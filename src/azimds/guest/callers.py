@@ -12,6 +12,7 @@ from typing import Protocol
 
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
+from azimds.guest import errors
 
 
 def peer_host(client: str) -> str:
@@ -34,7 +35,7 @@ class SingleVM:
     name = "single"
 
     def identify(self, client: str, fleet: Fleet) -> VM | str:
-        return fleet.default_vm or "no default VM is set on this azimds node"
+        return fleet.default_vm or errors.NO_DEFAULT_VM
 
 
 class SourceAddress:
@@ -53,11 +54,11 @@ class SourceAddress:
         try:
             address = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
-            return f"the caller's address '{host}' is not an IP address"
+            return errors.not_an_address(host)
         mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:10.0.0.4 on dual-stack sockets
         canonical = str(mapped or address)
         vm = fleet.by_address.get(canonical)
-        return vm or f"no VM of this azimds node has the primary address {canonical}"
+        return vm or errors.no_vm_at(canonical)
 
 
 MODES: dict[str, type[SingleVM] | type[SourceAddress]] = {

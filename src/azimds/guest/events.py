@@ -11,17 +11,16 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from azimds.fleet.events import VISIBLE, Event
-from azimds.fleet.operations import FleetError
+from azimds.fleet.events import VISIBLE, Event, unknown_to
 from azimds.fleet.scheduling import approve_events
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
-from azimds.guest.errors import Family
+from azimds.guest import errors
+from azimds.guest.endpoint import Answer, ValidRequest
 from azimds.guest.responses import Response, json_response, make
-from azimds.node.follower import Node
-from azimds.store.base import StoreError
+from azimds.store.base import StoreError, Transaction
 
 MAX_BODY = 64 * 1024  # bytes of a POST body
 # An approval's answer: 200, no body and so no Content-Type, which a client that parses by
@@ -94,6 +93,16 @@ def _encodable(text: str) -> bool:
     return True
 
 
+T = TypeVar("T")
+
+
+class Writer(Protocol):
+    """Where approvals are written: the node (``node/follower.Node``), which runs the work in
+    one store transaction and returns once it serves the change."""
+
+    async def write(self, work: Callable[[Transaction], T]) -> T: ...
+
+
 class EventsService:
     """Approvals write to the store; the node's snapshot then shows the change.
 
@@ -102,7 +111,10 @@ class EventsService:
     """
 
     def __init__(
-        self, node: Node, first_call_delay: float = 0.0, real_time: Callable[[], float] = time.time
+        self,
+        node: Writer,
+        first_call_delay: float = 0.0,
+        real_time: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.first_call_delay = first_call_delay
@@ -120,19 +132,35 @@ class EventsService:
 
     async def approve(self, fleet: Fleet, vm: VM, body: bytes) -> Response:
         if len(body) > MAX_BODY:
-            return Family.INSTANCE.error(
-                400, f"Request body is larger than MaxBodyLength: {MAX_BODY}"
-            )
+            return errors.body_too_large(MAX_BODY)
         ids = _start_requests(body)
         if ids is None:
-            return Family.INSTANCE.error(
-                400, 'Bad request. The body must be {"StartRequests":[{"EventId":"..."}]}'
-            )
+            return errors.BAD_APPROVAL_BODY
         now = fleet.clock.now(self.real_time())
+
+        def work(txn: Transaction) -> str | None:
+            """The id refused, checked in the same transaction that approves."""
+            unknown = unknown_to(txn, ids, vm.vm_id)
+            if unknown is None:
+                approve_events(txn, ids, vm.vm_id, now)
+            return unknown
+
         try:
-            await self.node.write(lambda txn: approve_events(txn, ids, vm.vm_id, now))
-        except FleetError as exc:
-            return Family.INSTANCE.error(400, f"Bad request. {exc}")
+            unknown = await self.node.write(work)
         except StoreError:
-            return Family.INSTANCE.error(503, "Service unavailable. Please retry later")
-        return EMPTY_OK
+            return errors.Family.INSTANCE.unavailable(errors.SERVICE_UNAVAILABLE)
+        return EMPTY_OK if unknown is None else errors.unknown_event(unknown)
+
+
+def scheduled_events(request: ValidRequest) -> Answer:
+    """``/metadata/scheduledevents``: GET the VM's events, POST approvals."""
+    events = request.services.events
+    fleet, vm, version = request.fleet, request.vm, request.version
+    if request.method == "POST":
+        if events is None:
+            return errors.Family.INSTANCE.unavailable(errors.SERVICE_UNAVAILABLE)
+        body = request.body
+        return lambda: events.approve(fleet, vm, body)
+    if events is not None and events.enabling(vm):
+        return lambda: events.enable(fleet, vm, version)
+    return document(fleet, vm, version)

@@ -7,17 +7,15 @@ resource until shortly before it expires, with ``expires_in`` counting down;
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from azimds.fleet.identity import IDENTITY_NOT_FOUND, Identity, select
-from azimds.guest.errors import Family
-from azimds.guest.responses import JSON_TYPE, Response, compact_json, json_response, make
+from azimds.fleet.identity import Identity, Unselected, select
+from azimds.guest import errors
+from azimds.guest.endpoint import ValidRequest
+from azimds.guest.responses import JSON_TYPE, NEVER, Response, json_response, make
 from azimds.signing.keys import JwtKey
 from azimds.signing.tokens import Token, mint
 
@@ -26,7 +24,6 @@ TOKEN_REFRESH_MARGIN = 300  # seconds
 # Real tokens' not_before lies this far before issue (expires_on - not_before = 86700).
 TOKEN_NOT_BEFORE_SKEW = 300
 
-RESOURCE_MISSING = "Required query variable 'resource' is missing"
 CACHE_LIMIT = 100_000  # cached tokens per node
 
 
@@ -39,29 +36,6 @@ class TokenSettings:
 
 def _normalized_resource(resource: str) -> str:
     return resource.strip().rstrip("/").lower()
-
-
-def invalid_resource(resource: str, tenant_id: str, now: float) -> Response:
-    """Azure AD's answer for an unknown resource, passed through by IMDS (400)."""
-    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
-    stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    description = (
-        f"AADSTS500011: The resource principal named {resource} was not found in the tenant "
-        f"named {tenant_id}. This can happen if the application has not been installed by the "
-        "administrator of the tenant or consented to by any user in the tenant. You might have "
-        f"sent your authentication request to the wrong tenant.\r\nTrace ID: {trace}\r\n"
-        f"Correlation ID: {correlation}\r\nTimestamp: {stamp}"
-    )
-    body = {
-        "error": "invalid_resource",
-        "error_description": description,
-        "error_codes": [500011],
-        "timestamp": stamp,
-        "trace_id": trace,
-        "correlation_id": correlation,
-        "error_uri": "https://login.microsoftonline.com/error?code=500011",
-    }
-    return make(400, JSON_TYPE, compact_json(body))
 
 
 class TokenService:
@@ -103,7 +77,7 @@ class TokenService:
         ``reusable``: the same bytes answer the same request until the second ends (when
         ``expires_in`` changes); not for a token minted on request (``bypass_cache``)."""
         now = int(self.clock())
-        response = json_response(
+        return json_response(
             {
                 "access_token": token.access_token,
                 "client_id": token.client_id,
@@ -113,9 +87,9 @@ class TokenService:
                 "not_before": str(token.not_before),
                 "resource": token.resource,
                 "token_type": "Bearer",
-            }
+            },
+            until=now + 1 if reusable else NEVER,
         )
-        return dataclasses.replace(response, until=now + 1) if reusable else response
 
     def allows(self, resource: str) -> bool:
         return (
@@ -123,34 +97,30 @@ class TokenService:
         )
 
 
-def identity_error(description: str) -> Response:
-    return Family.IDENTITY.error(400, description)
-
-
-def token_response(
-    service: TokenService,
-    system: Identity | None,
-    users: tuple[Identity, ...],
-    params: dict[str, str],
-    key: JwtKey,
-) -> Response:
-    """``GET /metadata/identity/oauth2/token`` once the request passed the pipeline."""
+def get_token(request: ValidRequest) -> Response:
+    """``/metadata/identity/oauth2/token``: a managed-identity access token."""
+    key = request.fleet.jwt_key
+    service = request.services.tokens
+    if service is None or key is None:
+        return errors.Family.IDENTITY.unavailable(errors.NO_SIGNING_KEY)
+    params = request.params
     resource = params.get("resource", "")
     if not resource.strip():
-        return identity_error(RESOURCE_MISSING)
-    chosen = select(system, users, params)
-    if not isinstance(chosen, Identity):
-        return identity_error(chosen)
+        return errors.identity_refused(errors.RESOURCE_MISSING)
+    chosen = select(request.vm.system_identity, request.vm.user_identities, params)
+    if isinstance(chosen, Unselected):
+        return errors.identity_refused(errors.UNSELECTED[chosen])
     if not service.allows(resource):
-        return invalid_resource(resource, chosen.tenant_id, service.clock())
+        return errors.invalid_resource(resource, chosen.tenant_id, service.clock())
     bypass = params.get("bypass_cache", "").lower() == "true"
     return service.respond(service.token(chosen, resource, bypass, key), reusable=not bypass)
 
 
-def info_response(system: Identity | None) -> Response:
-    """``GET /metadata/identity/info``: the system-assigned identity's tenant."""
+def get_info(request: ValidRequest) -> Response:
+    """``/metadata/identity/info``: the system-assigned identity's tenant."""
+    system = request.vm.system_identity
     if system is None:
-        return identity_error(IDENTITY_NOT_FOUND)
+        return errors.identity_refused(errors.IDENTITY_NOT_FOUND)
     return make(
         200, JSON_TYPE, json.dumps({"tenantId": system.tenant_id}, separators=(",", ":")).encode()
     )

@@ -1,11 +1,14 @@
-"""``/metadata/instance``: route filtering and the json and text renderings (reference 3)."""
+"""``/metadata/instance``: route filtering and the json and text renderings (reference 3);
+and ``/metadata/reprovisiondata``, the VM's other document."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from azimds.guest.responses import Response, json_response, text_response
+from azimds.guest import errors
+from azimds.guest.endpoint import ValidRequest
+from azimds.guest.responses import XML_TYPE, Response, json_response, make, text_response
 
 _MISSING = object()
 
@@ -52,3 +55,29 @@ def render(node: Any, text: bool) -> Response:
 
 def found(node: Any) -> bool:
     return node is not _MISSING
+
+
+def get_instance(request: ValidRequest) -> Response:
+    """``/metadata/instance``: the version-shaped document, filtered by the route.
+
+    Leaves need ``format=text``; the default json on a leaf is a 400 (reference section 3).
+    """
+    extended = request.params.get("extended", "").lower() == "true"
+    node = walk(request.vm.instance(request.version, extended), request.segments)
+    if not found(node):
+        return errors.INSTANCE_NOT_FOUND
+    if is_leaf(node) and not request.text:
+        return errors.Family.INSTANCE.bad_parameter_value(
+            "format", request.params.get("format", "json")
+        )
+    return render(node, request.text)
+
+
+def get_reprovision_data(request: ValidRequest) -> Response:
+    """``/metadata/reprovisiondata`` (cloud-init, pre-provisioned VMs).
+
+    404 until the VM has reprovision data (cloud-init polls through 404s), then the OVF XML.
+    """
+    if not request.vm.reprovision_data:
+        return errors.INSTANCE_NOT_FOUND
+    return make(200, XML_TYPE, request.vm.reprovision_data.encode("utf-8"))

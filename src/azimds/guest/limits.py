@@ -14,26 +14,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+
+from azimds.fleet.limits import Limits
 
 GENERAL, IDENTITY = "general", "identity"
 TOLERANCE = 1e-9  # tokens: float rounding must not refuse the last whole token
 CATEGORY_CACHE_LIMIT = 10_000  # distinct paths remembered
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    rate: float  # requests a second outside the identity category; 0: no limit
-    identity_rate: float  # requests a second to /metadata/identity; 0: no limit
-    identity_concurrency: int  # identity requests in flight at once; 0: no limit
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.rate or self.identity_rate or self.identity_concurrency)
-
-
-OFF = Limits(0, 0, 0)
-DOCUMENTED = Limits(5, 20, 5)
 
 
 class RateLimiter:

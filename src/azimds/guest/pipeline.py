@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest import errors, versions
+from azimds.guest.endpoint import Services, ValidRequest
 from azimds.guest.query import QueryRefused, parse_query
 from azimds.guest.responses import Response
-from azimds.guest.routes import CATEGORY_VERSIONS, Call, Route, Services, match
+from azimds.guest.routes import CATEGORY_VERSIONS, Route, match
 
 FRONT_END_VERBS = ("GET", "POST")
 NO_SERVICES = Services()
@@ -34,9 +35,14 @@ NO_SERVICES = Services()
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    response: Response | None  # None when ``deferred`` makes it (a change to the fleet)
-    cacheable: bool = True
+    response: Response | None  # None when ``deferred`` makes it (a change to the fleet, a wait)
     deferred: Callable[[], Awaitable[Response]] | None = None
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether the memo may keep the answer: the answer's own say (``Response.until``),
+        the one rule; what ``deferred`` makes is never kept."""
+        return self.response is not None and self.response.reusable
 
 
 def handle(
@@ -66,7 +72,7 @@ def check(
     fleet: Fleet,
     services: Services = NO_SERVICES,
     body: bytes = b"",
-) -> Outcome | tuple[Route, Call]:
+) -> Outcome | tuple[Route, ValidRequest]:
     """Run every check: the refusal, or the endpoint and the call to make (fault rules
     fire between the two, on requests that passed)."""
     if method not in FRONT_END_VERBS:
@@ -77,7 +83,7 @@ def check(
     below = parts[1:]
     family = errors.Family.for_path(path)
     if not isinstance(vm, VM):
-        return Outcome(family.caller_unknown(vm), cacheable=False)
+        return Outcome(family.caller_unknown(vm))
 
     if metadata is None or metadata.strip().lower() != b"true":
         return Outcome(family.metadata_header_missing())
@@ -107,7 +113,7 @@ def check(
     if requested_format is not None and requested_format.lower() not in route.formats:
         return Outcome(family.bad_parameter_value("format", requested_format))
 
-    call = Call(
+    request = ValidRequest(
         vm=vm,
         version=version or "",
         segments=rest,
@@ -118,13 +124,12 @@ def check(
         method=method,
         body=body,
     )
-    return route, call
+    return route, request
 
 
-def run(route: Route, call: Call) -> Outcome:
+def run(route: Route, request: ValidRequest) -> Outcome:
     """Call the endpoint of a request that passed every check."""
-    answer = route.handler(call)
+    answer = route.handler(request)
     if isinstance(answer, Response):
-        reusable = route.cacheable or answer.until is not None
-        return Outcome(answer, reusable and call.method == "GET")
-    return Outcome(None, cacheable=False, deferred=answer)
+        return Outcome(answer)
+    return Outcome(None, deferred=answer)

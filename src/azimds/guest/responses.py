@@ -28,18 +28,31 @@ class Response:
     body: bytes
     # IMDS itself stamps every answer with a request id; the IIS front end does not.
     request_id: bool = True
-    # An answer that changes with time (a token's expires_in counts seconds): the time.time()
-    # until which it stays right and may be sent again. None: it does not change.
+    # The one rule of whether an answer may be sent again to the same request (the memo in
+    # guest/app.py keeps what ``reusable`` allows, until then): None, for as long as the node
+    # serves this fleet snapshot; a time.time() until which it stays right (a token's
+    # expires_in counts seconds); NEVER, not at all (a signed document, a 503).
     until: float | None = None
+
+    @property
+    def reusable(self) -> bool:
+        return self.until is None or self.until > NEVER
+
+
+NEVER = 0.0  # an ``until`` long past: stale at once
 
 
 def make(
-    status: int, content_type: str | None, body: bytes, server: str = IMDS_SERVER_HEADER
+    status: int,
+    content_type: str | None,
+    body: bytes,
+    server: str = IMDS_SERVER_HEADER,
+    until: float | None = None,
 ) -> Response:
     """``content_type`` None: no Content-Type header, for an empty body."""
     typed = (("content-type", content_type),) if content_type is not None else ()
     headers = (*typed, ("server", server), ("content-length", str(len(body))))
-    return Response(status, headers, body, request_id=server == IMDS_SERVER_HEADER)
+    return Response(status, headers, body, request_id=server == IMDS_SERVER_HEADER, until=until)
 
 
 def compact_json(value: Any) -> bytes:
@@ -47,8 +60,8 @@ def compact_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def json_response(value: Any, status: int = 200) -> Response:
-    return make(status, JSON_TYPE, compact_json(value))
+def json_response(value: Any, status: int = 200, until: float | None = None) -> Response:
+    return make(status, JSON_TYPE, compact_json(value), until=until)
 
 
 def text_response(text: str, status: int = 200) -> Response:

@@ -8,6 +8,12 @@ list of the 400 body, category minimums) is derived from it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from azimds.guest.responses import Response, json_response
+
+if TYPE_CHECKING:
+    from azimds.guest.endpoint import ValidRequest
 
 # Every api-version the documentation lists, ascending (the order /metadata/versions uses).
 API_VERSIONS: tuple[str, ...] = (
@@ -91,4 +97,10 @@ SCHEDULED_EVENTS = version_set(SCHEDULED_EVENTS_VERSIONS)
 # checked first; their 400 names the service's newest versions.
 ANY = version_set(API_VERSIONS)
 
-LATEST = API_VERSIONS[-1]
+
+def get_versions(request: ValidRequest) -> Response:
+    """``/metadata/versions``: every supported api-version, ascending."""
+    return _VERSIONS_RESPONSE
+
+
+_VERSIONS_RESPONSE = json_response({"apiVersions": list(API_VERSIONS)})

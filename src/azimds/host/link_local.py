@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from azimds.fleet.vm import IMDS_ADDRESS, IMDS_PORT
+
 log = logging.getLogger(__name__)
 
-ADDRESS = "169.254.169.254"  # the address Azure VMs reach IMDS at
-PORT = 80
+ADDRESS, PORT = IMDS_ADDRESS, IMDS_PORT
 DEVICE = "lo"
 # Where `ip` lives on distributions that leave sbin off ordinary users' PATH.
 SBIN = ("/usr/sbin", "/sbin")

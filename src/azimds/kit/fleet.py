@@ -4,6 +4,8 @@ node serves it, and the services its endpoints use."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import TypeVar
 
 from azimds.fleet.attestation_certs import ensure_leaves
 from azimds.fleet.operations import apply_declarations, set_default_vm
@@ -16,6 +18,8 @@ from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.routes import Services
 from azimds.store.base import Transaction
 from azimds.store.memory import MemoryStore
+
+T = TypeVar("T")
 
 PUBLIC_URL = "http://127.0.0.1:16926"  # what a default node's certificates and tokens name
 
@@ -41,14 +45,14 @@ def example_fleet(store: MemoryStore, keys: bool = True) -> Fleet:
 
 
 class StoreOnlyNode:
-    """What ``EventsService`` needs of a node: its store, and waiting until a write is served
-    (at once: nothing follows the store here)."""
+    """What ``EventsService`` needs of a node (``guest.events.Writer``): a write, served at
+    once (nothing follows the store here)."""
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
 
-    async def caught_up(self, revision: int) -> None:
-        return None
+    async def write(self, work: Callable[[Transaction], T]) -> T:
+        return self.store.transact(work)[0]
 
 
 def services(store: MemoryStore) -> Services:
@@ -56,5 +60,5 @@ def services(store: MemoryStore) -> Services:
     return Services(
         TokenService(TokenSettings(PUBLIC_URL, 86400)),
         AttestedService(azure_digest_identifier=True),
-        EventsService(StoreOnlyNode(store)),  # type: ignore[arg-type]
+        EventsService(StoreOnlyNode(store)),
     )

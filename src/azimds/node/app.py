@@ -82,13 +82,14 @@ def declare(config: Config, store: Store) -> int:
     try:
         _, revision = store.transact(work)
     except FaultError as exc:
-        raise ConfigError(str(config.fleet_file), exc.where, str(exc), "correct the rule") from exc
+        raise ConfigError(
+            str(config.fleet_file), exc.where, exc.problem, "correct the rule"
+        ) from exc
     except FleetError as exc:
         declared_in_file = exc.where.startswith("vms")
         source = str(config.fleet_file) if declared_in_file else (config.source or "defaults")
-        problem, _, fix = str(exc).partition(". Fix: ")
-        fix = fix or "make every vmId and address unique"
-        raise ConfigError(source, exc.where or "vms", problem, fix) from exc
+        fix = exc.fix or "make every vmId and address unique"
+        raise ConfigError(source, exc.where or "vms", exc.problem, fix) from exc
     return revision
 
 

@@ -1,14 +1,34 @@
-"""Managed-identity access tokens: RS256 JWTs with the claims Azure AD puts in them."""
+"""Managed-identity access tokens: RS256 JWTs with the claims Azure AD puts in them.
+
+Signing knows nothing of the fleet model: ``mint`` takes any ``Subject`` (a fleet
+``Identity`` is one), so the model may import signing and not the other way round.
+"""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Protocol
 
 import jwt
 
-from azimds.fleet.identity import Identity
 from azimds.signing.keys import JwtKey, b64url
+
+
+class Subject(Protocol):
+    """What a token is about: the identity's ids, which become its claims."""
+
+    @property
+    def client_id(self) -> str: ...  # appid
+
+    @property
+    def object_id(self) -> str: ...  # oid and sub
+
+    @property
+    def tenant_id(self) -> str: ...  # tid, and the issuer's path
+
+    @property
+    def resource_id(self) -> str: ...  # xms_mirid
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +49,7 @@ def issuer(base: str, tenant_id: str) -> str:
 
 def mint(
     key: JwtKey,
-    identity: Identity,
+    identity: Subject,
     resource: str,
     issuer_base: str,
     now: int,
