@@ -81,7 +81,7 @@ def assert_http_refusal(conversation: Conversation, status: int) -> None:
 
 
 def assert_body_refusal(conversation: Conversation, status: int) -> None:
-    """The refusal of a body that stopped short (http1.py): empty, closed."""
+    """The refusal of a body that stopped short (serving/exchange.py): empty, closed."""
     answer = only(conversation)
     assert (answer.status, answer.body) == (status, b""), answer
     assert answer.headers["connection"] == "close"
@@ -377,7 +377,7 @@ def test_a_head_over_the_limit_is_431_and_closed(node: Node, raw: bytes) -> None
 
 
 def test_100_headers_are_served_and_101_are_431(node: Node) -> None:
-    """hyper's fixed limit, kept by http1.py, counting every header line."""
+    """hyper's fixed limit, kept by serving/parse.py, counting every header line."""
 
     def with_headers(count: int) -> bytes:
         fixed = [HOST, MD, CLOSE]

@@ -43,8 +43,8 @@ from azimds.guest.observe import Recorder
 from azimds.guest.routes import Services
 from azimds.host import state
 from azimds.node.follower import Node
-from azimds.serving import http1
 from azimds.serving import listeners as server
+from azimds.serving import protocol
 from azimds.store import Store, StoreError, StoreUnavailable, Transaction, open_store
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ async def _serve(
         limiter = RateLimiter(config.limits) if config.limits.enabled else None
         recorder = Recorder(config.access_log)
         faults = Faults()
-        clients = http1.Clients(config.connections_per_client)
+        clients = protocol.Clients(config.connections_per_client)
         guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder, faults)
         node.on_fleet(guest.replace_fleet)
         certificates = CertificateUpkeep(store, node, f"{public}{INTERMEDIATE_PATH}")

@@ -1,7 +1,7 @@
 """Serving apps on real sockets, all in one uvloop event loop.
 
 The guest plane (an app with ``handle``) is served by azimds's own HTTP/1.1 server,
-``http1.py``: it answers within the loop's thread, which granian cannot (docs/benchmarks.md).
+``protocol.py``: it answers within the loop's thread, which granian cannot (docs/benchmarks.md).
 The control plane (ASGI) is served by granian's HTTP core, embedded in the same loop, behind
 ``Guarded``; this is the only module that configures granian. Embedding (rather than
 granian's own process manager) lets every listener, the control plane and background tasks
@@ -30,7 +30,7 @@ from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.server.embed import Server
 
-from azimds.serving import http1
+from azimds.serving import protocol
 from azimds.serving.limits import LISTEN_BACKLOG, MAX_CONNECTIONS, MAX_REQUEST_HEAD, REQUEST_TIMEOUT
 
 # granian warns on every start that embedding is experimental; the behaviour we rely on is
@@ -109,10 +109,10 @@ def claim_port(host: str, port: int) -> int:
 
 
 def claim_listener(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port`` for the guest plane (``http1``), held from now on:
+    """A socket listening on ``host:port`` for the guest plane (``protocol``), held from now on:
     no other socket, of this process or another, can take the port before it is served."""
     sock = bind_tcp(host, port)
-    http1.listening_socket(sock)
+    protocol.listening_socket(sock)
     sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
@@ -299,25 +299,25 @@ async def serve(
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
-    clients: http1.Clients | None = None,
+    clients: protocol.Clients | None = None,
 ) -> None:
     """Serve each (app, host, port) until ``stop`` is set; ports must already be claimed.
-    An app with ``handle`` (the guest plane) is served by ``http1``, on its socket in
+    An app with ``handle`` (the guest plane) is served by ``protocol``, on its socket in
     ``listeners`` (``claim_listener``); any other (ASGI) by granian.
     ``started`` is set once every listener accepts connections; if one fails first, this
     raises ``ListenError`` instead.
 
     ``request_timeout``: seconds a client has to send a request's head (from connecting, or
     from the previous answer on a kept-alive connection) and again its body.
-    ``clients``: the guest plane's clients, shared by its listeners (``http1.Clients``)."""
+    ``clients``: the guest plane's clients, shared by its listeners (``protocol.Clients``)."""
     connections = connection_limit(len(bindings))
-    clients = clients if clients is not None else http1.Clients()
+    clients = clients if clients is not None else protocol.Clients()
     stopping = asyncio.Event()  # ``stop``, or a listener that failed
     servers = []
     tasks = []
     for app, host, port in bindings:
         if hasattr(app, "handle"):
-            listening = http1.serve(
+            listening = protocol.serve(
                 app, listeners[host, port], stopping, request_timeout, connections, clients
             )
             tasks.append(asyncio.create_task(listening))
