@@ -29,6 +29,7 @@ import pytest
 from azimds.guest import errors
 from azimds.guest.events import MAX_BODY
 from azimds.guest.query import MAX_QUERY_LENGTH, MAX_QUERY_PARAMETERS
+from azimds.serving import asgi
 from azimds.serving import listeners as serving
 from azimds.serving.limits import MAX_CONNECTIONS, MAX_REQUEST_HEAD
 from tests.admin.client import call
@@ -964,7 +965,7 @@ def run_guarded(
         sent.append(message)
 
     scope = {"type": "http", "method": method, "path": "/x"}
-    asyncio.run(serving.Guarded(app, timeout)(scope, receive, send))
+    asyncio.run(asgi.Guarded(app, timeout)(scope, receive, send))
     return sent
 
 
@@ -1024,7 +1025,7 @@ def test_guarded_logs_an_app_that_fails(caplog: pytest.LogCaptureFixture, method
         raise RuntimeError("boom")
 
     with (
-        caplog.at_level(logging.ERROR, logger="azimds.serving.listeners"),
+        caplog.at_level(logging.ERROR, logger="azimds.serving.asgi"),
         pytest.raises(RuntimeError),
     ):
         run_guarded(failing, [], method)
@@ -1047,7 +1048,7 @@ def test_guarded_sets_no_deadline_on_a_get(method: str, answered: list[object]) 
         sent.append(message)
 
     scope = {"type": "http", "method": method, "path": "/x"}
-    asyncio.run(serving.Guarded(reading_app, 0.2)(scope, receive, send))
+    asyncio.run(asgi.Guarded(reading_app, 0.2)(scope, receive, send))
     assert [m.get("status", m.get("body")) for m in sent] == answered
 
 

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI, Observed
 from azimds.config.settings import Config, ConfigError, FleetFile, read_fleet_file
@@ -344,11 +343,18 @@ async def _serve(
             guest_urls,
         ).app()
 
-        bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
-        bindings.append((admin, admin_host, admin_port))
         started = asyncio.Event()
         serving = asyncio.create_task(
-            server.serve(bindings, listeners, stop, started, config.request_timeout, clients)
+            server.serve(
+                guest,
+                listeners,
+                admin,
+                (admin_host, admin_port),
+                stop,
+                started,
+                config.request_timeout,
+                clients,
+            )
         )
         ready = asyncio.create_task(started.wait())
         await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)

@@ -1,9 +1,8 @@
 """The HTTP servers' limits (docs/behaviour.md, "Malformed requests and limits").
 
 `protocol.py` and `parse.py` enforce them for the guest plane, granian for the control plane
-(both set up in `listeners.py`). The guest plane's query limits are its query parser's
-(guest/query.py); scheduled events' body limit (64 KB, IMDS's documented "MaxBodyLength") is
-the endpoint's.
+(`asgi.py`). The guest plane's query limits are its query parser's (guest/query.py);
+scheduled events' body limit (64 KB, IMDS's documented "MaxBodyLength") is the endpoint's.
 """
 
 from __future__ import annotations
