@@ -37,11 +37,11 @@ from cryptography.hazmat.primitives.serialization import (
 from azimds.admin import api as admin_api
 from azimds.admin.client import AdminClient
 from tests.admin.client import call, new_vm
-from tests.guest.attested.test_ca_lifecycle import views
 from tests.conftest import ServerProcess
+from tests.guest.attested.test_ca_lifecycle import views
+from tests.http import get, send_raw
 from tests.node import test_namespaces as namespaces
 from tests.node.test_namespaces import IMDS, GuestVM, Host, curl_in
-from tests.http import get, send_raw
 
 host = namespaces.host  # the fixture: three VMs in network namespaces, one azimds (source-ip)
 
