@@ -2,7 +2,7 @@
 
 The HTTP benchmarks (``throughput.py``) measure azimds with the kernel, which on a shared
 machine swings by 10-20% between runs. This one hands whole requests, as bytes, to the guest
-plane's HTTP/1.1 server (``azimds.serving.http1``) over a transport that drops what it is
+plane's HTTP/1.1 server (``azimds.serving.protocol``) over a transport that drops what it is
 given, so it measures azimds's Python (parsing the head, the app, rendering the answer) and
 nothing else.
 It reports microseconds per request for:
@@ -44,7 +44,7 @@ from azimds.guest.events import MAX_BODY
 from azimds.guest.limits import RateLimiter
 from azimds.guest.observe import Recorder
 from azimds.kit.fleet import example_fleet, services
-from azimds.serving import http1
+from azimds.serving import protocol
 from azimds.store.memory import MemoryStore
 
 INSTANCE = "/metadata/instance?api-version=2021-02-01"
@@ -108,8 +108,8 @@ async def per_request(
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         # The server in process: its listener and one connection, no socket in use.
-        listener = http1._Listener(app, listening, 10.0, 1)
-        connection = http1._Connection(listener, ("127.0.0.1", 50000))
+        listener = protocol._Listener(app, listening, 10.0, 1)
+        connection = protocol._Connection(listener, ("127.0.0.1", 50000))
         connection.connection_made(Discard())  # type: ignore[arg-type]
 
         async def answer(data: bytes) -> None:

@@ -1,7 +1,7 @@
 """Fuzz the guest plane's HTTP/1.1 server: raw bytes a client sends on one connection.
 
-Each input is what one client sends to ``azimds.serving.http1``. Its first byte says how the rest
-arrives:
+Each input is what one client sends to ``azimds.serving.protocol``. Its first byte says how the
+rest arrives:
 
 - bit 0: the client then shuts its sending side (``eof_received``);
 - bit 1: the event loop runs between reads (a slow client), not only after the last one;
@@ -23,7 +23,7 @@ gone out, or the app waits for a body); then the client goes (``connection_lost`
 is left, tasks and timers, is cancelled, so nothing carries over to the next input.
 
 A crash is an exception escaping the server (from a callback or a task), anything
-``azimds.serving.http1`` logs at ERROR (the app raised: a 500), or a broken invariant:
+``azimds.serving.protocol`` logs at ERROR (the app raised: a 500), or a broken invariant:
 
 - what was written parses as HTTP/1.1 answers and nothing else: ``HTTP/1.1 NNN Reason``,
   header lines (each name once), a body of ``content-length`` bytes (none for HEAD); a
@@ -60,12 +60,12 @@ import atheris
 from harness import main
 
 with atheris.instrument_imports(include=["azimds"]):
-    from azimds.defaults import MAX_REQUEST_HEAD
-
     from azimds.guest.app import GuestApp
     from azimds.guest.callers import SingleVM
     from azimds.kit.fleet import example_fleet, services
-    from azimds.serving import http1
+    from azimds.serving import protocol
+    from azimds.serving.exchange import Exchange
+    from azimds.serving.limits import MAX_REQUEST_HEAD
     from azimds.store.memory import MemoryStore
 
 T = TypeVar("T")
@@ -141,7 +141,7 @@ UNUSED.bind(("127.0.0.1", 0))
 
 
 class ErrorLog(logging.Handler):
-    """What ``azimds.serving.http1`` logs at ERROR or above: the server's account of a 500."""
+    """What ``azimds.serving.protocol`` logs at ERROR or above: the server's account of a 500."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -152,7 +152,7 @@ class ErrorLog(logging.Handler):
 
 
 ERRORS = ErrorLog()
-logging.getLogger("azimds.serving.http1").addHandler(ERRORS)
+logging.getLogger("azimds.serving.protocol").addHandler(ERRORS)
 
 
 class Transport:
@@ -164,7 +164,7 @@ class Transport:
     def __init__(self, loop: Loop, slow_reader: bool) -> None:
         self.loop = loop
         self.slow_reader = slow_reader
-        self.protocol: http1._Connection | None = None
+        self.protocol: protocol._Connection | None = None
         self.written = bytearray()
         self.late: list[bytes] = []  # written after close() or write_eof()
         self.closed = False  # close() or abort()
@@ -259,8 +259,8 @@ class Recorded:
         self.body_limit = app.body_limit
         self.requests: list[Request] = []
 
-    def handle(self, exchange: http1.Exchange) -> Any:
-        expects = "100-continue" in exchange.headers.get("expect", ())
+    def handle(self, exchange: Exchange) -> Any:
+        expects = "100-continue" in exchange.headers.get_all("expect")
         self.requests.append(Request(exchange.method, expects))
         return self.app.handle(exchange)
 
@@ -292,13 +292,13 @@ def splits(data: bytes, pattern: int) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
-def waits_for_body(connection: http1._Connection) -> bool:
+def waits_for_body(connection: protocol._Connection) -> bool:
     """The app waits for a body the client has not sent (yet)."""
     body = connection.body
     return body is not None and body.waiter is not None and not body.waiter.done()
 
 
-async def settle(connection: http1._Connection, transport: Transport) -> None:
+async def settle(connection: protocol._Connection, transport: Transport) -> None:
     """Run the loop until the server waits for the client."""
     current = asyncio.current_task()
     deadline = LOOP.time() + HANG
@@ -364,7 +364,7 @@ def parse(data: bytes, requests: list[Request]) -> list[Answer]:
 
 
 def check_transcript(
-    transport: Transport, connection: http1._Connection, requests: list[Request], eof: bool
+    transport: Transport, connection: protocol._Connection, requests: list[Request], eof: bool
 ) -> None:
     """What the client got, once the server waits for it."""
     assert not transport.late, f"written after close() or write_eof(): {transport.late!r}"
@@ -399,9 +399,9 @@ def check_transcript(
 
 async def converse(data: bytes, app: Recorded, transport: Transport) -> None:
     control, data = data[0], data[1:]
-    listener = http1._Listener(app, UNUSED, REQUEST_TIMEOUT, 1)
+    listener = protocol._Listener(app, UNUSED, REQUEST_TIMEOUT, 1)
     listener.accepting = True  # as if accepting: a closed connection must not start it
-    connection = http1._Connection(listener, ("10.144.133.132", 40000))
+    connection = protocol._Connection(listener, ("10.144.133.132", 40000))
     transport.protocol = connection
     listener.open.add(connection)
     connection.connection_made(transport)  # type: ignore[arg-type]
@@ -424,7 +424,7 @@ async def converse(data: bytes, app: Recorded, transport: Transport) -> None:
 
 
 async def send(
-    connection: http1._Connection, transport: Transport, control: int, data: bytes
+    connection: protocol._Connection, transport: Transport, control: int, data: bytes
 ) -> None:
     """The client's reads, then its EOF if ``control`` says so; returns once the server waits
     for the client."""
@@ -447,7 +447,7 @@ async def send(
 
 
 async def leave(
-    connection: http1._Connection, transport: Transport, listener: http1._Listener
+    connection: protocol._Connection, transport: Transport, listener: protocol._Listener
 ) -> None:
     """The client goes (its connection is lost): what is left of the exchange must wind down."""
     if not (transport.lost or transport.lost_due):
@@ -465,7 +465,7 @@ def check_reports() -> None:
     """Nothing logged at ERROR by the HTTP/1.1 server, reported by the loop or raised by a task."""
     for record in ERRORS.records:
         raise AssertionError(
-            f"azimds.serving.http1 logged an error: {logging.Formatter().format(record)}"
+            f"azimds.serving.protocol logged an error: {logging.Formatter().format(record)}"
         )
     for context in LOOP.errors:
         exception = context.get("exception")
@@ -483,7 +483,7 @@ def test_one_input(data: bytes) -> None:
     LOOP.forget()
     ERRORS.records.clear()
     APP.replace_fleet(FLEET)  # an empty memo: each input is answered as if it came first
-    http1._known_heads.clear()  # and each head is read afresh
+    protocol._known_heads.clear()  # and each head is read afresh
     app = Recorded(APP)
     transport = Transport(LOOP, slow_reader=bool(data[0] & SLOW_READER))
     try:

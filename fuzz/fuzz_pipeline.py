@@ -5,8 +5,8 @@ and body; lenient, as the point is what reaches the app, not HTTP parsing itself
 ``fuzz_http1.py`` fuzzes). The request is answered three ways, and each answer must be one
 docs/behaviour.md documents:
 
-- by the app (``GuestApp``, called as ``http1.py`` calls it: the header scan, the memo, the
-  request id), for the example VM;
+- by the app (``GuestApp``, called as ``serving/protocol.py`` calls it: the header scan, the
+  memo, the request id), for the example VM;
 - by ``pipeline.handle`` directly, for the VM and for an unknown caller (403);
 - by ``query.parse_query``, which may refuse only with ``QueryRefused``.
 

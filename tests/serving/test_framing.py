@@ -3,11 +3,10 @@
 A proxy or load balancer in front of azimds, or a client library, reads the same bytes with its
 own parser; wherever two readers disagree on where a request ends, a request can be smuggled
 past one of them. So every input here (what one client sends on one connection) is read by
-three readers: ``azimds.serving.http1`` (in process, over a transport that records what it
-is given),
-llhttp (Node.js's parser, through httptools) and h11. Each yields the requests it reads, in
-order, as (method, path, query, body), and stops where it refuses the input or the connection
-cannot go on. Two rules, for every input:
+three readers: http1, the guest plane's own server (``azimds.serving.protocol``, in process,
+over a transport that records what it is given), llhttp (Node.js's parser, through httptools)
+and h11. Each yields the requests it reads, in order, as (method, path, query, body), and stops
+where it refuses the input or the connection cannot go on. Two rules, for every input:
 
 - no request is read differently: up to where either stops, http1 and each reference read the
   same requests;
@@ -36,7 +35,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from azimds.serving import http1
+from azimds.serving import parse, protocol
+from azimds.serving.exchange import BodyAbandoned, Exchange
 from azimds.serving.limits import MAX_REQUEST_HEAD
 from tests.serving.transport import Transport
 
@@ -48,12 +48,12 @@ def _target(raw: bytes) -> tuple[str, str] | None:
     """A reference's raw target as http1 hands it to the app, or None where http1 refuses it
     (its bytes are no UTF-8): the path and query are compared, not how they are decoded."""
     try:
-        return http1._split_target(raw.decode("latin-1"))
-    except http1._Refused:
+        return parse.split_target(raw.decode("latin-1"))
+    except parse.Refused:
         return None
 
 
-# --- azimds.serving.http1, in process -------------------------------------------------------
+# --- azimds.serving.protocol, in process ----------------------------------------------------
 
 
 class Recording:
@@ -64,13 +64,13 @@ class Recording:
     def __init__(self) -> None:
         self.messages: list[Message] = []
 
-    def handle(self, exchange: http1.Exchange) -> Any:
+    def handle(self, exchange: Exchange) -> Any:
         return self._read(exchange)
 
-    async def _read(self, exchange: http1.Exchange) -> None:
+    async def _read(self, exchange: Exchange) -> None:
         try:
             body = await exchange.read_body()
-        except http1.BodyAbandoned:
+        except BodyAbandoned:
             return  # not a request: the connection is dropped
         self.messages.append((exchange.method, exchange.path, exchange.query_string, body))
         exchange.response_bytes(200, (), b"")
@@ -82,9 +82,9 @@ LOOP = asyncio.new_event_loop()
 async def _read_by_http1(data: bytes, reads: int) -> list[Message]:
     app = Recording()
     with socket.socket() as unused:  # what a listener needs: a socket (never listened on)
-        listener = http1._Listener(app, unused, 3600.0, 1)
+        listener = protocol._Listener(app, unused, 3600.0, 1)
     listener.accepting = True  # as if accepting: a closed connection must not start it
-    connection = http1._Connection(listener, ("10.0.0.4", 50000))
+    connection = protocol._Connection(listener, ("10.0.0.4", 50000))
     transport = Transport()
     connection.connection_made(transport)
     step = max(1, -(-len(data) // reads))
@@ -151,7 +151,7 @@ def read_by_h11(data: bytes) -> list[Message]:
     messages: list[Message] = []
     rest = data
     while rest:
-        for _ in range(http1.MAX_BLANK_LINES):
+        for _ in range(parse.MAX_BLANK_LINES):
             rest = rest.removeprefix(b"\r\n")
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         connection.receive_data(rest)

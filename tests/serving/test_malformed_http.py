@@ -29,6 +29,7 @@ import pytest
 from azimds.guest import errors
 from azimds.guest.events import MAX_BODY
 from azimds.guest.query import MAX_QUERY_LENGTH, MAX_QUERY_PARAMETERS
+from azimds.serving import asgi
 from azimds.serving import listeners as serving
 from azimds.serving.limits import MAX_CONNECTIONS, MAX_REQUEST_HEAD
 from tests.admin.client import call
@@ -81,7 +82,7 @@ def assert_http_refusal(conversation: Conversation, status: int) -> None:
 
 
 def assert_body_refusal(conversation: Conversation, status: int) -> None:
-    """The refusal of a body that stopped short (http1.py): empty, closed."""
+    """The refusal of a body that stopped short (serving/exchange.py): empty, closed."""
     answer = only(conversation)
     assert (answer.status, answer.body) == (status, b""), answer
     assert answer.headers["connection"] == "close"
@@ -377,7 +378,7 @@ def test_a_head_over_the_limit_is_431_and_closed(node: Node, raw: bytes) -> None
 
 
 def test_100_headers_are_served_and_101_are_431(node: Node) -> None:
-    """hyper's fixed limit, kept by http1.py, counting every header line."""
+    """hyper's fixed limit, kept by serving/parse.py, counting every header line."""
 
     def with_headers(count: int) -> bytes:
         fixed = [HOST, MD, CLOSE]
@@ -964,7 +965,7 @@ def run_guarded(
         sent.append(message)
 
     scope = {"type": "http", "method": method, "path": "/x"}
-    asyncio.run(serving.Guarded(app, timeout)(scope, receive, send))
+    asyncio.run(asgi.Guarded(app, timeout)(scope, receive, send))
     return sent
 
 
@@ -1024,7 +1025,7 @@ def test_guarded_logs_an_app_that_fails(caplog: pytest.LogCaptureFixture, method
         raise RuntimeError("boom")
 
     with (
-        caplog.at_level(logging.ERROR, logger="azimds.serving.listeners"),
+        caplog.at_level(logging.ERROR, logger="azimds.serving.asgi"),
         pytest.raises(RuntimeError),
     ):
         run_guarded(failing, [], method)
@@ -1047,7 +1048,7 @@ def test_guarded_sets_no_deadline_on_a_get(method: str, answered: list[object]) 
         sent.append(message)
 
     scope = {"type": "http", "method": method, "path": "/x"}
-    asyncio.run(serving.Guarded(reading_app, 0.2)(scope, receive, send))
+    asyncio.run(asgi.Guarded(reading_app, 0.2)(scope, receive, send))
     assert [m.get("status", m.get("body")) for m in sent] == answered
 
 

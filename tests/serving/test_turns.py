@@ -1,13 +1,12 @@
 """Turns: one client's burst of requests cannot hold the event loop from the others.
 
-In process: ``azimds.serving.http1`` connections from several client addresses on one listener, over
-transports that record what is written, and an app that answers every request at once. A turn
-of the loop is one pass over the callbacks ready (``turn``). The rules (docs/behaviour.md,
-"Limits"): alone, a client is answered at most ``CONNECTION_TURN`` requests in a row on a
-connection; while another address is connected, an address is answered at most
-``CLIENT_TURN`` requests in a turn. Whatever waits is answered in later turns, in order, none
-lost. The real-socket figures are in
-test_exhaustion.py and bench/flood.py.
+In process: ``azimds.serving.protocol`` connections from several client addresses on one
+listener, over transports that record what is written, and an app that answers every request
+at once. A turn of the loop is one pass over the callbacks ready (``turn``). The rules
+(docs/behaviour.md, "Limits"): alone, a client is answered at most ``CONNECTION_TURN``
+requests in a row on a connection; while another address is connected, an address is answered
+at most ``CLIENT_TURN`` requests in a turn. Whatever waits is answered in later turns, in
+order, none lost. The real-socket figures are in test_exhaustion.py and bench/flood.py.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from azimds.serving import http1
+from azimds.serving import protocol
+from azimds.serving.exchange import Exchange
 from tests.serving.transport import Transport
 
 GET = b"GET /x HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"
@@ -37,20 +37,20 @@ class Numbered:
     def __init__(self) -> None:
         self.seen: dict[str, int] = {}
 
-    def handle(self, exchange: http1.Exchange) -> None:
+    def handle(self, exchange: Exchange) -> None:
         number = self.seen.get(exchange.client, 0)
         self.seen[exchange.client] = number + 1
         exchange.response_bytes(200, (), b"%d" % number)
 
 
 class Node:
-    def __init__(self, listener: http1._Listener) -> None:
+    def __init__(self, listener: protocol._Listener) -> None:
         self.listener = listener
         self.port = 40000
 
-    def connect(self, host: str) -> tuple[http1._Connection, Transport]:
+    def connect(self, host: str) -> tuple[protocol._Connection, Transport]:
         self.port += 1
-        connection = http1._Connection(self.listener, (host, self.port))
+        connection = protocol._Connection(self.listener, (host, self.port))
         self.listener.open.add(connection)
         transport = Transport()
         connection.connection_made(transport)
@@ -72,8 +72,8 @@ def node() -> Iterator[Node]:
     loop.close()
 
 
-async def _listener(sock: socket.socket) -> http1._Listener:
-    return http1._Listener(Numbered(), sock, 3600.0, 100, http1.Clients())
+async def _listener(sock: socket.socket) -> protocol._Listener:
+    return protocol._Listener(Numbered(), sock, 3600.0, 100, protocol.Clients())
 
 
 def turn(node: Node) -> None:
@@ -107,7 +107,7 @@ def test_another_clients_request_is_answered_before_a_burst_goes_on(node: Node) 
     first = sum(answers(transport) for _, transport in burst)
     other.data_received(GET)
     assert answers(other_transport) == 1  # at once: the burst's share does not touch it
-    assert first <= http1.CLIENT_TURN, first
+    assert first <= protocol.CLIENT_TURN, first
     totals = [first]
     for _ in range(100):
         turn(node)
@@ -115,7 +115,7 @@ def test_another_clients_request_is_answered_before_a_burst_goes_on(node: Node) 
         if totals[-1] == 300:
             break
     steps = [b - a for a, b in itertools.pairwise(totals)]
-    assert totals[-1] == 300 and max(steps) <= http1.CLIENT_TURN, totals
+    assert totals[-1] == 300 and max(steps) <= protocol.CLIENT_TURN, totals
     assert all(in_order(transport, 100) for _, transport in burst)
     # Round robin: no connection of the burst waits while another is answered all its share.
     assert min(answers(transport) for _, transport in burst) == 100
@@ -139,9 +139,9 @@ def test_a_client_alone_again_is_held_back_by_its_connection_turn_only(node: Nod
     connection, transport = node.connect("10.0.0.4")
     other, _ = node.connect("10.0.0.5")
     connection.data_received(GET * 100)
-    assert answers(transport) == http1.CLIENT_TURN
+    assert answers(transport) == protocol.CLIENT_TURN
     other.connection_lost(None)  # the other client leaves: alone again
     turn(node)
-    assert answers(transport) == http1.CLIENT_TURN + http1.CONNECTION_TURN
+    assert answers(transport) == protocol.CLIENT_TURN + protocol.CONNECTION_TURN
     turn(node)
     assert answers(transport) == 100 and in_order(transport, 100)

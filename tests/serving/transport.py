@@ -1,4 +1,4 @@
-"""A transport for driving ``azimds.serving.http1`` connections in process, without a socket."""
+"""A transport for driving ``azimds.serving.protocol`` connections in process, without a socket."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ from azimds.guest.identity import TOKEN_REFRESH_MARGIN, TokenSettings
 from azimds.guest.observe import Recorder, prometheus
 from azimds.guest.routes import Services
 from azimds.node.follower import Node
-from azimds.serving.http1 import Clients
+from azimds.serving.protocol import Clients
 from azimds.store.base import StoreError, Transaction
 
 MAX_BODY = 1024 * 1024  # bytes; larger bodies get 413

@@ -1,8 +1,8 @@
 """The guest plane's app: a request in, an answer out, with no framework on the path.
 
 The app reads the two headers that matter, looks the request up in a memo of finished
-responses, and hands pre-rendered bytes to the server (``http1.py``) in one call, without
-starting a task. Only a request never seen before runs the pipeline.
+responses, and hands pre-rendered bytes to the server (``serving/protocol.py``) in one call,
+without starting a task. Only a request never seen before runs the pipeline.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Iterator
-from typing import Protocol
 
 from azimds.fleet.faults import Action, FaultRule
 from azimds.fleet.limits import Limits
@@ -29,7 +28,7 @@ from azimds.guest.observe import Recorder, Request, Sent
 from azimds.guest.pipeline import NO_SERVICES, Outcome, check, run
 from azimds.guest.responses import Response
 from azimds.guest.routes import Route
-from azimds.serving.http1 import BodyAbandoned, ResponseHeaders
+from azimds.serving.exchange import BodyAbandoned, Exchange
 
 # Enough for every (api-version, path, format) a real client asks, per VM, many times over.
 MEMO_LIMIT = 8192
@@ -41,46 +40,6 @@ ID_BATCH = 4096  # request ids formatted at once
 HANG_LIMIT = 600.0  # seconds a "hang" fault holds a connection the client never gives up on
 
 log = logging.getLogger(__name__)
-
-
-class RequestHeaders(Protocol):
-    """What the app reads of a request's headers (names in lower case). A value that is not
-    UTF-8 is left out of ``get_all`` but its name is still ``in`` the headers."""
-
-    def get_all(self, key: str) -> list[str]: ...
-
-    def __contains__(self, key: str) -> bool: ...
-
-
-class Exchange(Protocol):
-    """One request as the app sees it, and the calls it answers with (``http1.Exchange``;
-    ``kit/inprocess.py`` in process). ``path`` is percent-decoded; ``query_string`` holds the
-    raw query's bytes as Latin-1 characters; ``client`` is ``host:port`` (an IPv6 host in
-    brackets)."""
-
-    method: str
-    path: str
-    query_string: str
-    client: str
-
-    @property
-    def headers(self) -> RequestHeaders: ...
-
-    def read_body(self) -> Awaitable[bytes]:
-        """The body, at most ``GuestApp.body_limit`` + 1 bytes; raises ``BodyAbandoned``."""
-        ...
-
-    def client_disconnect(self) -> Awaitable[None]: ...
-
-    def response_bytes(
-        self, status: int, headers: ResponseHeaders, body: bytes, request_id: str = ""
-    ) -> None:
-        """Answer; ``request_id`` (unless "") goes out as ``x-ms-request-id``."""
-        ...
-
-    def reset(self) -> bool:
-        """Drop the connection with a TCP reset; False where it has already gone."""
-        ...
 
 
 def request_ids() -> Iterator[str]:

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from azimds.serving.exchange import ResponseHeaders
+
 # The real service's Server header (build seen in 2026 captures, reference section 1).
 IMDS_SERVER_HEADER = "IMDS/150.870.65.1854"
 
@@ -18,13 +20,11 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 XML_TYPE = "text/xml; charset=utf-8"
 HTML_TYPE = "text/html"
 
-Headers = tuple[tuple[str, str], ...]  # names in lower case, sent as given (http1.py)
-
 
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    headers: Headers
+    headers: ResponseHeaders
     body: bytes
     # IMDS itself stamps every answer with a request id; the IIS front end does not.
     request_id: bool = True

@@ -1,29 +1,26 @@
-"""The guest app called in process, as the server (``http1.py``) calls it, without a socket.
+"""The guest app called in process, as the server (``serving/protocol.py``) calls it, without a
+socket.
 
 For property tests and fuzzers that put many requests a second through the guest app
-(``guest/app.py``): the exchange behaves as the server's does where the app looks (header
-names in lower case, values that are not UTF-8 left out of ``get_all``, the query as Latin-1
-characters of its bytes, the body cut one byte past the app's limit). End-to-end tests use a
-real node instead (``kit/local.py``).
+(``guest/app.py``): the exchange keeps the server's side of the contract
+(``serving/exchange.py``) where the app looks (header names in lower case, values that are not
+UTF-8 left out of ``get_all``, the query as Latin-1 characters of its bytes, the body cut one
+byte past the app's limit). End-to-end tests use a real node instead (``kit/local.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from azimds.serving.http1 import Headers
-
-
-class App(Protocol):
-    body_limit: int
-
-    def handle(self, exchange: Any) -> Awaitable[None] | None: ...
+from azimds.serving.exchange import App, ResponseHeaders
+from azimds.serving.parse import Headers
 
 
 @dataclass(frozen=True)
-class Answer:
+class RecordedAnswer:
+    """One ``response_bytes`` call, ``x-ms-request-id`` among the headers where it was given."""
+
     status: int
     headers: list[tuple[str, str]]
     body: bytes
@@ -40,7 +37,9 @@ def headers_of(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
 
 
 @dataclass
-class Exchange:
+class InProcessExchange:
+    """One request (``serving.exchange.Exchange``) whose answers are recorded, not sent."""
+
     method: str
     path: str
     query_string: str
@@ -48,8 +47,7 @@ class Exchange:
     client: str
     body: bytes
     body_limit: int
-    answers: list[Answer] = field(default_factory=list)
-    server: str = "127.0.0.1:80"
+    answers: list[RecordedAnswer] = field(default_factory=list)
 
     async def read_body(self) -> bytes:
         return self.body[: self.body_limit + 1]
@@ -58,10 +56,10 @@ class Exchange:
         return None  # the client has always gone by the time a hang would wait for it
 
     def response_bytes(
-        self, status: int, headers: Sequence[tuple[str, str]], body: bytes, request_id: str = ""
+        self, status: int, headers: ResponseHeaders, body: bytes, request_id: str = ""
     ) -> None:
         extra = [("x-ms-request-id", request_id)] if request_id else []
-        self.answers.append(Answer(status, [*headers, *extra], body))
+        self.answers.append(RecordedAnswer(status, [*headers, *extra], body))
 
     def reset(self) -> bool:
         return False  # no connection to reset: the answer is simply absent
@@ -75,10 +73,10 @@ async def call(
     headers: Sequence[tuple[bytes, bytes]] = (),
     body: bytes = b"",
     client: str = "127.0.0.1:50000",
-) -> list[Answer]:
+) -> list[RecordedAnswer]:
     """Every answer ``app`` gave to one request (a correct app gives exactly one). ``path`` is
     percent-decoded, ``query`` as sent, ``client`` the peer as ``host:port``."""
-    exchange = Exchange(
+    exchange = InProcessExchange(
         method, path, query.decode("latin-1"), headers_of(headers), client, body, app.body_limit
     )
     pending = app.handle(exchange)

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI, Observed
 from azimds.config.settings import Config, ConfigError, read_fleet_file
@@ -45,8 +44,8 @@ from azimds.node.certificates import CertificateUpkeep
 from azimds.node.events_engine import run_event_engine
 from azimds.node.fleet_file import apply_fleet_file, watch_fleet_file
 from azimds.node.follower import Node
-from azimds.serving import http1
 from azimds.serving import listeners as server
+from azimds.serving import protocol
 from azimds.store import Store, StoreUnavailable, Transaction, open_store
 
 log = logging.getLogger(__name__)
@@ -226,7 +225,7 @@ async def _serve(
         limiter = RateLimiter(config.limits) if config.limits.enabled else None
         recorder = Recorder(config.access_log)
         faults = Faults()
-        clients = http1.Clients(config.connections_per_client)
+        clients = protocol.Clients(config.connections_per_client)
         guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder, faults)
         node.on_fleet(guest.replace_fleet)
         certificates = CertificateUpkeep(node, f"{public}{INTERMEDIATE_PATH}")
@@ -247,11 +246,18 @@ async def _serve(
             guest_urls,
         ).app()
 
-        bindings: list[tuple[Any, str, int]] = [(guest, h, p) for h, p in guest_addresses]
-        bindings.append((admin, admin_host, admin_port))
         started = asyncio.Event()
         serving = asyncio.create_task(
-            server.serve(bindings, listeners, stop, started, config.request_timeout, clients)
+            server.serve(
+                guest,
+                listeners,
+                admin,
+                (admin_host, admin_port),
+                stop,
+                started,
+                config.request_timeout,
+                clients,
+            )
         )
         ready = asyncio.create_task(started.wait())
         await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)

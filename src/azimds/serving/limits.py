@@ -1,7 +1,7 @@
 """The HTTP servers' limits (docs/behaviour.md, "Malformed requests and limits").
 
-`http1.py` enforces them for the guest plane, granian for the control plane (both set up in
-`listeners.py`). The guest plane's query limits are its query parser's (guest/query.py);
+`protocol.py` and `parse.py` enforce them for the guest plane, granian for the control plane
+(`asgi.py`). The guest plane's query limits are its query parser's (guest/query.py);
 scheduled events' body limit (64 KB, IMDS's documented "MaxBodyLength") is the endpoint's.
 """
 

@@ -1,20 +1,17 @@
 """The guest plane's HTTP/1.1 server: an asyncio protocol on uvloop, answering in the loop.
 
-Why not granian, which serves the control plane (``server.py``): granian parses HTTP on its
+Why not granian, which serves the control plane (``asgi.py``): granian parses HTTP on its
 own I/O thread and wakes the Python thread for every request and again for every answer. On a
 small VM those wakes cost more than the guest plane's whole answer (docs/benchmarks.md, "Where
 the time goes"). Here a cached answer is parsed, looked up and written within one callback of
-the event loop. Why the head is parsed here rather than by llhttp (httptools): llhttp refuses
-methods it does not know (``BREW``), which IMDS answers with IIS's ``InvalidHttpVerb`` 400, so
-the app must see them.
+the event loop.
 
 What the server does (docs/behaviour.md, "Malformed requests and limits"): it reads heads of
-up to ``MAX_REQUEST_HEAD`` bytes and ``MAX_HEADER_LINES`` lines (else 431), refuses what is no
-HTTP/1.0 or 1.1 and any framing that is not exactly RFC 9112's (400), frames bodies
-(``Content-Length`` or chunked), keeps connections alive and answers pipelined requests in
-order, closes connections that send no head within ``request_timeout``, and serves at most
-``connections`` at once (the rest wait in the listen backlog). Its own refusals carry
-``connection``, ``content-length`` and ``date`` only.
+up to ``MAX_REQUEST_HEAD`` bytes (what they may hold, and how bodies are framed, is
+``parse.py``'s; what it cannot read it refuses: 400, 431), keeps connections alive and answers
+pipelined requests in order, closes connections that send no head within
+``request_timeout``, and serves at most ``connections`` at once (the rest wait in the listen
+backlog). Its own refusals carry ``connection``, ``content-length`` and ``date`` only.
 
 The guest plane faces untrusted VMs, so no client may hold more than its share
 (docs/reliability.md, "One VM against the others"):
@@ -28,31 +25,35 @@ The guest plane faces untrusted VMs, so no client may hold more than its share
   clients are connected, one client at most ``CLIENT_TURN`` requests in a turn of the loop:
   the rest wait for the next turn, so one VM's burst cannot hold the loop from the others.
 
-The app sees each request as one ``Exchange`` (the request, its body and its answer) and
-answers synchronously where it can (``handle`` returns None) or returns an awaitable.
+The app (``exchange.App``) sees each request as one ``exchange.Exchange`` (here a
+``_ConnectionExchange``) and answers synchronously where it can (``handle`` returns None) or
+returns an awaitable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import NoReturn, Protocol
-from urllib.parse import unquote
 
+from azimds.serving.exchange import CLOSE, App, BodyAbandoned, ResponseHeaders
 from azimds.serving.limits import MAX_CONNECTIONS_PER_CLIENT, MAX_REQUEST_HEAD
+from azimds.serving.parse import (
+    MAX_BLANK_LINES,
+    Body,
+    Head,
+    Headers,
+    Refused,
+    check_partial_head,
+    read_head,
+)
 
-MAX_HEADER_LINES = 100  # what hyper (granian's HTTP core, before this server) allowed
-MAX_CHUNK_LINE = 1024  # bytes of a chunk's size line, extensions included
-MAX_BLANK_LINES = 8  # empty lines tolerated before a request line (RFC 9112 2.2: "at least one")
-MAX_CONTENT_LENGTH = 2**63 - 1  # what llhttp and hyper take; beyond: 400
 SHUTDOWN_GRACE = 3.0  # seconds answers on their way get when the server stops
 LINGER = 2.0  # seconds a closed connection still reads, and drops, what the client sends
 READ_SIZE = 64 * 1024  # bytes read from a connection at once (uvloop's own reads: 256 KB)
@@ -64,65 +65,18 @@ SOCKET_BUFFER = 64 * 1024
 CONNECTION_TURN = 64  # requests a connection is answered in a row before others get a turn
 CLIENT_TURN = 8  # requests one address is answered in a turn of the loop while others wait
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between warnings of connections refused to one client
-
-log = logging.getLogger(__name__)
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# A chunk's size line (RFC 9112 7.1): the size in hex, then extensions, each a token with an
-# optional value (a token or a quoted string), with optional spaces around ";" and "=".
-_TOKEN_BYTES = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED_BYTES = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-_CHUNK_SIZE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*"
-    % (_TOKEN_BYTES, _TOKEN_BYTES, _QUOTED_BYTES)
-)
-# Bytes a head may hold: visible ASCII, obs-text, spaces and tabs, and CR LF between lines.
-_HEAD_BYTES = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
-_VERSIONS = {"HTTP/1.1": False, "HTTP/1.0": True}  # -> whether it is HTTP/1.0
 ANSWER_HEADS = 4096  # rendered answer heads kept, by (status, headers)
 KNOWN_HEADS = 1024  # request heads kept once read (``_known_heads``)
 KNOWN_HEAD_LIMIT = 1024  # bytes; longer request heads are read every time
 
-# How the server closes an answer's connection; the only header it reads from the app's.
-CLOSE: tuple[str, str] = ("connection", "close")
-# An empty refusal the app or the server sends when a request's body stops short or is late.
-ABANDONED_HEADERS: tuple[tuple[str, str], ...] = (CLOSE,)
+log = logging.getLogger(__name__)
+
 _BODYLESS = frozenset({204, 304})
 _LINGER_NONE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 _CLOSE_LINE = b"connection: close\r\n"
-_KEEP_ALIVE_LINE = b"connection: keep-alive\r\n"  # what an HTTP/1.0 client needs to hear
-_OWS = " \t"  # the only spaces HTTP trims (``str.strip()`` also takes U+0085 and U+00A0)
-
-ResponseHeaders = tuple[tuple[str, str], ...]
-
-
-class BodyAbandoned(Exception):
-    """A request's body stopped short (400: the client closed, or broke the chunked encoding)
-    or did not arrive within ``request_timeout`` (408)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-    def answer(self, exchange: Responder) -> None:
-        """Refuse the request: empty, and the connection closes."""
-        exchange.response_bytes(self.status, ABANDONED_HEADERS, b"")
-
-
-class Responder(Protocol):
-    def response_bytes(
-        self, status: int, headers: ResponseHeaders, body: bytes, request_id: str = ""
-    ) -> None: ...
-
-
-class App(Protocol):
-    body_limit: int  # bytes of a body the server keeps; read_body returns at most one more
-
-    def handle(self, exchange: Exchange) -> Awaitable[None] | None:
-        """Answer ``exchange`` (``response_bytes``) and return None, or return an awaitable
-        that answers it. An app that ends without answering drops the connection; one that
-        raises gets a logged 500."""
-        ...
+# Heads read before, by their bytes: clients repeat the same request, and reading one costs
+# more than the rest of a cached answer. Shared: ``Headers`` cannot be changed.
+_known_heads: dict[bytes, Head] = {}
 
 
 def _status_line(status: int) -> bytes:
@@ -186,141 +140,25 @@ def _refusal(status: int) -> bytes:
     )
 
 
-class _Refused(Exception):
-    """A request the server refuses itself (400, 431), before any app sees it."""
+class _Body(Body):
+    """A request body as it arrives on a connection: ``deadline`` is when the whole body must
+    have come (else 408); ``waiter`` is the app's, waiting in ``read_body``."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-class Headers(dict[str, tuple[str, ...]]):
-    """A request's headers: lower-case name -> values, as Latin-1 characters of their bytes.
-    ``get_all`` leaves out values that are not UTF-8 (they count as absent); their names are
-    still ``in`` the headers. Read only (as werkzeug's ``ImmutableDict``), because a head read
-    once is shared by every request that repeats it (``_known_heads``); a dict, so that reading
-    it costs what reading a dict does."""
-
-    __slots__ = ()
-
-    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
-        fields: dict[str, tuple[str, ...]] = {}
-        for name, value in pairs:
-            fields[name] = (*fields[name], value) if name in fields else (value,)
-        super().__init__(fields)
-
-    def get_all(self, key: str) -> list[str]:
-        values = self.get(key)
-        if not values:
-            return []
-        if len(values) == 1 and values[0].isascii():
-            return [values[0]]
-        return [_utf8(value) for value in values if _is_utf8(value)]
-
-    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("a request's headers cannot be changed")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
-    __ior__ = _read_only
-
-
-class _Body:
-    """A request body as it arrives: framed by ``Content-Length`` (``remaining``) or chunked
-    (``length`` ``CHUNKED``, ``remaining`` None), kept up to ``limit`` bytes, the rest read and
-    dropped."""
-
-    __slots__ = (
-        "broken", "chunk_left", "data", "deadline", "done", "full", "limit", "remaining",
-        "trailer", "waiter",
-    )  # fmt: skip
+    __slots__ = ("deadline", "waiter")
 
     def __init__(self, length: int, limit: int, deadline: float) -> None:
-        self.remaining: int | None = None if length == CHUNKED else length
-        self.limit = limit
-        self.deadline = deadline  # when the whole body must have come (else 408)
-        self.full = False  # more than ``limit`` bytes came: the app need not wait for the rest
-        self.data = bytearray()
-        self.done = length == 0
-        self.broken = False
-        self.chunk_left = -1  # chunked: bytes left of the current chunk; -1 before a size line
-        self.trailer = False  # chunked: after the last chunk, waiting for the final CRLF
+        super().__init__(length, limit)
+        self.deadline = deadline
         self.waiter: asyncio.Future[None] | None = None
 
-    def feed(self, data: bytes, at: int) -> int:
-        """Take this body's bytes from ``data``, starting at ``at``; returns where the rest
-        starts. Nothing before it is copied but the body's own bytes."""
-        if self.remaining is not None:
-            taken = min(self.remaining, len(data) - at)
-            self._keep(data, at, taken)
-            self.remaining -= taken
-            if not self.remaining:
-                self._finish()
-            return at + taken
-        end = len(data)
-        while at < end and not (self.done or self.broken):
-            if self.trailer:
-                if end - at < 2:
-                    break
-                # A trailer field (anything but the final CRLF) is refused: no IMDS client
-                # sends one, and the body's end must be unambiguous.
-                self._finish(broken=data[at : at + 2] != b"\r\n")
-                at += 2
-            elif self.chunk_left < 0:
-                line_end = data.find(b"\r\n", at, at + MAX_CHUNK_LINE)
-                if line_end < 0:
-                    if end - at >= MAX_CHUNK_LINE or data.find(b"\n", at) >= 0:
-                        self._finish(broken=True)
-                    break
-                size = _CHUNK_SIZE.fullmatch(data, at, line_end)
-                if size is None:
-                    self._finish(broken=True)
-                    break
-                self.chunk_left = int(size[1], 16)
-                at = line_end + 2
-                if self.chunk_left == 0:
-                    self.trailer = True
-            elif self.chunk_left > 0:
-                taken = min(self.chunk_left, end - at)
-                self._keep(data, at, taken)
-                self.chunk_left -= taken
-                at += taken
-            else:  # the CRLF after a chunk's data
-                if end - at < 2:
-                    break
-                if data[at : at + 2] != b"\r\n":
-                    self._finish(broken=True)
-                    break
-                at += 2
-                self.chunk_left = -1
-        return at
-
-    def _keep(self, data: bytes, at: int, count: int) -> None:
-        room = self.limit + 1 - len(self.data)
-        if room > 0:
-            self.data += data[at : at + min(room, count)]
-            if count >= room:
-                self.full = True
-                self._wake()
-
-    def _finish(self, broken: bool = False) -> None:
-        self.done = not broken
-        self.broken = broken
-        self._wake()
-
-    def cut_short(self) -> None:
-        """The client stopped sending: a body not yet whole never will be."""
-        if not (self.done or self.broken):
-            self._finish(broken=True)
-
-    def _wake(self) -> None:
+    def _changed(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
 
-class Exchange:
-    """One request and its answer: what the app reads (``method``; ``path`` percent-decoded;
-    ``query_string`` as Latin-1 characters of its bytes; ``headers``; ``client`` as
-    ``host:port``, an IPv6 host in brackets) and the calls it makes."""
+class _ConnectionExchange:
+    """One request on a connection and its answer (``exchange.Exchange``): what the app reads
+    and the calls it makes."""
 
     __slots__ = (
         "_body", "_connection", "_continue", "_keep_alive", "answered", "client", "closes",
@@ -352,8 +190,7 @@ class Exchange:
         self.answered = False
 
     async def read_body(self) -> bytes:
-        """The whole body, at most ``App.body_limit`` + 1 bytes of it (the app refuses more).
-        Raises ``BodyAbandoned``."""
+        """The body, waited for until it is whole or past the app's limit."""
         body = self._body
         if body is None:
             return b""
@@ -376,9 +213,7 @@ class Exchange:
     def response_bytes(
         self, status: int, headers: ResponseHeaders, body: bytes, request_id: str = ""
     ) -> None:
-        """Answer: ``headers`` as given, then ``x-ms-request-id`` (unless ""),
-        ``content-length`` (unless among the headers) and ``date``. ``connection: close``
-        among the headers closes the connection after the answer."""
+        """Write the answer, its head rendered once for each (status, headers)."""
         if self.answered:
             raise RuntimeError("a request is answered once")
         self.answered = True
@@ -404,11 +239,9 @@ class Exchange:
                 connection.close()
 
     async def client_disconnect(self) -> None:
-        """Return once the client has gone."""
         await asyncio.shield(self._connection.gone)
 
     def reset(self) -> bool:
-        """Drop the connection with a TCP reset instead of an answer (fault rules)."""
         return self._connection.reset()
 
 
@@ -744,7 +577,7 @@ class _Connection(asyncio.BufferedProtocol):
             turn -= 1
             try:
                 exchange = self._next_request()
-            except _Refused as refused:
+            except Refused as refused:
                 self.transport.write(_refusal(refused.status))
                 self.close(linger=True)
                 return
@@ -776,7 +609,7 @@ class _Connection(asyncio.BufferedProtocol):
             else:
                 self.transport.resume_reading()
 
-    def _dispatch(self, exchange: Exchange) -> None:
+    def _dispatch(self, exchange: _ConnectionExchange) -> None:
         try:
             pending = self.app.handle(exchange)
         except Exception:
@@ -788,7 +621,7 @@ class _Connection(asyncio.BufferedProtocol):
         elif not exchange.answered:
             self.close()  # the app's way to drop a connection: no answer
 
-    async def _finish(self, exchange: Exchange, pending: Awaitable[None]) -> None:
+    async def _finish(self, exchange: _ConnectionExchange, pending: Awaitable[None]) -> None:
         try:
             await pending
         except Exception:
@@ -801,7 +634,7 @@ class _Connection(asyncio.BufferedProtocol):
         if not self.waiting_turn:
             self._serve()
 
-    def _failed(self, exchange: Exchange) -> None:
+    def _failed(self, exchange: _ConnectionExchange) -> None:
         """An app that raised: logged, 500 (unless it had answered), closed."""
         if exchange.answered:
             if not self.closing:
@@ -814,9 +647,9 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.write(_refusal(500))
         self.close()
 
-    def _next_request(self) -> Exchange | None:
+    def _next_request(self) -> _ConnectionExchange | None:
         """The next request whose head is in the buffer (its body may still be arriving), or
-        None until a whole head has come. Raises ``_Refused``."""
+        None until a whole head has come. Raises ``Refused``."""
         buffer, at = self.buffer, self.at
         if buffer.startswith(b"\r\n", at):  # blank lines before a request are ignored, a few
             start = at
@@ -824,7 +657,7 @@ class _Connection(asyncio.BufferedProtocol):
                 at += 2
             self.blank_lines += (at - start) // 2
             if self.blank_lines > MAX_BLANK_LINES:
-                raise _Refused(400)
+                raise Refused(400)
             self.at = at
         end = buffer.find(b"\r\n\r\n", at + max(0, self.head_checked - 3))
         if end < 0:
@@ -832,12 +665,12 @@ class _Connection(asyncio.BufferedProtocol):
                 buffer = self.buffer = buffer[at:]
                 self.at = 0
             if buffer:
-                self.head_checked, self.head_lines = _check_partial_head(
+                self.head_checked, self.head_lines = check_partial_head(
                     buffer, self.head_checked, self.head_lines
                 )
             return None
         if end + 4 - at > MAX_REQUEST_HEAD:
-            raise _Refused(431)
+            raise Refused(431)
         self.at = end + 4
         self.head_deadline = 0.0
         self.head_checked = self.head_lines = self.blank_lines = 0
@@ -845,8 +678,8 @@ class _Connection(asyncio.BufferedProtocol):
         known = _known_heads.get(head)
         if known is None:
             try:
-                known = _read_head(head)
-            except _Refused:
+                known = read_head(head)
+            except Refused:
                 if head == b"PRI * HTTP/2.0":  # HTTP/2's preface: an HTTP/1.1 answer
                     self.close()  # cannot help this client
                     return None
@@ -863,7 +696,9 @@ class _Connection(asyncio.BufferedProtocol):
             deadline = self.loop.time() + self.listener.request_timeout
             body = self.body = _Body(length, self.app.body_limit, deadline)
             self.at = body.feed(self.buffer, self.at)
-        return Exchange(self, method, path, query, headers, body, closes, keep_alive, expects)
+        return _ConnectionExchange(
+            self, method, path, query, headers, body, closes, keep_alive, expects
+        )
 
     # --- timers and closing ----------------------------------------------------------------
 
@@ -946,181 +781,6 @@ class _Connection(asyncio.BufferedProtocol):
         self.closing = True
         self.transport.abort()
         return True
-
-
-# A request's head as the server reads it: method, path, query, headers, whether the
-# connection closes after the answer, the header line an HTTP/1.0 client needs to keep it
-# open, the body's framing (``_framing``), and whether the client waits for 100 Continue.
-_Head = tuple[str, str, str, Headers, bool, bytes, int | None, bool]
-CHUNKED = -1  # the framing of a chunked body
-# Heads read before, by their bytes: clients repeat the same request, and reading one costs
-# more than the rest of a cached answer. Shared: ``Headers`` cannot be changed.
-_known_heads: dict[bytes, _Head] = {}
-
-
-def _read_head(head: bytes) -> _Head:
-    """Everything the server needs of a request's head (without its closing blank line).
-    Raises ``_Refused``."""
-    method, target, http_1_0, headers = _parse_head(head)
-    path, query = _split_target(target)
-    hosts = headers.get("host", ())
-    if len(hosts) > 1 or (not hosts and not http_1_0):
-        raise _Refused(400)  # RFC 9112 3.2: HTTP/1.1 needs one Host; no request has two
-    closes = False
-    keep_alive = b""
-    if "connection" in headers or http_1_0:
-        tokens = _tokens(headers.get("connection", ()))
-        if http_1_0:
-            closes = "keep-alive" not in tokens
-            keep_alive = b"" if closes else _KEEP_ALIVE_LINE
-        else:
-            closes = "close" in tokens
-    length = _framing(headers, http_1_0)
-    # RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored.
-    expects = length is not None and not http_1_0 and "100-continue" in _tokens(
-        headers.get("expect", ())
-    )  # fmt: skip
-    return method, path, query, headers, closes, keep_alive, length, expects
-
-
-def _tokens(values: tuple[str, ...]) -> set[str]:
-    """A list header's tokens, in lower case (only ASCII letters are folded)."""
-    return {t.strip(_OWS).lower() for value in values for t in value.split(",") if t.isascii()}
-
-
-def _framing(headers: Headers, http_1_0: bool) -> int | None:
-    """How the request's body is framed (RFC 9112 6): None (no body), its length, or
-    ``CHUNKED``. Anything a reader could take two ways is refused: a Transfer-Encoding other
-    than one ``chunked``, with Content-Length too, or on HTTP/1.0 (which has no chunked
-    encoding); a Content-Length that is not digits alone, or given twice with different
-    values. Raises ``_Refused``."""
-    encodings = headers.get("transfer-encoding")
-    lengths = headers.get("content-length")
-    if encodings is not None:
-        if http_1_0 or lengths is not None or len(encodings) != 1:
-            raise _Refused(400)
-        encoding = encodings[0]
-        if not (encoding.isascii() and encoding.lower() == "chunked"):
-            raise _Refused(400)
-        return CHUNKED
-    if lengths is None:
-        return None
-    length = lengths[0]
-    if not (length.isascii() and length.isdigit()) or any(other != length for other in lengths):
-        raise _Refused(400)
-    value = int(length)
-    if value > MAX_CONTENT_LENGTH:
-        raise _Refused(400)
-    return value or None
-
-
-def _parse_head(head: bytes) -> tuple[str, str, bool, Headers]:
-    """A request's head (without its closing blank line) as (method, target as Latin-1
-    characters, whether HTTP/1.0, headers). Raises ``_Refused`` (400) for anything that is
-    not HTTP/1.0 or 1.1: a byte no head may hold, a lone CR or LF, a broken line."""
-    if head.translate(None, _HEAD_BYTES):
-        raise _Refused(400)
-    lines = head.decode("latin-1").split("\r\n")
-    if len(lines) > MAX_HEADER_LINES + 1:
-        raise _Refused(431)
-    breaks = len(lines) - 1
-    if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
-        raise _Refused(400)
-    method, target, http_1_0 = _request_line(lines[0])
-    return method, target, http_1_0, Headers([_header_field(line) for line in lines[1:]])
-
-
-def _request_line(line: str) -> tuple[str, str, bool]:
-    """(method, target, whether HTTP/1.0). Raises ``_Refused``."""
-    method, _, rest = line.partition(" ")
-    target, _, version = rest.partition(" ")
-    http_1_0 = _VERSIONS.get(version)
-    if http_1_0 is None or not target or "\t" in target or not _is_token(method):
-        raise _Refused(400)
-    return method, target, http_1_0
-
-
-def _header_field(line: str) -> tuple[str, str]:
-    """(lower-case name, value without the spaces around it). Raises ``_Refused``."""
-    name, colon, value = line.partition(":")
-    if not (colon and _is_token(name)):
-        raise _Refused(400)
-    return name.lower(), value.strip(_OWS)
-
-
-def _is_token(text: str) -> bool:
-    """An HTTP token (a method, a header's name): letters and digits, or the marks allowed."""
-    if text.isascii() and text.replace("-", "").isalnum():
-        return True
-    return _TOKEN.fullmatch(text) is not None
-
-
-def _utf8(value: str) -> str:
-    """A header value (Latin-1 characters of its bytes) as the UTF-8 text it holds."""
-    return value.encode("latin-1").decode("utf-8")
-
-
-def _is_utf8(value: str) -> bool:
-    try:
-        _utf8(value)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _check_partial_head(buffer: bytes, checked: int, lines: int) -> tuple[int, int]:
-    """Refuse an unfinished head as soon as it cannot become a good one: too long, or a line
-    already broken (a lone CR or LF, a bad request line or header). ``checked`` bytes at its
-    front, holding ``lines`` whole lines, passed before: only what came since is looked at,
-    so a head sent a byte at a time costs no more than one sent at once. Returns the new
-    (checked, lines). Raises ``_Refused``."""
-    if len(buffer) >= MAX_REQUEST_HEAD:
-        raise _Refused(431)
-    # A CR at the end may still get its LF: it is checked with what comes next.
-    end = len(buffer) - 1 if buffer.endswith(b"\r") else len(buffer)
-    fresh = buffer[checked:end]
-    breaks = fresh.count(b"\r\n")
-    if fresh.count(b"\r") != breaks or fresh.count(b"\n") != breaks:
-        raise _Refused(400)
-    if fresh.translate(None, _HEAD_BYTES):
-        raise _Refused(400)
-    if breaks:
-        before = buffer.rfind(b"\r\n", 0, checked)  # the end of the last line checked
-        first = before + 2 if before >= 0 else 0
-        last = buffer.rfind(b"\r\n", 0, end)
-        complete = buffer[first:last].decode("latin-1").split("\r\n")
-        if lines + len(complete) > MAX_HEADER_LINES + 1:
-            raise _Refused(431)
-        for number, line in enumerate(complete, start=lines):
-            if number == 0:
-                _request_line(line)
-            else:
-                _header_field(line)
-        lines += len(complete)
-    return end, lines
-
-
-def _split_target(target: str) -> tuple[str, str]:
-    """A request target (Latin-1 characters of its bytes) as (path, query): the path
-    percent-decoded (an escape that is no UTF-8 becomes U+FFFD), the query as it came.
-    Raises ``_Refused`` for a byte beyond ASCII: a URI has none (RFC 3986; clients
-    percent-encode them), and llhttp and h11 refuse them too."""
-    if not target.isascii():
-        raise _Refused(400)
-    path, _, query = target.partition("?")
-    if "#" in target:
-        path = path.partition("#")[0]
-        query = query.partition("#")[0]
-    if not path.startswith("/"):
-        if path == "*":
-            pass
-        elif "://" in path:  # absolute form: served as its path
-            path = "/" + path.partition("://")[2].partition("/")[2]
-        else:  # authority form (CONNECT host:port): no path
-            path = ""
-    if "%" in path:
-        path = unquote(path, errors="replace")
-    return path, query
 
 
 async def serve(

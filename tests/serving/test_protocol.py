@@ -1,4 +1,4 @@
-"""The guest plane's own HTTP/1.1 server (azimds.serving.http1) against a real ``azimds serve``.
+"""The guest plane's own HTTP/1.1 server (azimds.serving.protocol) against a real ``azimds serve``.
 
 What a client sees of the connection handling the server took over from granian: a request
 followed by a half-close is answered, pipelined requests are answered in order, HTTP/1.0
@@ -21,8 +21,9 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from azimds.guest import errors
-from azimds.serving import http1
 from azimds.serving import listeners as serving
+from azimds.serving import protocol
+from azimds.serving.exchange import Exchange
 from tests.admin.client import call
 from tests.conftest import ServerProcess
 from tests.http import get
@@ -409,7 +410,7 @@ class EchoClient:
 
     body_limit = 0
 
-    def handle(self, exchange: http1.Exchange) -> None:
+    def handle(self, exchange: Exchange) -> None:
         host = exchange.client.rpartition(":")[0]
         exchange.response_bytes(200, (), host.encode())
 
@@ -421,7 +422,7 @@ def test_an_ipv4_client_of_a_wildcard_ipv6_listener_is_seen_by_its_ipv4_address(
         sock = serving.claim_listener("::", 0)
         port = sock.getsockname()[1]
         stop = asyncio.Event()
-        listening = asyncio.create_task(http1.serve(EchoClient(), sock, stop, WAIT, 8))
+        listening = asyncio.create_task(protocol.serve(EchoClient(), sock, stop, WAIT, 8))
         await asyncio.sleep(0.05)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
