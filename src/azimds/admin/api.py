@@ -11,13 +11,12 @@ import asyncio
 import datetime as dt
 import hmac
 import json
-import math
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,8 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from azimds import __version__
-from azimds.admin.openapi import MAX_AHEAD, document
-from azimds.fleet.clock import advance_clock, parse_moment
+from azimds.admin.openapi import document
+from azimds.fleet.clock import advance_clock
 from azimds.fleet.events import Event
 from azimds.fleet.faults import FaultError, add_fault, clear_faults, parse_rule, remove_fault
 from azimds.fleet.operations import (
@@ -41,7 +40,14 @@ from azimds.fleet.operations import (
     replace_vm,
     set_system_identity,
 )
-from azimds.fleet.scheduling import approve_events, cancel_event, schedule_event
+from azimds.fleet.scheduling import (
+    MAX_AHEAD,
+    approve_events,
+    cancel_event,
+    parse_event,
+    schedule_event,
+    seconds_ahead,
+)
 from azimds.fleet.signing_keys import rotate_jwt_key
 from azimds.fleet.vm import VM
 from azimds.guest.faults import Faults
@@ -72,28 +78,6 @@ T = TypeVar("T")
 
 def _iso(moment: float) -> str:
     return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: Any, now: float, where: str) -> float:
-    moment = parse_moment(value, now)
-    if moment is None or not 0 <= moment <= now + MAX_AHEAD:  # (NaN is neither)
-        raise ApiError(
-            400,
-            "invalid",
-            "a time is ISO 8601, epoch seconds or +SECONDS, at most 100 years ahead",
-            where,
-        )
-    return moment
-
-
-def _seconds_ahead(value: Any) -> TypeGuard[float]:
-    """A number of seconds from now: 0 or more, at most ``MAX_AHEAD`` (not NaN)."""
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0 <= value <= MAX_AHEAD
-    )
 
 
 CLAIMS: tuple[str, ...] = ("aud", "iss", "iat", "nbf", "exp", "appid", "appidacr", "idp")
@@ -384,44 +368,10 @@ class AdminAPI:
     def _event_spec(
         self, body: Any, now: float, where: str = ""
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Validate one event request; returns it with NotBefore as epoch, and its VMs."""
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid", "an event is a JSON object with type and vms", where)
-        keys = {
-            "type",
-            "vms",
-            "notBefore",
-            "after",
-            "duration",
-            "description",
-            "source",
-            "unplanned",
-        }
-        unknown = set(body) - keys
-        if unknown:
-            raise ApiError(400, "invalid", f"unknown field {sorted(unknown)[0]}", where)
-        names = body.get("vms")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ApiError(400, "invalid", "vms is a list of VM names or vmIds", f"{where}vms")
-        fleet = self.node.served
-        vms: dict[str, str] = {}
-        for name in names:
-            vm = fleet.find(name)
-            if vm is None:
-                raise ApiError(404, "not_found", f"no VM with vmId or name '{name}'", f"{where}vms")
-            vms[vm.vm_id] = vm.name
-        spec = dict(body)
-        if "notBefore" in spec and spec["notBefore"] is not None:
-            spec["notBefore"] = _parse_time(spec["notBefore"], now, f"{where}notBefore")
-        after = spec.get("after")
-        if after is not None and not _seconds_ahead(after):
-            raise ApiError(
-                400,
-                "invalid",
-                "after is seconds from now (0 or more, at most 100 years)",
-                f"{where}after",
-            )
-        return spec, vms
+        try:
+            return parse_event(body, now, self.node.served.find, where)
+        except FleetError as exc:
+            raise ApiError(STATUS[exc.kind], exc.kind, str(exc), exc.where) from exc
 
     async def _schedule(
         self, specs: list[tuple[dict[str, Any], dict[str, str]]], now: float, scenario: bool = False
@@ -485,7 +435,7 @@ class AdminAPI:
     async def post_clock_advance(self, request: Request) -> Response:
         body = await read_json(request)
         seconds = body.get("seconds") if isinstance(body, dict) else None
-        if not _seconds_ahead(seconds) or self._event_now() + seconds > time.time() + MAX_AHEAD:
+        if not seconds_ahead(seconds) or self._event_now() + seconds > time.time() + MAX_AHEAD:
             raise ApiError(
                 400,
                 "invalid",

@@ -9,6 +9,7 @@ from azimds.fleet import schema
 from azimds.fleet.identity import USER_KEYS
 from azimds.fleet.limits import LIMIT_KEYS
 from azimds.fleet.loadbalancer import SECTIONS
+from azimds.fleet.scheduling import MAX_AHEAD
 
 ERROR = {
     "type": "object",
@@ -149,8 +150,6 @@ EVENT_PARAMETER = {
     "description": "The EventId",
     "schema": {"type": "string"},
 }
-# How far ahead an event or the event clock may be put (seconds): times stay printable dates.
-MAX_AHEAD = 100 * 365 * 86400
 EVENT_REQUEST = {
     "type": "object",
     "required": ["type", "vms"],
