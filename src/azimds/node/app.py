@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI, Observed
+from azimds.admin.api import AdminAPI
+from azimds.admin.core import Observed
+from azimds.admin.public import INTERMEDIATE_PATH
 from azimds.config.settings import Config, ConfigError, FleetFile, read_fleet_file
 from azimds.fleet.attestation_certs import ensure_leaves, stale
 from azimds.fleet.clock import set_clock
