@@ -6,7 +6,7 @@ be one the document promises: no 5xx, a documented status code, the documented c
 a body and headers that match the documented schemas.
 
 Schemathesis is used as a library (its strategies and checks): its pytest integration does not
-run on pytest 9. The operations come from ``azimds.admin.openapi.document(ROUTES)``, so each is a
+run on pytest 9. The operations come from the generated ``openapi.document(ROUTES)``, so each is a
 test of its own, and a route added to the document is tested without a change here.
 """
 

@@ -26,7 +26,7 @@ REASONS = {
 
 def document(routes: Iterable[Endpoint]) -> dict[str, Any]:
     routes = list(routes)
-    *others, last = dict.fromkeys(endpoint.path for endpoint in routes if endpoint.public)
+    *others, last = sorted({endpoint.path for endpoint in routes if endpoint.public})
     public = f"{', '.join(others)} and {last}"
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in routes:
