@@ -32,7 +32,6 @@ from azimds.store.base import StoreError, Transaction
 MAX_BODY = 1024 * 1024  # bytes; larger bodies get 413
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 STATUS = {"invalid": 400, "not_found": 404, "conflict": 409}  # a FleetError's kind -> status
-WRITE_ERRORS = (400, 413, 415, 503)  # what an endpoint that reads a JSON body and writes may answer
 T = TypeVar("T")
 
 
@@ -199,8 +198,10 @@ class Reply:
 class Endpoint:
     """One route: where it is, what handles it, and what the document says of it.
 
-    ``errors`` are the error statuses besides 401 (which every route that is not ``public``
-    answers without the bearer token). ``documented`` false keeps it out of the document.
+    ``errors`` are the error statuses it answers besides those that follow from the rest:
+    401 without the token (unless ``public``), 400, 413 and 415 for its body (``read_json``),
+    503 for a write, which every method but GET is (the store may be unreachable).
+    ``documented`` false keeps it out of the document.
     """
 
     method: str
@@ -213,6 +214,14 @@ class Endpoint:
     parameters: tuple[Parameter, ...] = ()
     public: bool = False
     documented: bool = True
+
+    @property
+    def statuses(self) -> list[int]:
+        """Every error status it may answer, in order."""
+        implied = {*self.errors, *(() if self.public else (401,))}
+        implied |= {400, 413, 415} if self.body is not None else set()
+        implied |= {503} if self.method != "GET" else set()
+        return sorted(implied)
 
 
 class Routes(list[Endpoint]):
@@ -227,25 +236,29 @@ class Routes(list[Endpoint]):
         self,
         method: str,
         path: str,
-        summary: str,
         *replies: Reply,
         errors: tuple[int, ...] = (),
-        body: Body | None = None,
+        body: Body | Schema | Mapping[str, Any] | None = None,
         query: tuple[Parameter, ...] = (),
         public: bool = False,
         documented: bool = True,
+        summary: str = "",
     ) -> Callable[[Handler], Handler]:
-        """Declare the decorated handler as the endpoint for ``method`` on ``path``."""
+        """Declare the decorated handler as the endpoint for ``method`` on ``path``; its
+        summary is the first line of the handler's docstring unless ``summary`` is given."""
         named = tuple(self.path_parameters[name] for name in re.findall(r"{(\w+)}", path))
         parameters = named + tuple(replace(parameter, where="query") for parameter in query)
+        if body is not None and not isinstance(body, Body):
+            body = Body(body)
 
         def declare(handler: Handler) -> Handler:
+            said = summary or (handler.__doc__ or "").strip().splitlines()[0].rstrip(".")
             self.append(
                 Endpoint(
                     method,
                     path,
                     handler,
-                    summary,
+                    said,
                     replies,
                     errors,
                     body,

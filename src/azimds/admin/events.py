@@ -11,9 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from azimds.admin.core import (
-    WRITE_ERRORS,
     ApiError,
-    Body,
     Control,
     Parameter,
     Reply,
@@ -133,28 +131,18 @@ async def _schedule(
     return await control.write(work)
 
 
-@ROUTES.add(
-    "GET",
-    "/v1/events",
-    "Scheduled events (add ?all=true for completed and canceled)",
-    Reply(200, "Events", EVENTS),
-)
+@ROUTES.add("GET", "/v1/events", Reply(200, "Events", EVENTS))
 async def list_events(control: Control, request: Request) -> Response:
+    """Scheduled events (add ?all=true for completed and canceled)."""
     events = sorted(control.node.served.events.values(), key=lambda e: (e.appears_at, e.id))
     wanted = request.query_params.get("all") == "true"
     shown = [e for e in events if wanted or e.status not in ("Completed", "Canceled")]
     return JSONResponse({"now": _iso(_now(control)), "events": [_json(e) for e in shown]})
 
 
-@ROUTES.add(
-    "POST",
-    "/v1/events",
-    "Schedule an event",
-    Reply(201, "Scheduled", EVENT),
-    errors=(*WRITE_ERRORS, 404),
-    body=Body(EVENT_REQUEST),
-)
+@ROUTES.add("POST", "/v1/events", Reply(201, "Scheduled", EVENT), body=EVENT_REQUEST, errors=(404,))
 async def post_event(control: Control, request: Request) -> Response:
+    """Schedule an event."""
     now = _now(control)
     spec = _parse(control, await read_json(request), now)
     (event,) = await _schedule(control, [spec], now)
@@ -162,15 +150,10 @@ async def post_event(control: Control, request: Request) -> Response:
 
 
 @ROUTES.add(
-    "POST",
-    "/v1/events/scenario",
-    "Schedule a timed sequence of events (after: seconds from now)",
-    Reply(201, "Scheduled", EVENTS),
-    errors=(*WRITE_ERRORS, 404),
-    body=Body(SCENARIO),
+    "POST", "/v1/events/scenario", Reply(201, "Scheduled", EVENTS), body=SCENARIO, errors=(404,)
 )
 async def run_scenario(control: Control, request: Request) -> Response:
-    """A timed sequence of events: each entry's ``after`` counts from now."""
+    """Schedule a timed sequence of events (after: seconds from now)."""
     body = await read_json(request)
     entries = body.get("events") if isinstance(body, dict) else None
     if not isinstance(entries, list) or not entries:
@@ -181,49 +164,34 @@ async def run_scenario(control: Control, request: Request) -> Response:
     return JSONResponse({"events": [_json(e) for e in events]}, status_code=201)
 
 
-@ROUTES.add(
-    "DELETE",
-    "/v1/events/{event}",
-    "Cancel a pending or scheduled event",
-    Reply(204, "Canceled"),
-    errors=(404, 409, 503),
-)
+@ROUTES.add("DELETE", "/v1/events/{event}", Reply(204, "Canceled"), errors=(404, 409))
 async def delete_event(control: Control, request: Request) -> Response:
+    """Cancel a pending or scheduled event."""
     event_id = request.path_params["event"]
     await control.write(lambda txn: cancel_event(txn, event_id))
     return Response(status_code=204)
 
 
-@ROUTES.add(
-    "POST",
-    "/v1/events/{event}/approve",
-    "Approve (start) an event, as one of its VMs would",
-    Reply(200, "Started", EVENT),
-    errors=(404, 503),
-)
+@ROUTES.add("POST", "/v1/events/{event}/approve", Reply(200, "Started", EVENT), errors=(404,))
 async def approve_event(control: Control, request: Request) -> Response:
+    """Approve (start) an event, as one of its VMs would."""
     event_id = request.path_params["event"]
     now = _now(control)
     (event,) = await control.write(lambda txn: approve_events(txn, [event_id], None, now))
     return JSONResponse(_json(event))
 
 
-@ROUTES.add("GET", "/v1/clock", "The event clock", Reply(200, "Clock", CLOCK))
+@ROUTES.add("GET", "/v1/clock", Reply(200, "Clock", CLOCK))
 async def show_clock(control: Control, request: Request) -> Response:
+    """The event clock."""
     clock = control.node.served.clock
     mode = "manual" if clock.scale == 0 else "real"
     return JSONResponse({"now": _iso(_now(control)), "mode": mode, "scale": clock.scale})
 
 
-@ROUTES.add(
-    "POST",
-    "/v1/clock/advance",
-    "Move the event clock forward; due transitions happen at once",
-    Reply(200, "Advanced", CLOCK),
-    errors=WRITE_ERRORS,
-    body=Body(ADVANCE),
-)
+@ROUTES.add("POST", "/v1/clock/advance", Reply(200, "Advanced", CLOCK), body=ADVANCE)
 async def advance(control: Control, request: Request) -> Response:
+    """Move the event clock forward; due transitions happen at once."""
     body = await read_json(request)
     seconds = body.get("seconds") if isinstance(body, dict) else None
     if not seconds_ahead(seconds) or _now(control) + seconds > time.time() + MAX_AHEAD:

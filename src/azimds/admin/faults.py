@@ -7,17 +7,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import (
-    WRITE_ERRORS,
-    ApiError,
-    Body,
-    Control,
-    Parameter,
-    Reply,
-    Routes,
-    Schema,
-    read_json,
-)
+from azimds.admin.core import ApiError, Control, Parameter, Reply, Routes, Schema, read_json
 from azimds.fleet.faults import FaultError, add_fault, clear_faults, parse_rule, remove_fault
 
 ACTION = {
@@ -76,27 +66,19 @@ FAULT_PARAMETER = Parameter("fault", "The rule's id")
 ROUTES = Routes(FAULT_PARAMETER)
 
 
-@ROUTES.add(
-    "GET",
-    "/v1/faults",
-    "Fault rules, oldest first (the first that fires wins)",
-    Reply(200, "Rules", FAULTS),
-)
+@ROUTES.add("GET", "/v1/faults", Reply(200, "Rules", FAULTS))
 async def list_faults(control: Control, request: Request) -> Response:
-    """Every rule, oldest first, with how often it fired on this node."""
+    """Fault rules, oldest first (the first that fires wins).
+
+    Each with how often it fired on this node.
+    """
     faults = control.observed.faults
     return JSONResponse({"faults": [faults.state(rule) for rule in control.node.served.faults]})
 
 
-@ROUTES.add(
-    "POST",
-    "/v1/faults",
-    "Add a fault rule",
-    Reply(201, "Added", FAULT),
-    errors=(*WRITE_ERRORS, 404),
-    body=Body(FAULT_REQUEST),
-)
+@ROUTES.add("POST", "/v1/faults", Reply(201, "Added", FAULT), body=FAULT_REQUEST, errors=(404,))
 async def add(control: Control, request: Request) -> Response:
+    """Add a fault rule."""
     spec = await read_json(request)
     fleet = control.node.served
 
@@ -114,26 +96,16 @@ async def add(control: Control, request: Request) -> Response:
     return JSONResponse(control.observed.faults.state(added), status_code=201)
 
 
-@ROUTES.add(
-    "DELETE",
-    "/v1/faults",
-    "Remove every fault rule (the fleet file's return when it is applied again)",
-    Reply(200, "How many were removed", REMOVED),
-    errors=(503,),
-)
+@ROUTES.add("DELETE", "/v1/faults", Reply(200, "How many were removed", REMOVED))
 async def clear(control: Control, request: Request) -> Response:
+    """Remove every fault rule (the fleet file's return when it is applied again)."""
     removed = await control.write(clear_faults)
     return JSONResponse({"removed": removed})
 
 
-@ROUTES.add(
-    "GET",
-    "/v1/faults/{fault}",
-    "One fault rule",
-    Reply(200, "Rule", FAULT),
-    errors=(404,),
-)
+@ROUTES.add("GET", "/v1/faults/{fault}", Reply(200, "Rule", FAULT), errors=(404,))
 async def show(control: Control, request: Request) -> Response:
+    """One fault rule."""
     rule_id = request.path_params["fault"]
     for rule in control.node.served.faults:
         if rule.id == rule_id:
@@ -141,14 +113,9 @@ async def show(control: Control, request: Request) -> Response:
     raise ApiError(404, "not_found", f"no fault rule {rule_id}")
 
 
-@ROUTES.add(
-    "DELETE",
-    "/v1/faults/{fault}",
-    "Remove a fault rule",
-    Reply(204, "Removed"),
-    errors=(404, 503),
-)
+@ROUTES.add("DELETE", "/v1/faults/{fault}", Reply(204, "Removed"), errors=(404,))
 async def remove(control: Control, request: Request) -> Response:
+    """Remove a fault rule."""
     rule_id = request.path_params["fault"]
     if not await control.write(lambda txn: remove_fault(txn, rule_id)):
         raise ApiError(404, "not_found", f"no fault rule {rule_id}")

@@ -6,18 +6,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import (
-    WRITE_ERRORS,
-    ApiError,
-    Body,
-    Control,
-    Parameter,
-    Reply,
-    Routes,
-    Schema,
-    read_json,
-)
-from azimds.admin.vms import VM_PARAMETER, change
+from azimds.admin.core import ApiError, Body, Control, Parameter, Reply, Routes, Schema, read_json
+from azimds.admin.vms import VM_PARAMETER, change_vm
 from azimds.fleet.operations import add_user_identity, remove_user_identity, set_system_identity
 
 USER_IDENTITY_JSON = {
@@ -61,14 +51,9 @@ IDENTITY_PARAMETER = Parameter(
 ROUTES = Routes(VM_PARAMETER, IDENTITY_PARAMETER)
 
 
-@ROUTES.add(
-    "GET",
-    "/v1/vms/{vm}/identities",
-    "The VM's managed identities",
-    Reply(200, "Identities", IDENTITIES),
-    errors=(404,),
-)
+@ROUTES.add("GET", "/v1/vms/{vm}/identities", Reply(200, "Identities", IDENTITIES), errors=(404,))
 async def list_identities(control: Control, request: Request) -> Response:
+    """The VM's managed identities."""
     vm = await control.resolve(request)
     return JSONResponse(vm.identity)
 
@@ -76,25 +61,25 @@ async def list_identities(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "POST",
     "/v1/vms/{vm}/identities",
-    "Assign a user-assigned identity (ids derived where not given)",
     Reply(201, "Assigned", USER_IDENTITY),
-    errors=(*WRITE_ERRORS, 404, 409),
-    body=Body(USER_IDENTITY),
+    body=USER_IDENTITY,
+    errors=(404, 409),
 )
 async def add_identity(control: Control, request: Request) -> Response:
-    vm = await change(control, request, add_user_identity)
+    """Assign a user-assigned identity (ids derived where not given)."""
+    vm = await change_vm(control, request, add_user_identity)
     return JSONResponse(vm.identity["userAssigned"][-1], status_code=201)
 
 
 @ROUTES.add(
     "PUT",
     "/v1/vms/{vm}/identities/system",
-    "Turn the system-assigned identity on",
     Reply(200, "On", SYSTEM_IDENTITY),
-    errors=(*WRITE_ERRORS, 404),
     body=Body(SYSTEM_IDENTITY_REQUEST, required=False),
+    errors=(404,),
 )
 async def enable_system(control: Control, request: Request) -> Response:
+    """Turn the system-assigned identity on."""
     vm_id = (await control.resolve(request)).vm_id
     body = await read_json(request) if await request.body() else {}
     if not isinstance(body, dict):
@@ -103,28 +88,18 @@ async def enable_system(control: Control, request: Request) -> Response:
     return JSONResponse(vm.identity["systemAssigned"])
 
 
-@ROUTES.add(
-    "DELETE",
-    "/v1/vms/{vm}/identities/system",
-    "Turn the system-assigned identity off",
-    Reply(204, "Off"),
-    errors=(404, 503),
-)
+@ROUTES.add("DELETE", "/v1/vms/{vm}/identities/system", Reply(204, "Off"), errors=(404,))
 async def disable_system(control: Control, request: Request) -> Response:
+    """Turn the system-assigned identity off."""
     vm_id = (await control.resolve(request)).vm_id
     await control.write(lambda txn: set_system_identity(txn, vm_id, False, {}))
     return Response(status_code=204)
 
 
 # After .../identities/system: "system" names the system-assigned identity, not a user-assigned one.
-@ROUTES.add(
-    "DELETE",
-    "/v1/vms/{vm}/identities/{identity}",
-    "Unassign a user-assigned identity",
-    Reply(204, "Unassigned"),
-    errors=(404, 503),
-)
+@ROUTES.add("DELETE", "/v1/vms/{vm}/identities/{identity}", Reply(204, "Unassigned"), errors=(404,))
 async def remove_identity(control: Control, request: Request) -> Response:
+    """Unassign a user-assigned identity."""
     vm_id = (await control.resolve(request)).vm_id
     key = request.path_params["identity"]
     await control.write(lambda txn: remove_user_identity(txn, vm_id, key))

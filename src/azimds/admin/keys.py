@@ -19,10 +19,9 @@ ROTATED = Schema(
 ROUTES = Routes()
 
 
-@ROUTES.add(
-    "GET", "/v1/keys", "The token-signing keys (public facts only)", Reply(200, "Keys", KEYS)
-)
+@ROUTES.add("GET", "/v1/keys", Reply(200, "Keys", KEYS))
 async def list_keys(control: Control, request: Request) -> Response:
+    """The token-signing keys (public facts only)."""
     fleet = control.node.served
     keys = [
         {
@@ -36,15 +35,12 @@ async def list_keys(control: Control, request: Request) -> Response:
     return JSONResponse({"keys": keys})
 
 
-@ROUTES.add(
-    "POST",
-    "/v1/keys/rotate",
-    "A new signing key; the old one stays published for the overlap",
-    Reply(200, "Rotated", ROTATED),
-    errors=(503,),
-)
+@ROUTES.add("POST", "/v1/keys/rotate", Reply(200, "Rotated", ROTATED))
 async def rotate(control: Control, request: Request) -> Response:
-    """A new signing key; the old one stays in the JWKS until its tokens have expired."""
+    """A new signing key; the old one stays published for the overlap.
+
+    The overlap, the token lifetime and the refresh margin, outlasts the old key's tokens.
+    """
     overlap = control.tokens.lifetime + TOKEN_REFRESH_MARGIN
     now = dt.datetime.now(dt.UTC)
     kid = await control.write(lambda txn: rotate_jwt_key(txn, now, overlap))

@@ -33,17 +33,14 @@ STATUS = Schema(
         },
     },
 )
+TEXT = {"type": "string"}
 REQUESTS = Schema("Requests", {"type": "object", "properties": {"requests": {"type": "array"}}})
 ROUTES = Routes()
 
 
-@ROUTES.add(
-    "GET",
-    "/v1/status",
-    "The node: revision served, store, VM count, listeners, uptime, pid",
-    Reply(200, "Status", STATUS),
-)
+@ROUTES.add("GET", "/v1/status", Reply(200, "Status", STATUS))
 async def status(control: Control, request: Request) -> Response:
+    """The node: revision served, store, VM count, listeners, uptime, pid."""
     fleet = control.node.served
     return JSONResponse(
         {
@@ -65,16 +62,16 @@ async def status(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "GET",
     "/v1/requests",
-    "The guest requests this node answered (its last 10,000)",
     Reply(200, "Requests", REQUESTS),
     errors=(400,),
-    query=(
-        Parameter("since", type="integer"),
-        Parameter("limit", type="integer"),
-    ),
+    query=(Parameter("since", type="integer"), Parameter("limit", type="integer")),
 )
 async def requests(control: Control, request: Request) -> Response:
-    """The request log: entries after ``since`` (a sequence number), oldest first."""
+    """The guest requests this node answered (its last 10,000).
+
+    The entries after ``since`` (a sequence number), oldest first; ``limit`` of them at most
+    (1,000 unless given, never over 10,000).
+    """
     try:
         since = int(request.query_params.get("since", "0"))
         limit = min(int(request.query_params.get("limit", "1000")), 10_000)
@@ -85,14 +82,13 @@ async def requests(control: Control, request: Request) -> Response:
 
 
 @ROUTES.add(
-    "GET",
-    "/metrics",
-    "Prometheus metrics",
-    Reply(200, "Metrics, text format 0.0.4", {"type": "string"}, media="text/plain"),
-    public=True,
+    "GET", "/metrics", Reply(200, "Metrics, text format 0.0.4", TEXT, "text/plain"), public=True
 )
 async def metrics(control: Control, request: Request) -> Response:
-    """Prometheus text format: requests, latency, tokens, documents, events, store lag."""
+    """Prometheus metrics.
+
+    Requests, latency, tokens, documents, events, store lag, in Prometheus's text format.
+    """
     fleet = control.node.served
     observed = control.observed
     services = observed.services

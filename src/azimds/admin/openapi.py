@@ -63,8 +63,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             "required": endpoint.body.required,
             "content": {media: {"schema": endpoint.body.schema} for media in endpoint.body.media},
         }
-    errors = sorted({*endpoint.errors, *(() if endpoint.public else (401,))})
-    replies = [*endpoint.replies, *(Reply(status, REASONS[status], ERROR) for status in errors)]
+    errors = (Reply(status, REASONS[status], ERROR) for status in endpoint.statuses)
+    replies = [*endpoint.replies, *errors]
     operation["responses"] = {str(reply.status): _reply(reply) for reply in replies}
     return operation
 

@@ -33,25 +33,22 @@ CA_PATHS = {
 CERTIFICATE_MEDIA = {"der": "application/pkix-cert", "pem": "application/x-pem-file"}
 CLAIMS: tuple[str, ...] = ("aud", "iss", "iat", "nbf", "exp", "appid", "appidacr", "idp")
 CLAIMS += ("idtyp", "oid", "sub", "tid", "uti", "ver", "xms_mirid")
+HEALTH = {"type": "object", "properties": {"status": {"type": "string"}}}
 JWKS = Schema("JWKS", {"type": "object", "properties": {"keys": {"type": "array"}}})
 DISCOVERY = Schema("Discovery", {"type": "object", "properties": {"issuer": {"type": "string"}}})
 TENANT_PARAMETER = Parameter("tenant", "A tenant id (any: the keys are the same)")
 ROUTES = Routes(TENANT_PARAMETER)
 
 
-@ROUTES.add("GET", "/openapi.json", "This document", public=True, documented=False)
+@ROUTES.add("GET", "/openapi.json", public=True, documented=False)
 async def openapi(control: Control, request: Request) -> Response:
+    """This API's OpenAPI document, generated from its route table."""
     return JSONResponse(document(control.routes))
 
 
-@ROUTES.add(
-    "GET",
-    "/healthz",
-    "Liveness",
-    Reply(200, "The node runs", {"type": "object", "properties": {"status": {"type": "string"}}}),
-    public=True,
-)
+@ROUTES.add("GET", "/healthz", Reply(200, "The node runs", HEALTH), public=True)
 async def healthz(control: Control, request: Request) -> Response:
+    """Liveness."""
     return JSONResponse({"status": "ok"})
 
 
@@ -84,21 +81,16 @@ ROUTES.extend(
 )
 
 
-@ROUTES.add(
-    "GET",
-    "/discovery/keys",
-    "JWKS: the keys that verify managed-identity tokens",
-    Reply(200, "JWKS", JWKS),
-    public=True,
-)
+@ROUTES.add("GET", "/discovery/keys", Reply(200, "JWKS", JWKS), public=True)
 @ROUTES.add(
     "GET",
     "/{tenant}/discovery/keys",
-    "JWKS, as Azure AD serves it per tenant",
     Reply(200, "JWKS", JWKS),
     public=True,
+    summary="JWKS, as Azure AD serves it per tenant",
 )
 async def jwks(control: Control, request: Request) -> Response:
+    """JWKS: the keys that verify managed-identity tokens."""
     now = time.time()
     keys = [key.jwk() for key in control.node.served.jwt_keys.values() if key.published(now)]
     return JSONResponse({"keys": keys})
@@ -107,12 +99,14 @@ async def jwks(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "GET",
     "/{tenant}/.well-known/openid-configuration",
-    "OpenID Connect discovery (Azure AD v1 form)",
     Reply(200, "Discovery document", DISCOVERY),
     public=True,
 )
 async def openid_configuration(control: Control, request: Request) -> Response:
-    """Azure AD's v1 discovery document, pointing at this node's JWKS."""
+    """OpenID Connect discovery (Azure AD v1 form).
+
+    Azure AD's v1 discovery document, pointing at this node's JWKS.
+    """
     tenant = request.path_params["tenant"]
     issuer = f"{control.tokens.issuer_base}/{tenant}/"
     base = f"{control.tokens.issuer_base}/{tenant}"

@@ -8,16 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import (
-    WRITE_ERRORS,
-    Body,
-    Control,
-    Parameter,
-    Reply,
-    Routes,
-    Schema,
-    read_json,
-)
+from azimds.admin.core import Body, Control, Parameter, Reply, Routes, Schema, read_json
 from azimds.fleet import schema
 from azimds.fleet.identity import USER_KEYS
 from azimds.fleet.limits import LIMIT_KEYS
@@ -132,7 +123,7 @@ def summary(vm: VM) -> dict[str, Any]:
     }
 
 
-async def change(
+async def change_vm(
     control: Control, request: Request, operation: Callable[[Transaction, str, Any], VM]
 ) -> VM:
     """Apply ``operation`` with the request's body to the VM the path names (a 404 before the
@@ -142,22 +133,17 @@ async def change(
     return await control.write(lambda txn: operation(txn, vm_id, body))
 
 
-@ROUTES.add("GET", "/v1/vms", "List VMs", Reply(200, "The VMs", VM_LIST))
+@ROUTES.add("GET", "/v1/vms", Reply(200, "The VMs", VM_LIST))
 async def list_vms(control: Control, request: Request) -> Response:
+    """List VMs."""
     fleet = control.node.served
     vms = sorted(fleet.vms.values(), key=lambda vm: (vm.name, vm.vm_id))
     return JSONResponse({"revision": fleet.revision, "vms": [summary(vm) for vm in vms]})
 
 
-@ROUTES.add(
-    "POST",
-    "/v1/vms",
-    "Create a VM (fields not given are empty; vmId generated if absent)",
-    Reply(201, "Created", VM_SCHEMA),
-    errors=(*WRITE_ERRORS, 409),
-    body=Body(VM_SCHEMA),
-)
+@ROUTES.add("POST", "/v1/vms", Reply(201, "Created", VM_SCHEMA), body=VM_SCHEMA, errors=(409,))
 async def create(control: Control, request: Request) -> Response:
+    """Create a VM (fields not given are empty; vmId generated if absent)."""
     body = await read_json(request)
     vm = await control.write(lambda txn: create_vm(txn, body))
     return JSONResponse(
@@ -165,14 +151,9 @@ async def create(control: Control, request: Request) -> Response:
     )
 
 
-@ROUTES.add(
-    "GET",
-    "/v1/vms/{vm}",
-    "A VM's complete description",
-    Reply(200, "The VM", VM_SCHEMA),
-    errors=(404,),
-)
+@ROUTES.add("GET", "/v1/vms/{vm}", Reply(200, "The VM", VM_SCHEMA), errors=(404,))
 async def show(control: Control, request: Request) -> Response:
+    """A VM's complete description."""
     vm = await control.resolve(request)
     return JSONResponse(vm.description())
 
@@ -180,37 +161,28 @@ async def show(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "PUT",
     "/v1/vms/{vm}",
-    "Replace a VM's description (vmId stays)",
     Reply(200, "Replaced", VM_SCHEMA),
-    errors=(*WRITE_ERRORS, 404, 409),
-    body=Body(VM_SCHEMA),
+    body=VM_SCHEMA,
+    errors=(404, 409),
+    summary="Replace a VM's description (vmId stays)",
 )
-async def replace(control: Control, request: Request) -> Response:
-    vm = await change(control, request, replace_vm)
-    return JSONResponse(vm.description())
-
-
 @ROUTES.add(
     "PATCH",
     "/v1/vms/{vm}",
-    "JSON Merge Patch (RFC 7396) of a VM's description",
     Reply(200, "Patched", VM_SCHEMA),
-    errors=(*WRITE_ERRORS, 404, 409),
     body=MERGE_PATCH,
+    errors=(404, 409),
+    summary="JSON Merge Patch (RFC 7396) of a VM's description",
 )
-async def patch(control: Control, request: Request) -> Response:
-    vm = await change(control, request, patch_vm)
+async def change(control: Control, request: Request) -> Response:
+    """Replace (PUT) or merge-patch (PATCH) the VM the path names."""
+    vm = await change_vm(control, request, replace_vm if request.method == "PUT" else patch_vm)
     return JSONResponse(vm.description())
 
 
-@ROUTES.add(
-    "DELETE",
-    "/v1/vms/{vm}",
-    "Remove a VM",
-    Reply(204, "Removed"),
-    errors=(404, 503),
-)
+@ROUTES.add("DELETE", "/v1/vms/{vm}", Reply(204, "Removed"), errors=(404,))
 async def delete(control: Control, request: Request) -> Response:
+    """Remove a VM."""
     vm_id = (await control.resolve(request)).vm_id
     await control.write(lambda txn: delete_vm(txn, vm_id))
     return Response(status_code=204)
