@@ -1,8 +1,9 @@
 """The control plane's OpenAPI document, generated from its route table (``api.ROUTES``).
 
-Each endpoint declares its summary, parameters, body and answers next to its handler; here they
-become operations, and every named ``Schema`` they use becomes a ``components/schemas`` entry
-that they ``$ref``. The VM schema comes from the fleet model (``admin/vms.py``).
+Each endpoint declares its parameters, body and answers on its handler (the summary is the
+handler's docstring); here they become operations, and every named ``Schema`` they use becomes
+a ``components/schemas`` entry that they ``$ref``. The VM schema comes from the fleet model
+(``fleet/schema.py``, joined in ``admin/vms.py``).
 """
 
 from __future__ import annotations
