@@ -6,7 +6,7 @@ be one the document promises: no 5xx, a documented status code, the documented c
 a body and headers that match the documented schemas.
 
 Schemathesis is used as a library (its strategies and checks): its pytest integration does not
-run on pytest 9. The operations come from ``azimds.admin.openapi.document()``, so each is a
+run on pytest 9. The operations come from the generated ``openapi.document(ROUTES)``, so each is a
 test of its own, and a route added to the document is tested without a change here.
 """
 
@@ -30,6 +30,7 @@ from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.generation.case import Case
 from schemathesis.schemas import BaseSchema
 
+from azimds.admin.api import ROUTES
 from azimds.admin.openapi import document
 from tests.admin.client import call
 from tests.conftest import ServerProcess
@@ -45,7 +46,7 @@ CHECKS = [
 METHODS = ("get", "put", "post", "patch", "delete")
 OPERATIONS = [
     (method.upper(), path)
-    for path, item in document()["paths"].items()
+    for path, item in document(ROUTES)["paths"].items()
     for method in METHODS
     if method in item
 ]
@@ -54,7 +55,7 @@ OPERATIONS = [
 NEGATABLE = [
     (method, path)
     for method, path in OPERATIONS
-    if "requestBody" in (operation := document()["paths"][path][method.lower()])
+    if "requestBody" in (operation := document(ROUTES)["paths"][path][method.lower()])
     or any(p["in"] == "query" for p in operation.get("parameters", []))
 ]
 # Operations that cost real time per call: a key pair each, the event engine's settling.

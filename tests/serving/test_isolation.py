@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from azimds.admin import api as admin_api
 from azimds.admin.client import AdminClient
+from azimds.admin.public import CA_PATHS
 from tests.admin.client import call, new_vm
 from tests.conftest import ServerProcess
 from tests.guest.attested.test_ca_lifecycle import views
@@ -315,7 +316,7 @@ def test_every_route_of_the_app_is_in_openapi(node: ServerProcess) -> None:
     public = {(m, p) for m, p, needs in openapi_operations(node) if not needs}
     assert {p for _, p in public} == {
         "/healthz", "/metrics", "/discovery/keys", "/{tenant}/discovery/keys",
-        "/{tenant}/.well-known/openid-configuration", *admin_api.CA_PATHS,
+        "/{tenant}/.well-known/openid-configuration", *CA_PATHS,
     }  # fmt: skip
 
 

@@ -1,11 +1,14 @@
-"""Changes to scheduled events, as store transactions: schedule, cancel, approve, advance."""
+"""Changes to scheduled events, as store transactions: schedule, cancel, approve, advance;
+and the checks of an event request before it (``parse_event``)."""
 
 from __future__ import annotations
 
+import math
 import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeGuard
 
+from azimds.fleet.clock import parse_moment
 from azimds.fleet.events import (
     DEFAULT_DURATION,
     DESCRIPTIONS,
@@ -18,8 +21,73 @@ from azimds.fleet.events import (
     Event,
 )
 from azimds.fleet.operations import FleetError, delete_vm
-from azimds.fleet.vm import VM_KIND
+from azimds.fleet.vm import VM, VM_KIND
 from azimds.store.base import Transaction
+
+# How far ahead an event or the event clock may be put (seconds): times stay printable dates.
+MAX_AHEAD = 100 * 365 * 86400
+REQUEST_FIELDS = (
+    "type",
+    "vms",
+    "notBefore",
+    "after",
+    "duration",
+    "description",
+    "source",
+    "unplanned",
+)
+
+
+def seconds_ahead(value: Any) -> TypeGuard[float]:
+    """A number of seconds from now: 0 or more, at most ``MAX_AHEAD`` (not NaN)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= MAX_AHEAD
+    )
+
+
+def _moment(value: Any, now: float, where: str) -> float:
+    moment = parse_moment(value, now)
+    if moment is None or not 0 <= moment <= now + MAX_AHEAD:  # (NaN is neither)
+        raise FleetError(
+            "invalid",
+            "a time is ISO 8601, epoch seconds or +SECONDS, at most 100 years ahead",
+            where,
+        )
+    return moment
+
+
+def parse_event(
+    spec: Any, now: float, find_vm: Callable[[str], VM | None], where: str = ""
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Check an event request in its wire form (as ``schedule_event`` takes it); ``find_vm``
+    finds a VM by name or vmId. Returns it with notBefore as epoch seconds, and its VMs
+    (vmId -> name). ``where`` prefixes the field an error names (a scenario's entry)."""
+    if not isinstance(spec, Mapping):
+        raise FleetError("invalid", "an event is a JSON object with type and vms", where)
+    unknown = set(spec) - set(REQUEST_FIELDS)
+    if unknown:
+        raise FleetError("invalid", f"unknown field {sorted(unknown)[0]}", where)
+    names = spec.get("vms")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise FleetError("invalid", "vms is a list of VM names or vmIds", f"{where}vms")
+    vms: dict[str, str] = {}
+    for name in names:
+        vm = find_vm(name)
+        if vm is None:
+            raise FleetError("not_found", f"no VM with vmId or name '{name}'", f"{where}vms")
+        vms[vm.vm_id] = vm.name
+    checked = dict(spec)
+    if checked.get("notBefore") is not None:
+        checked["notBefore"] = _moment(checked["notBefore"], now, f"{where}notBefore")
+    after = checked.get("after")
+    if after is not None and not seconds_ahead(after):
+        raise FleetError(
+            "invalid", "after is seconds from now (0 or more, at most 100 years)", f"{where}after"
+        )
+    return checked, vms
 
 
 def _body(event: Event) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from azimds.admin.api import INTERMEDIATE_PATH, AdminAPI, Observed
+from azimds.admin.api import AdminAPI
+from azimds.admin.core import Observed
+from azimds.admin.public import INTERMEDIATE_PATH
 from azimds.config.settings import Config, ConfigError, read_fleet_file
 from azimds.fleet.clock import set_clock
 from azimds.fleet.faults import FaultError
