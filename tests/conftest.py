@@ -14,7 +14,6 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import pytest
 
-from azimds.admin.client import AdminClient
 from azimds.cli.serve import LOG_FORMAT, configure, serve
 from azimds.node import thread as node_thread
 from tests.http import get
@@ -208,17 +207,23 @@ def node_fixture(*args: str, scope: Literal["session", "module", "function"] = "
     return pytest.fixture(scope=scope)(started)
 
 
-# A node of the tests' own, in memory, that tests may change: what they add they remove.
-scratch = node_fixture("--store", "memory:", scope="session")
+@pytest.fixture(scope="session")
+def node() -> Iterator[ServerThread]:
+    """A node in memory for tests that change it (fault rules, scheduled events); the shared
+    ``server`` is only read."""
+    process = ServerThread("--store", "memory:")
+    yield process
+    process.stop()
 
 
 @pytest.fixture
-def faulty(scratch: ServerThread) -> Iterator[ServerThread]:
-    """``scratch``, with no fault rule before or after the test."""
-    control = AdminClient(scratch.admin_url, scratch.token)
-    control.request("DELETE", "/v1/faults")
-    yield scratch
-    control.request("DELETE", "/v1/faults")
+def faulty(node: ServerThread) -> Iterator[ServerThread]:
+    """``node``, with its fault rules cleared before and after the test."""
+    from tests.client.support import clear_faults  # imports this module
+
+    clear_faults(node)
+    yield node
+    clear_faults(node)
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,11 @@ def add_fault(server: Server, **rule: Any) -> dict[str, Any]:
     return answer  # type: ignore[no-any-return]
 
 
+def clear_faults(server: Server) -> None:
+    status, _, answer = call(server, "DELETE", "/v1/faults")
+    assert status == 200, answer
+
+
 def admin_text(server: Server, path: str) -> bytes:
     """A public route of the control plane (the attestation CA's certificates)."""
     with httpx.Client(trust_env=False) as client:
