@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.http import get
 
 INSTANCE = "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text"
@@ -28,7 +28,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_metrics_count_exactly_what_happened(tmp_path: Path) -> None:
     access_log = tmp_path / "access.jsonl"
-    node = ServerProcess("--store", "memory:", "--access-log", str(access_log))
+    node = ServerThread("--store", "memory:", "--access-log", str(access_log))
     try:
         for _ in range(3):
             assert get(node.port, INSTANCE).status == 200
@@ -40,7 +40,7 @@ def test_metrics_count_exactly_what_happened(tmp_path: Path) -> None:
         page = subprocess.run(
             ["curl", "-sf", f"{node.admin_url}/metrics"], capture_output=True, text=True, check=True
         ).stdout
-        # ServerProcess waits for the server with one /metadata/versions request.
+        # ServerThread waits for the server with one /metadata/versions request.
         assert metric(page, "azimds_requests_total", category="versions", status="200") == 1
         assert metric(page, "azimds_requests_total", category="instance", status="200") == 3
         assert metric(page, "azimds_requests_total", category="instance", status="400") == 1
@@ -75,7 +75,7 @@ def test_metrics_count_exactly_what_happened(tmp_path: Path) -> None:
 
 
 def test_azimds_logs_prints_and_follows() -> None:
-    node = ServerProcess("--store", "memory:")
+    node = ServerThread("--store", "memory:")
     try:
         get(node.port, INSTANCE)
         command = [sys.executable, "-m", "azimds", "logs", "--state-dir", str(node.state_dir)]
@@ -104,7 +104,7 @@ def test_azimds_logs_prints_and_follows() -> None:
 
 
 def test_the_request_log_needs_the_token() -> None:
-    node = ServerProcess("--store", "memory:")
+    node = ServerThread("--store", "memory:")
     try:
         assert call(node, "GET", "/v1/requests", token=None)[0] == 401
     finally:

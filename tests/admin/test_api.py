@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from tests.admin.client import call, new_vm
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread, node_fixture
 from tests.http import get
 
 EXAMPLE_ID = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
 FIRST_IP = "vm.network.interface[0].ipv4.ipAddress[0]"
 
 
-@pytest.fixture
-def node() -> Iterator[ServerProcess]:
-    process = ServerProcess("--store", "memory:")
-    yield process
-    process.stop()
+node = node_fixture("--store", "memory:")
 
 
-def guest_text(node: ServerProcess, path: str) -> bytes:
+def guest_text(node: ServerThread, path: str) -> bytes:
     reply = get(node.port, f"/metadata/instance{path}?api-version=2021-02-01&format=text")
     assert reply.status == 200, reply.body
     return reply.body
@@ -34,7 +29,7 @@ def guest_text(node: ServerProcess, path: str) -> bytes:
     ("method", "path"), [("GET", "/v1/vms"), ("DELETE", "/v1/vms/x"), ("GET", "/v1/status")]
 )
 def test_missing_or_wrong_token_is_401(
-    node: ServerProcess, token: str | None, method: str, path: str
+    node: ServerThread, token: str | None, method: str, path: str
 ) -> None:
     status, headers, body = call(node, method, path, token=token)
     assert status == 401
@@ -42,13 +37,13 @@ def test_missing_or_wrong_token_is_401(
     assert body["error"]["code"] == "unauthorized"
 
 
-def test_token_file_is_private(node: ServerProcess) -> None:
+def test_token_file_is_private(node: ServerThread) -> None:
     mode = (node.state_dir / "admin-token").stat().st_mode & 0o777
     assert mode == 0o600
     assert (node.state_dir.stat().st_mode & 0o777) == 0o700
 
 
-def test_openapi_and_health_need_no_token(node: ServerProcess) -> None:
+def test_openapi_and_health_need_no_token(node: ServerThread) -> None:
     status, _, document = call(node, "GET", "/openapi.json", token=None)
     assert status == 200
     assert document["openapi"].startswith("3.")
@@ -57,7 +52,7 @@ def test_openapi_and_health_need_no_token(node: ServerProcess) -> None:
     assert call(node, "GET", "/healthz", token=None)[0] == 200
 
 
-def test_list_and_show_the_default_vm(node: ServerProcess) -> None:
+def test_list_and_show_the_default_vm(node: ServerThread) -> None:
     status, _, listing = call(node, "GET", "/v1/vms")
     assert status == 200
     assert [vm["vmId"] for vm in listing["vms"]] == [EXAMPLE_ID]
@@ -70,7 +65,7 @@ def test_list_and_show_the_default_vm(node: ServerProcess) -> None:
         assert vm["extended"] == {"compute": {"hasCustomData": False, "ppsType": "None"}}
 
 
-def test_create_fills_every_field_and_generates_a_vm_id(node: ServerProcess) -> None:
+def test_create_fills_every_field_and_generates_a_vm_id(node: ServerThread) -> None:
     status, headers, vm = call(
         node, "POST", "/v1/vms", new_vm("web-1", "10.0.0.4", location="westus")
     )
@@ -83,7 +78,7 @@ def test_create_fills_every_field_and_generates_a_vm_id(node: ServerProcess) -> 
     assert call(node, "GET", "/v1/vms/web-1")[2] == vm
 
 
-def test_merge_patch_changes_what_the_guest_sees_at_once(node: ServerProcess) -> None:
+def test_merge_patch_changes_what_the_guest_sees_at_once(node: ServerThread) -> None:
     status, _, vm = call(
         node,
         "PATCH",
@@ -105,7 +100,7 @@ def test_merge_patch_changes_what_the_guest_sees_at_once(node: ServerProcess) ->
     assert guest_text(node, "/compute/tags") == b"baz:bash;foo:bar;env:ci"
 
 
-def test_replace_keeps_the_vm_id(node: ServerProcess) -> None:
+def test_replace_keeps_the_vm_id(node: ServerThread) -> None:
     status, _, vm = call(node, "PUT", f"/v1/vms/{EXAMPLE_ID}", new_vm("renamed", "10.1.1.1"))
     assert status == 200
     assert vm["compute"]["vmId"] == EXAMPLE_ID
@@ -117,7 +112,7 @@ def test_replace_keeps_the_vm_id(node: ServerProcess) -> None:
     assert (status, body["error"]["field"]) == (400, "vm.compute.vmId")
 
 
-def test_delete(node: ServerProcess) -> None:
+def test_delete(node: ServerThread) -> None:
     call(node, "POST", "/v1/vms", new_vm("doomed", "10.0.0.9"))
     status, _, body = call(node, "DELETE", "/v1/vms/doomed")
     assert (status, body) == (204, None)
@@ -127,7 +122,7 @@ def test_delete(node: ServerProcess) -> None:
     assert call(node, "POST", "/v1/vms", new_vm("reborn", "10.0.0.9"))[0] == 201
 
 
-def test_deleting_the_default_vm_leaves_single_mode_callers_unknown(node: ServerProcess) -> None:
+def test_deleting_the_default_vm_leaves_single_mode_callers_unknown(node: ServerThread) -> None:
     assert call(node, "DELETE", "/v1/vms/examplevmname")[0] == 204
     reply = get(node.port, "/metadata/instance?api-version=2021-02-01")
     assert reply.status == 403
@@ -149,7 +144,7 @@ def test_deleting_the_default_vm_leaves_single_mode_callers_unknown(node: Server
     ],
 )  # fmt: skip
 def test_invalid_descriptions_are_400_and_change_nothing(
-    node: ServerProcess, body: dict[str, object], field: str, words: str
+    node: ServerThread, body: dict[str, object], field: str, words: str
 ) -> None:
     before = call(node, "GET", "/v1/status")[2]["revision"]
     if "name" not in body.get("compute", {"name": 1}) and body != {"compute": {}}:
@@ -162,7 +157,7 @@ def test_invalid_descriptions_are_400_and_change_nothing(
     assert call(node, "GET", "/v1/status")[2]["revision"] == before
 
 
-def test_conflicts_are_409(node: ServerProcess) -> None:
+def test_conflicts_are_409(node: ServerThread) -> None:
     status, _, body = call(node, "POST", "/v1/vms", new_vm("twin", "10.144.133.132"))
     assert status == 409
     assert "address 10.144.133.132 already belongs to VM " + EXAMPLE_ID in body["error"]["message"]
@@ -170,7 +165,7 @@ def test_conflicts_are_409(node: ServerProcess) -> None:
     assert (status, body["error"]["code"]) == (409, "conflict")
 
 
-def test_body_limits_and_types(node: ServerProcess) -> None:
+def test_body_limits_and_types(node: ServerThread) -> None:
     huge = b'{"compute": {"name": "' + b"x" * (1024 * 1024) + b'"}}'
     status, _, body = call(node, "POST", "/v1/vms", raw=huge)
     assert (status, body["error"]["code"]) == (413, "too_large")
@@ -182,12 +177,12 @@ def test_body_limits_and_types(node: ServerProcess) -> None:
     assert status == 400
 
 
-def test_unknown_routes_and_methods(node: ServerProcess) -> None:
+def test_unknown_routes_and_methods(node: ServerThread) -> None:
     assert call(node, "GET", "/v1/nothing")[0] == 404
     assert call(node, "POST", "/v1/vms/examplevmname", {})[0] == 405
 
 
-def test_status(node: ServerProcess) -> None:
+def test_status(node: ServerThread) -> None:
     status, _, body = call(node, "GET", "/v1/status")
     assert status == 200
     assert body["store"] == "memory:"
@@ -197,17 +192,17 @@ def test_status(node: ServerProcess) -> None:
     assert body["defaultVm"] == EXAMPLE_ID
     assert body["guest"] == [f"http://127.0.0.1:{node.port}"]
     assert body["controlPlane"] == node.admin_url
-    assert body["pid"] == node.proc.pid
+    assert body["pid"] == node.pid
     assert body["uptime"] >= 0
 
 
-def test_control_plane_is_not_on_the_guest_listener(node: ServerProcess) -> None:
+def test_control_plane_is_not_on_the_guest_listener(node: ServerThread) -> None:
     reply = get(node.port, "/v1/vms", metadata=None)
     assert reply.status == 404  # the guest's IIS 404 page, not the admin API
     assert reply.headers["server"] == "Microsoft-IIS/10.0"
 
 
-def test_every_route_is_in_the_openapi_document(node: ServerProcess) -> None:
+def test_every_route_is_in_the_openapi_document(node: ServerThread) -> None:
     from starlette.routing import Route
 
     from azimds.admin.api import AdminAPI

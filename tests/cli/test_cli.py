@@ -32,8 +32,10 @@ def test_version() -> None:
     assert azimds("--version").stdout.startswith("azimds, version ")
 
 
-def test_banner_tells_how_to_reach_it(server: ServerProcess) -> None:
+def test_banner_tells_how_to_reach_it() -> None:
+    server = ServerProcess()  # a process: the banner is what it prints
     banner = server.banner
+    server.stop()
     url = f"http://127.0.0.1:{server.port}"
     assert f'curl -s -H Metadata:true "{url}/metadata/instance?api-version=2021-02-01"' in banner
     assert f"export AZURE_POD_IDENTITY_AUTHORITY_HOST={url}\n" in banner

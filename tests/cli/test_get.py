@@ -15,7 +15,7 @@ import pytest
 from azimds.client.protocol import SDK_ENDPOINT_ENV
 from azimds.host import state
 from tests.client.support import DEFAULT_VM_ID, add_fault, endpoint
-from tests.conftest import REPO, ServerProcess
+from tests.conftest import REPO, ServerThread
 
 ERROR_ANSWER, NO_ANSWER = 1, 3
 
@@ -37,18 +37,18 @@ def azimds_get(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
-def at(server: ServerProcess) -> tuple[str, str]:
+def at(server: ServerThread) -> tuple[str, str]:
     return ("--endpoint", endpoint(server))
 
 
-def test_a_leaf_prints_its_value(server: ServerProcess):
+def test_a_leaf_prints_its_value(server: ServerThread):
     result = azimds_get("instance/compute/vmId", *at(server))
     assert (result.returncode, result.stdout, result.stderr) == (0, DEFAULT_VM_ID + "\n", "")
     text = azimds_get("/metadata/instance/compute/vmId", "--format", "text", *at(server))
     assert text.stdout == DEFAULT_VM_ID + "\n"
 
 
-def test_json_is_indented_unless_raw(server: ServerProcess):
+def test_json_is_indented_unless_raw(server: ServerThread):
     result = azimds_get("/metadata/instance/compute", *at(server))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith('{\n  "additionalCapabilities"')
@@ -59,13 +59,13 @@ def test_json_is_indented_unless_raw(server: ServerProcess):
     assert json.loads(raw.stdout) == json.loads(result.stdout)
 
 
-def test_text_listing(server: ServerProcess):
+def test_text_listing(server: ServerThread):
     result = azimds_get("instance/compute", "-f", "text", *at(server))
     assert result.returncode == 0
     assert "tagsList/" in result.stdout.splitlines()
 
 
-def test_an_error_answer_goes_to_stderr(server: ServerProcess):
+def test_an_error_answer_goes_to_stderr(server: ServerThread):
     result = azimds_get("instance/compute/nothing", *at(server))
     assert result.returncode == ERROR_ANSWER
     assert result.stdout == ""
@@ -75,7 +75,7 @@ def test_an_error_answer_goes_to_stderr(server: ServerProcess):
     assert "format" in json.loads(json_leaf.stderr)["error"]
 
 
-def test_api_version_given_is_sent_as_is(server: ServerProcess):
+def test_api_version_given_is_sent_as_is(server: ServerThread):
     refused = azimds_get("instance", "--api-version", "2099-01-01", *at(server))
     assert refused.returncode == ERROR_ANSWER
     assert json.loads(refused.stderr)["newest-versions"][0] == "2025-04-07"
@@ -83,7 +83,7 @@ def test_api_version_given_is_sent_as_is(server: ServerProcess):
     assert old.returncode == 0 and "tags" not in json.loads(old.stdout)
 
 
-def test_a_token(server: ServerProcess):
+def test_a_token(server: ServerThread):
     result = azimds_get("identity/oauth2/token?resource=https://vault.azure.net", *at(server))
     assert result.returncode == 0, result.stderr
     token = json.loads(result.stdout)
@@ -91,7 +91,7 @@ def test_a_token(server: ServerProcess):
     assert token["token_type"] == "Bearer"
 
 
-def test_include_prints_status_and_headers(server: ServerProcess):
+def test_include_prints_status_and_headers(server: ServerThread):
     result = azimds_get("versions", "-i", *at(server))
     head, _, body = result.stdout.partition("\n\n")
     lines = head.splitlines()
@@ -100,14 +100,14 @@ def test_include_prints_status_and_headers(server: ServerProcess):
     assert json.loads(body)["apiVersions"][-1] == "2025-04-07"
 
 
-def test_the_sdk_variable_and_proxies(server: ServerProcess):
+def test_the_sdk_variable_and_proxies(server: ServerThread):
     env = {SDK_ENDPOINT_ENV: endpoint(server), "http_proxy": "http://127.0.0.1:9"}
     env |= {"HTTP_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9"}
     result = azimds_get("instance/compute/name", "--no-retry", env=env)
     assert (result.returncode, result.stdout) == (0, "examplevmname\n"), result.stderr
 
 
-def test_headers_can_be_added_and_metadata_overridden(server: ServerProcess):
+def test_headers_can_be_added_and_metadata_overridden(server: ServerThread):
     result = azimds_get("versions", "-H", "Metadata: false", *at(server))
     assert result.returncode == ERROR_ANSWER
     assert "Required metadata header not specified" in result.stderr
@@ -115,27 +115,27 @@ def test_headers_can_be_added_and_metadata_overridden(server: ServerProcess):
     assert bad.returncode == 2 and "Name: value" in bad.stderr
 
 
-def test_post_with_data(server: ServerProcess):
+def test_post_with_data(server: ServerThread):
     body = '{"StartRequests":[{"EventId":"00000000-0000-0000-0000-000000000000"}]}'
     result = azimds_get("scheduledevents", "-d", body, *at(server))
     assert result.returncode == ERROR_ANSWER
     assert "no scheduled event" in result.stderr
 
 
-def test_retries_through_failures(faulty: ServerProcess):
+def test_retries_through_failures(faulty: ServerThread):
     add_fault(faulty, actions=[{"status": 429, "retryAfter": 0}, {"status": 503, "retryAfter": 0}])
     result = azimds_get("instance/compute/vmId", *at(faulty))
     assert (result.returncode, result.stdout) == (0, DEFAULT_VM_ID + "\n"), result.stderr
 
 
-def test_no_retry_shows_the_failure(faulty: ServerProcess):
+def test_no_retry_shows_the_failure(faulty: ServerThread):
     add_fault(faulty, actions=[503], count=1)
     result = azimds_get("versions", "--no-retry", *at(faulty))
     assert result.returncode == ERROR_ANSWER
     assert "Internal service unavailable" in result.stderr
 
 
-def test_nothing_listening(faulty: ServerProcess):
+def test_nothing_listening(faulty: ServerThread):
     result = azimds_get("versions", "--endpoint", "http://127.0.0.1:9", "--deadline", "1")
     assert result.returncode == NO_ANSWER
     assert result.stdout == ""
@@ -153,7 +153,7 @@ def stale_node(directory: Path) -> dict[str, str]:
     return {"AZIMDS_STATE_DIR": str(directory)}
 
 
-def test_a_local_node_is_found_through_the_state_directory(server: ServerProcess):
+def test_a_local_node_is_found_through_the_state_directory(server: ServerThread):
     path = "/metadata/instance/compute/location"
     found = azimds_get(path, env={"AZIMDS_STATE_DIR": str(server.state_dir)})
     assert (found.returncode, found.stdout) == (0, "westus\n"), found.stderr
@@ -163,7 +163,7 @@ def test_a_local_node_is_found_through_the_state_directory(server: ServerProcess
     assert (flag.returncode, flag.stdout, flag.stderr) == (0, "westus\n", said)
 
 
-def test_an_explicit_endpoint_wins_over_the_state_directory(server: ServerProcess, tmp_path):
+def test_an_explicit_endpoint_wins_over_the_state_directory(server: ServerThread, tmp_path):
     stale = stale_node(tmp_path)
     path = "instance/compute/location"
     given = azimds_get(path, *at(server), "--state-dir", str(tmp_path), env=stale)
@@ -217,7 +217,7 @@ def test_importing_the_cli_and_the_client_package_leaves_httpx_alone():
     assert result.returncode == 0, result.stderr
 
 
-def test_the_documentations_examples_run(server: ServerProcess, tmp_path):
+def test_the_documentations_examples_run(server: ServerThread, tmp_path):
     """docs/client.md's first two Python examples (sync and async), against the server."""
     doc = (REPO / "docs" / "client.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, re.S)

@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
-import pytest
+from tests.conftest import ServerThread, node_fixture
 
-from tests.conftest import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[ServerProcess]:
-    process = ServerProcess("--store", "memory:")
-    yield process
-    process.stop()
+# The node in process; the CLI under test runs as a process of its own.
+node = node_fixture("--store", "memory:", scope="module")
 
 
-def azimds(node: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+def azimds(node: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "azimds", *args]
     if args[0] in ("identity", "keys"):
         command.insert(4, "--state-dir")
@@ -29,7 +22,7 @@ def azimds(node: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
 
-def test_identity_lifecycle_and_tokens(node: ServerProcess) -> None:
+def test_identity_lifecycle_and_tokens(node: ServerThread) -> None:
     listed = azimds(node, "identity", "list", "examplevmname")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[1].split()[0] == "system"
@@ -68,7 +61,7 @@ def test_identity_lifecycle_and_tokens(node: ServerProcess) -> None:
     assert azimds(node, "identity", "enable", "examplevmname").returncode == 0
 
 
-def test_keys_list_and_rotate(node: ServerProcess) -> None:
+def test_keys_list_and_rotate(node: ServerThread) -> None:
     before = azimds(node, "keys", "list").stdout.splitlines()
     assert before[0].split() == ["KID", "ACTIVE", "CREATED", "RETIRES"]
     rotated = azimds(node, "keys", "rotate")
@@ -79,7 +72,7 @@ def test_keys_list_and_rotate(node: ServerProcess) -> None:
     assert any(line.split()[:2] == [new_kid, "yes"] for line in after)
 
 
-def test_errors(node: ServerProcess) -> None:
+def test_errors(node: ServerThread) -> None:
     missing = azimds(node, "identity", "rm", "examplevmname", "nobody")
     assert missing.returncode == 1
     vm_id = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"

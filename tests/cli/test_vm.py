@@ -5,24 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread, node_fixture
 from tests.http import get
 
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[ServerProcess]:
-    process = ServerProcess("--store", "memory:")
-    yield process
-    process.stop()
+# The node in process; the CLI under test runs as a process of its own.
+node = node_fixture("--store", "memory:", scope="module")
 
 
 def azimds(
-    node: ServerProcess, *args: str, stdin: str | None = None
+    node: ServerThread, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "azimds", "vm", "--state-dir", str(node.state_dir), *args],
@@ -33,7 +26,7 @@ def azimds(
     )
 
 
-def test_list_is_a_readable_table(node: ServerProcess) -> None:
+def test_list_is_a_readable_table(node: ServerThread) -> None:
     result = azimds(node, "list")
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
@@ -43,7 +36,7 @@ def test_list_is_a_readable_table(node: ServerProcess) -> None:
     )
 
 
-def test_add_set_patch_show_rm(node: ServerProcess, tmp_path: Path) -> None:
+def test_add_set_patch_show_rm(node: ServerThread, tmp_path: Path) -> None:
     added = azimds(
         node, "add", "--name", "cli-vm", "--ip", "10.8.0.4", "--set", "compute.location=uksouth"
     )
@@ -74,7 +67,7 @@ def test_add_set_patch_show_rm(node: ServerProcess, tmp_path: Path) -> None:
     assert "cli-vm" not in azimds(node, "list").stdout
 
 
-def test_add_from_a_file(node: ServerProcess, tmp_path: Path) -> None:
+def test_add_from_a_file(node: ServerThread, tmp_path: Path) -> None:
     description = tmp_path / "vm.yaml"
     description.write_text("compute: {name: from-file, vmSize: Standard_B1s}\n")
     result = azimds(node, "add", str(description), "--json")
@@ -82,13 +75,13 @@ def test_add_from_a_file(node: ServerProcess, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["compute"]["vmSize"] == "Standard_B1s"
 
 
-def test_set_changes_what_the_guest_sees(node: ServerProcess) -> None:
+def test_set_changes_what_the_guest_sees(node: ServerThread) -> None:
     assert azimds(node, "set", "examplevmname", "compute.location=brazilsouth").returncode == 0
     reply = get(node.port, "/metadata/instance/compute/location?api-version=2021-02-01&format=text")
     assert reply.body == b"brazilsouth"
 
 
-def test_set_adds_and_removes_single_tags(node: ServerProcess) -> None:
+def test_set_adds_and_removes_single_tags(node: ServerThread) -> None:
     """The example VM's tags are baz:bash;foo:bar: one tag changes, the others stay."""
     assert (
         azimds(
@@ -100,7 +93,7 @@ def test_set_adds_and_removes_single_tags(node: ServerProcess) -> None:
     assert reply.body == b"baz:bash;env:dev"
 
 
-def test_errors_are_clear(node: ServerProcess, tmp_path: Path) -> None:
+def test_errors_are_clear(node: ServerThread, tmp_path: Path) -> None:
     missing = azimds(node, "show", "no-such-vm")
     assert missing.returncode == 1
     assert "Error: 404 not_found: no VM with vmId or name 'no-such-vm'" in missing.stderr

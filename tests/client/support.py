@@ -8,9 +8,8 @@ import httpx
 
 from azimds.client import RetryPolicy
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import Server
 
-DEFAULT_VM = "examplevmname"
 DEFAULT_VM_ID = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
 NEWEST = "2025-04-07"
 # Retries without real waiting worth the name: tests against a real server that sleep for real.
@@ -61,29 +60,22 @@ class AsyncRecording(httpx.AsyncHTTPTransport):
         return await super().handle_async_request(request)
 
 
-def endpoint(server: ServerProcess) -> str:
+def endpoint(server: Server) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-def add_fault(server: ServerProcess, **rule: Any) -> dict[str, Any]:
+def add_fault(server: Server, **rule: Any) -> dict[str, Any]:
     status, _, answer = call(server, "POST", "/v1/faults", rule)
     assert status == 201, answer
     return answer  # type: ignore[no-any-return]
 
 
-def clear_faults(server: ServerProcess) -> None:
+def clear_faults(server: Server) -> None:
     status, _, answer = call(server, "DELETE", "/v1/faults")
     assert status == 200, answer
 
 
-def schedule(server: ServerProcess, **spec: Any) -> dict[str, Any]:
-    spec.setdefault("vms", [DEFAULT_VM])
-    status, _, answer = call(server, "POST", "/v1/events", spec)
-    assert status == 201, answer
-    return answer  # type: ignore[no-any-return]
-
-
-def admin_text(server: ServerProcess, path: str) -> bytes:
+def admin_text(server: Server, path: str) -> bytes:
     """A public route of the control plane (the attestation CA's certificates)."""
     with httpx.Client(trust_env=False) as client:
         response = client.get(server.admin_url + path)

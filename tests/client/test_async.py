@@ -25,15 +25,15 @@ from tests.client.support import (
     add_fault,
     admin_text,
     endpoint,
-    schedule,
 )
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
+from tests.guest.events.support import schedule
 
 T = TypeVar("T")
 VAULT = "https://vault.azure.net"
 
 
-def run(server: ServerProcess, body: Callable[[AsyncIMDSClient], Awaitable[T]], **kw) -> T:
+def run(server: ServerThread, body: Callable[[AsyncIMDSClient], Awaitable[T]], **kw) -> T:
     async def main() -> T:
         async with AsyncIMDSClient(endpoint(server), **kw) as imds:
             return await body(imds)
@@ -41,7 +41,7 @@ def run(server: ServerProcess, body: Callable[[AsyncIMDSClient], Awaitable[T]], 
     return asyncio.run(main())
 
 
-def test_instance_leaf_node_and_tags(server: ServerProcess):
+def test_instance_leaf_node_and_tags(server: ServerThread):
     async def body(imds: AsyncIMDSClient):
         return (
             await imds.instance("compute/vmId"),
@@ -62,7 +62,7 @@ def test_instance_leaf_node_and_tags(server: ServerProcess):
     )
 
 
-def test_negotiation(server: ServerProcess):
+def test_negotiation(server: ServerThread):
     transport = AsyncRecording()
 
     async def body(imds: AsyncIMDSClient):
@@ -76,7 +76,7 @@ def test_negotiation(server: ServerProcess):
     assert "api-version=2099-01-01" in str(transport.requests[0].url)
 
 
-def test_token_and_identity_errors(server: ServerProcess):
+def test_token_and_identity_errors(server: ServerThread):
     async def body(imds: AsyncIMDSClient):
         token = await imds.token(VAULT)
         with pytest.raises(IdentityNotFound):
@@ -88,7 +88,7 @@ def test_token_and_identity_errors(server: ServerProcess):
     assert tenant
 
 
-def test_attested(server: ServerProcess):
+def test_attested(server: ServerThread):
     root = admin_text(server, "/attestation/root.pem")
 
     async def body(imds: AsyncIMDSClient):
@@ -98,7 +98,7 @@ def test_attested(server: ServerProcess):
     assert (document.vm_id, document.nonce) == (DEFAULT_VM_ID, "42")
 
 
-def test_scheduled_events_and_approval(node: ServerProcess):
+def test_scheduled_events_and_approval(node: ServerThread):
     event_id = schedule(node, type="Redeploy")["eventId"]
 
     async def body(imds: AsyncIMDSClient):
@@ -112,7 +112,7 @@ def test_scheduled_events_and_approval(node: ServerProcess):
     assert after.incarnation > listed.incarnation
 
 
-def test_retries_sleep_on_the_given_sleep(faulty: ServerProcess):
+def test_retries_sleep_on_the_given_sleep(faulty: ServerThread):
     add_fault(faulty, actions=[410, {"status": 429, "retryAfter": 2}, "reset"])
     time = FakeTime()
 
@@ -123,7 +123,7 @@ def test_retries_sleep_on_the_given_sleep(faulty: ServerProcess):
     assert len(time.sleeps) == 3 and time.sleeps[1] == 2
 
 
-def test_errors_after_retries(faulty: ServerProcess):
+def test_errors_after_retries(faulty: ServerThread):
     add_fault(faulty, actions=[500])
     time = FakeTime()
 
@@ -135,7 +135,7 @@ def test_errors_after_retries(faulty: ServerProcess):
     assert run(faulty, body, sleep=time.async_sleep, clock=time.monotonic) == 5
 
 
-def test_not_found_and_no_answer(server: ServerProcess):
+def test_not_found_and_no_answer(server: ServerThread):
     async def body(imds: AsyncIMDSClient):
         with pytest.raises(NotFound):
             await imds.load_balancer()
@@ -153,7 +153,7 @@ def test_not_found_and_no_answer(server: ServerProcess):
         asyncio.run(nowhere())
 
 
-def test_concurrent_requests_share_one_client(server: ServerProcess):
+def test_concurrent_requests_share_one_client(server: ServerThread):
     async def body(imds: AsyncIMDSClient):
         return await asyncio.gather(*(imds.instance("compute/vmId") for _ in range(10)))
 

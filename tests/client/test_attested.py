@@ -27,7 +27,7 @@ from azimds.signing.attestation import (
     sign,
 )
 from tests.client.support import DEFAULT_VM_ID, admin_text, endpoint
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.attested.tools import DOCS_SAMPLE_SIGNATURE
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -67,8 +67,8 @@ def content(nonce: str = "1234567890", hours: int = 6) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def sha256_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(
+def sha256_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    process = ServerThread(
         "--attested-digest",
         "sha256",
         "--store",
@@ -82,7 +82,7 @@ def sha256_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 # --- against a node -----------------------------------------------------------------------------
 
 
-def test_verified_against_the_nodes_root(server: ServerProcess):
+def test_verified_against_the_nodes_root(server: ServerThread):
     root = admin_text(server, "/attestation/root.pem")
     with IMDSClient(endpoint(server)) as imds:
         document = imds.attested(root, nonce="abcdef0123")
@@ -99,7 +99,7 @@ def test_verified_against_the_nodes_root(server: ServerProcess):
     assert json.loads(document.content) == dict(document.raw)
 
 
-def test_intermediate_given_instead_of_fetched(server: ServerProcess):
+def test_intermediate_given_instead_of_fetched(server: ServerThread):
     root = admin_text(server, "/attestation/root.cer")  # DER works as well as PEM
     intermediate = admin_text(server, "/attestation/intermediate.pem")
     with IMDSClient(endpoint(server)) as imds:
@@ -108,14 +108,14 @@ def test_intermediate_given_instead_of_fetched(server: ServerProcess):
             imds.attested(root, intermediates=[])
 
 
-def test_the_leaf_names_the_control_plane_as_its_issuer(server: ServerProcess):
+def test_the_leaf_names_the_control_plane_as_its_issuer(server: ServerThread):
     with IMDSClient(endpoint(server)) as imds:
         reply = imds.request("GET", "attested/document")
     leaf = signer_of(reply.json()["signature"])
     assert issuer_url(leaf) == f"{server.admin_url}/attestation/intermediate.cer"
 
 
-def test_another_root_does_not_verify(server: ServerProcess, chain: Chain):
+def test_another_root_does_not_verify(server: ServerThread, chain: Chain):
     with IMDSClient(endpoint(server)) as imds, pytest.raises(AttestationError, match="chain"):
         imds.attested(chain.root.pem())
 
@@ -128,7 +128,7 @@ def test_another_root_does_not_verify(server: ServerProcess, chain: Chain):
     ],
 )
 def test_both_digest_identifiers_verify(request: pytest.FixtureRequest, node: str, oid: str):
-    process: ServerProcess = request.getfixturevalue(node)
+    process: ServerThread = request.getfixturevalue(node)
     root = admin_text(process, "/attestation/root.pem")
     with IMDSClient(endpoint(process)) as imds:
         reply = imds.request("GET", "attested/document")

@@ -29,7 +29,7 @@ from azimds.client import (
 from azimds.client.protocol import SDK_ENDPOINT_ENV
 from azimds.fleet.identity import DEFAULT_TENANT_ID
 from tests.client.support import DEFAULT_VM_ID, NEWEST, FakeTime, Recording, endpoint
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 
 VAULT = "https://vault.azure.net"
 USER_DATA = b"#cloud-config\npackages: [nginx]\n"
@@ -54,13 +54,13 @@ LB = {
 
 
 @pytest.fixture
-def imds(server: ServerProcess) -> Iterator[IMDSClient]:
+def imds(server: ServerThread) -> Iterator[IMDSClient]:
     with IMDSClient(endpoint(server)) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A VM with user data, tags whose values hold colons, user-assigned identities and a load
     balancer."""
     config = tmp_path_factory.mktemp("custom") / "vm.yaml"
@@ -80,7 +80,7 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "loadBalancer": LB,
     }
     config.write_text(yaml.safe_dump({"vm": vm}))
-    process = ServerProcess("--config", str(config), "--store", "memory:")
+    process = ServerThread("--config", str(config), "--store", "memory:")
     yield process
     process.stop()
 
@@ -107,7 +107,7 @@ def test_a_leaf_is_text_and_a_node_is_json(imds: IMDSClient):
     ]
 
 
-def test_a_known_leaf_is_asked_for_as_text_at_once(server: ServerProcess):
+def test_a_known_leaf_is_asked_for_as_text_at_once(server: ServerThread):
     transport = Recording()
     with IMDSClient(endpoint(server), transport=transport) as imds:
         assert imds.instance("compute/vmId") == DEFAULT_VM_ID
@@ -133,7 +133,7 @@ def test_missing_element_is_not_found(imds: IMDSClient):
     assert raised.value.error == "Not found"
 
 
-def test_tags_as_a_dict(imds: IMDSClient, server: ServerProcess):
+def test_tags_as_a_dict(imds: IMDSClient, server: ServerThread):
     assert imds.tags() == {"baz": "bash", "foo": "bar"}
     # 2018-10-01 has no tagsList: the "k:v;k2:v2" string is parsed instead.
     with IMDSClient(endpoint(server), api_version="2018-10-01") as old:
@@ -154,7 +154,7 @@ def test_versions(imds: IMDSClient):
 # --- api-version negotiation -----------------------------------------------------------------
 
 
-def test_a_too_new_version_is_negotiated_down(server: ServerProcess):
+def test_a_too_new_version_is_negotiated_down(server: ServerThread):
     transport = Recording()
     with IMDSClient(endpoint(server), api_version="2099-01-01", transport=transport) as imds:
         assert imds.instance("compute")["vmId"] == DEFAULT_VM_ID
@@ -164,7 +164,7 @@ def test_a_too_new_version_is_negotiated_down(server: ServerProcess):
     assert versions == ["2099-01-01", NEWEST, NEWEST]
 
 
-def test_an_old_preferred_version_shapes_the_document(server: ServerProcess):
+def test_an_old_preferred_version_shapes_the_document(server: ServerThread):
     with IMDSClient(endpoint(server), api_version="2017-04-02") as imds:
         compute = imds.instance("compute")
         assert "tags" not in compute and "vmId" in compute  # tags came with 2017-08-01
@@ -181,7 +181,7 @@ def test_a_pinned_version_is_not_negotiated(imds: IMDSClient):
     assert imds.instance("compute", api_version="2017-08-01")["tags"] == "baz:bash;foo:bar"
 
 
-def test_negotiation_can_be_switched_off(server: ServerProcess):
+def test_negotiation_can_be_switched_off(server: ServerThread):
     imds = IMDSClient(endpoint(server), api_version="2099-01-01", negotiate=False)
     with imds, pytest.raises(ApiVersionError):
         imds.instance()
@@ -190,7 +190,7 @@ def test_negotiation_can_be_switched_off(server: ServerProcess):
 # --- where the client sends ------------------------------------------------------------------
 
 
-def test_the_sdk_variable_names_the_endpoint(server: ServerProcess, monkeypatch):
+def test_the_sdk_variable_names_the_endpoint(server: ServerThread, monkeypatch):
     monkeypatch.setenv(SDK_ENDPOINT_ENV, endpoint(server) + "/")
     with IMDSClient() as imds:
         assert imds.endpoint == endpoint(server)
@@ -208,7 +208,7 @@ def test_a_bad_endpoint_is_refused():
         IMDSClient("ftp://example.com")
 
 
-def test_proxies_in_the_environment_are_ignored(server: ServerProcess, monkeypatch):
+def test_proxies_in_the_environment_are_ignored(server: ServerThread, monkeypatch):
     dead = "http://127.0.0.1:9"  # nothing listens: a request through it would fail
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
         monkeypatch.setenv(name, dead)
@@ -218,7 +218,7 @@ def test_proxies_in_the_environment_are_ignored(server: ServerProcess, monkeypat
         assert imds.instance("compute/vmId") == DEFAULT_VM_ID
 
 
-def test_metadata_header_and_extra_headers_are_sent(server: ServerProcess):
+def test_metadata_header_and_extra_headers_are_sent(server: ServerThread):
     transport = Recording()
     with IMDSClient(
         endpoint(server), headers={"x-ms-client-request-id": "42"}, transport=transport
@@ -301,12 +301,12 @@ def test_no_load_balancer_is_not_found(imds: IMDSClient):
 # --- a VM of the tests' own ------------------------------------------------------------------
 
 
-def test_user_data_is_decoded(custom: ServerProcess):
+def test_user_data_is_decoded(custom: ServerThread):
     with IMDSClient(endpoint(custom)) as imds:
         assert imds.user_data() == USER_DATA
 
 
-def test_tag_values_keep_their_colons(custom: ServerProcess):
+def test_tag_values_keep_their_colons(custom: ServerThread):
     expected = {"env": "prod", "url": "http://example.com:8080"}
     with IMDSClient(endpoint(custom)) as imds:
         assert imds.tags() == expected
@@ -314,7 +314,7 @@ def test_tag_values_keep_their_colons(custom: ServerProcess):
         assert old.tags() == expected
 
 
-def test_tokens_for_each_identity(custom: ServerProcess):
+def test_tokens_for_each_identity(custom: ServerThread):
     with IMDSClient(endpoint(custom)) as imds:
         system = imds.token(VAULT)
         by_client = imds.token(VAULT, client_id=APP_CLIENT_ID)
@@ -327,7 +327,7 @@ def test_tokens_for_each_identity(custom: ServerProcess):
             imds.token(VAULT, msi_res_id=APP_RESOURCE_ID + "-nope")
 
 
-def test_load_balancer(custom: ServerProcess):
+def test_load_balancer(custom: ServerThread):
     with IMDSClient(endpoint(custom)) as imds:
         balancer = imds.load_balancer()
     assert balancer.public_ip_addresses == (PublicIpAddress("51.0.0.1", "10.1.0.4"),)

@@ -8,8 +8,9 @@ import datetime as dt
 import pytest
 
 from azimds.client import BadRequest, IMDSClient, RetryPolicy, ScheduledEvents
-from tests.client.support import FakeTime, add_fault, endpoint, schedule
-from tests.conftest import ServerProcess
+from tests.client.support import FakeTime, add_fault, endpoint
+from tests.conftest import ServerThread
+from tests.guest.events.support import schedule
 
 REBOOT_DESCRIPTION = "Virtual machine is going to be restarted as requested by authorized user."
 
@@ -20,7 +21,7 @@ def mine(events: ScheduledEvents, event_id: str):
     return found[0]
 
 
-def test_list_and_approve(node: ServerProcess):
+def test_list_and_approve(node: ServerThread):
     with IMDSClient(endpoint(node)) as imds:
         before = imds.scheduled_events()
         event_id = schedule(node, type="Reboot")["eventId"]
@@ -45,7 +46,7 @@ def test_list_and_approve(node: ServerProcess):
         imds.approve(event_id)  # again, by id: still 200
 
 
-def test_older_versions_show_fewer_fields(node: ServerProcess):
+def test_older_versions_show_fewer_fields(node: ServerThread):
     event_id = schedule(node, type="Freeze", duration=5)["eventId"]
     with IMDSClient(endpoint(node)) as imds:
         current = mine(imds.scheduled_events(), event_id)
@@ -55,7 +56,7 @@ def test_older_versions_show_fewer_fields(node: ServerProcess):
         imds.approve(event_id)
 
 
-def test_approving_an_unknown_event_is_a_bad_request(node: ServerProcess):
+def test_approving_an_unknown_event_is_a_bad_request(node: ServerThread):
     with IMDSClient(endpoint(node)) as imds, pytest.raises(BadRequest) as raised:
         imds.approve("00000000-0000-0000-0000-000000000000")
     assert raised.value.status == 400
@@ -63,7 +64,7 @@ def test_approving_an_unknown_event_is_a_bad_request(node: ServerProcess):
         imds.approve()
 
 
-def test_an_approval_is_retried(faulty: ServerProcess):
+def test_an_approval_is_retried(faulty: ServerThread):
     event_id = schedule(faulty, type="Reboot")["eventId"]
     add_fault(faulty, method="POST", path="/metadata/scheduledevents", actions=[503, "reset"])
     time = FakeTime()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import VECTORS, ServerProcess
+from tests.conftest import VECTORS, ServerThread
 from tests.http import get
 
 VM_ID = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
@@ -226,17 +226,17 @@ def test_raw_and_percent_encoded_queries(port: int, query: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def sample_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def sample_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A VM described by a real 2023-11-15 extended=true answer."""
     sample = json.loads((VECTORS / "instance-2023-11-15-extended.json").read_text())
     config = tmp_path_factory.mktemp("sample") / "vm.json"
     config.write_text(json.dumps({"vm": sample}))
-    process = ServerProcess("--config", str(config))
+    process = ServerThread("--config", str(config))
     yield process
     process.stop()
 
 
-def test_real_answer_is_reproduced_byte_for_byte(sample_server: ServerProcess) -> None:
+def test_real_answer_is_reproduced_byte_for_byte(sample_server: ServerThread) -> None:
     sample = json.loads((VECTORS / "instance-2023-11-15-extended.json").read_text())
     reply = get(sample_server.port, "/metadata/instance?api-version=2023-11-15&extended=true")
     assert reply.status == 200
@@ -311,10 +311,10 @@ CUSTOM_VM = {
 
 
 @pytest.fixture(scope="module")
-def custom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def custom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     config: Path = tmp_path_factory.mktemp("custom") / "vm.yaml"
     config.write_text(yaml.safe_dump(CUSTOM_VM))
-    process = ServerProcess("--config", str(config))
+    process = ServerThread("--config", str(config))
     yield process
     process.stop()
 
@@ -325,7 +325,7 @@ def text(port: int, path: str, version: str = "2025-04-07") -> str:
     return reply.text
 
 
-def test_config_file_sets_compute_fields(custom_server: ServerProcess) -> None:
+def test_config_file_sets_compute_fields(custom_server: ServerThread) -> None:
     port = custom_server.port
     assert text(port, "/compute/name") == "web-1"
     assert text(port, "/compute/zone") == "2"  # YAML integers become strings
@@ -335,13 +335,13 @@ def test_config_file_sets_compute_fields(custom_server: ServerProcess) -> None:
     assert text(port, "/compute/location") == "westus"  # untouched fields keep the example's
 
 
-def test_tags_mapping_gives_both_forms(custom_server: ServerProcess) -> None:
+def test_tags_mapping_gives_both_forms(custom_server: ServerThread) -> None:
     assert text(custom_server.port, "/compute/tags") == "env:prod;team:core"
     tags = instance(custom_server.port, "/compute/tagsList", "api-version=2025-04-07")
     assert tags == [{"name": "env", "value": "prod"}, {"name": "team", "value": "core"}]
 
 
-def test_several_nics_ips_and_ipv6(custom_server: ServerProcess) -> None:
+def test_several_nics_ips_and_ipv6(custom_server: ServerThread) -> None:
     port = custom_server.port
     assert text(port, "/network/interface") == "0/\n1/"
     assert text(port, "/network/interface/0/ipv4/ipAddress/1/privateIpAddress") == "10.0.0.5"
@@ -351,7 +351,7 @@ def test_several_nics_ips_and_ipv6(custom_server: ServerProcess) -> None:
     assert text(port, "/network/interface/0/ipv4/subnet/0/prefix") == "24"
 
 
-def test_data_disks_with_ultra_fields(custom_server: ServerProcess) -> None:
+def test_data_disks_with_ultra_fields(custom_server: ServerThread) -> None:
     disks = instance(
         custom_server.port, "/compute/storageProfile/dataDisks", "api-version=2025-04-07"
     )
@@ -362,14 +362,14 @@ def test_data_disks_with_ultra_fields(custom_server: ServerProcess) -> None:
     assert disks[1]["managedDisk"] == {"id": "", "storageAccountType": ""}
 
 
-def test_extended_from_config(custom_server: ServerProcess) -> None:
+def test_extended_from_config(custom_server: ServerThread) -> None:
     reply = get(custom_server.port, "/metadata/instance?api-version=2021-08-01&extended=true")
     assert json.loads(reply.body)["extended"] == {
         "compute": {"hasCustomData": True, "ppsType": "Running"}
     }
 
 
-def test_reprovision_data_when_set(custom_server: ServerProcess) -> None:
+def test_reprovision_data_when_set(custom_server: ServerThread) -> None:
     reply = get(custom_server.port, "/metadata/reprovisiondata?api-version=2019-06-01")
     assert (reply.status, reply.body) == (200, b"<Environment/>")
     assert reply.headers["content-type"] == "text/xml; charset=utf-8"

@@ -20,7 +20,7 @@ from azimds.kit.fleet import example_fleet, services
 from azimds.kit.inprocess import call
 from azimds.store.memory import MemoryStore
 from tests.admin.client import new_vm
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.http import get
 
 INSTANCE = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
@@ -32,13 +32,13 @@ def burst(port: int, target: str, count: int, source: str | None = None) -> list
 
 
 @pytest.fixture(scope="module")
-def limited() -> Iterator[ServerProcess]:
-    process = ServerProcess("--store", "memory:", "--rate-limit", "5")
+def limited() -> Iterator[ServerThread]:
+    process = ServerThread("--store", "memory:", "--rate-limit", "5")
     yield process
     process.stop()
 
 
-def test_five_a_second_then_429_as_text(limited: ServerProcess) -> None:
+def test_five_a_second_then_429_as_text(limited: ServerThread) -> None:
     time.sleep(1.1)  # a full bucket
     statuses = burst(limited.port, INSTANCE, 10)
     assert statuses[:5] == [200] * 5
@@ -51,7 +51,7 @@ def test_five_a_second_then_429_as_text(limited: ServerProcess) -> None:
     assert get(limited.port, INSTANCE).status == 200  # the bucket refilled
 
 
-def test_identity_has_its_own_twenty_a_second(limited: ServerProcess) -> None:
+def test_identity_has_its_own_twenty_a_second(limited: ServerThread) -> None:
     time.sleep(1.1)
     burst(limited.port, INSTANCE, 8)  # the general bucket is empty now...
     statuses = burst(limited.port, TOKEN, 25)
@@ -65,7 +65,7 @@ def test_identity_has_its_own_twenty_a_second(limited: ServerProcess) -> None:
     }
 
 
-def test_polling_through_429s_gets_there(limited: ServerProcess) -> None:
+def test_polling_through_429s_gets_there(limited: ServerThread) -> None:
     """cloud-init and WALinuxAgent retry 429s about once a second until they are served."""
     time.sleep(1.1)
     burst(limited.port, INSTANCE, 10)
@@ -77,7 +77,7 @@ def test_polling_through_429s_gets_there(limited: ServerProcess) -> None:
 
 
 def test_off_means_no_limits() -> None:
-    node = ServerProcess("--store", "memory:", "--rate-limit", "off")
+    node = ServerThread("--store", "memory:", "--rate-limit", "off")
     try:
         assert set(burst(node.port, INSTANCE, 40)) == {200}
     finally:
@@ -85,14 +85,14 @@ def test_off_means_no_limits() -> None:
 
 
 @pytest.fixture(scope="module")
-def two_vms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def two_vms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     fleet: Path = tmp_path_factory.mktemp("limits") / "fleet.yaml"
     slow = new_vm("slow", "127.0.30.1")
     slow["limits"] = {"rate": 2}
     fleet.write_text(
         yaml.safe_dump({"vms": [slow, new_vm("busy", "127.0.30.2"), new_vm("calm", "127.0.30.3")]})
     )
-    process = ServerProcess(
+    process = ServerThread(
         "--caller-mode",
         "source-ip",
         "--fleet",
@@ -106,14 +106,14 @@ def two_vms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     process.stop()
 
 
-def test_a_vm_can_have_its_own_limit(two_vms: ServerProcess) -> None:
+def test_a_vm_can_have_its_own_limit(two_vms: ServerThread) -> None:
     time.sleep(1.1)
     statuses = burst(two_vms.port, INSTANCE, 5, source="127.0.30.1")
     assert statuses[:2] == [200, 200]
     assert statuses[2:].count(429) >= 2
 
 
-def test_a_flooding_vm_does_not_hold_back_another(two_vms: ServerProcess) -> None:
+def test_a_flooding_vm_does_not_hold_back_another(two_vms: ServerThread) -> None:
     stop = threading.Event()
     flood_statuses: list[int] = []
 

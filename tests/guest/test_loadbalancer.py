@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.http import get
 
 LB = {
@@ -34,26 +34,26 @@ EXPECTED = (
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     config = tmp_path_factory.mktemp("lb") / "vm.yaml"
     config.write_text(yaml.safe_dump({"vm": {"loadBalancer": LB}}))
-    process = ServerProcess("--config", str(config), "--store", "memory:")
+    process = ServerThread("--config", str(config), "--store", "memory:")
     yield process
     process.stop()
 
 
-def test_the_documentation_example(node: ServerProcess) -> None:
+def test_the_documentation_example(node: ServerThread) -> None:
     reply = get(node.port, "/metadata/loadbalancer?api-version=2020-10-01")
     assert (reply.status, reply.body) == (200, EXPECTED)
     assert reply.headers["content-type"] == "application/json; charset=utf-8"
 
 
-def test_needs_2020_10_01(node: ServerProcess) -> None:
+def test_needs_2020_10_01(node: ServerThread) -> None:
     reply = get(node.port, "/metadata/loadbalancer?api-version=2020-09-01")
     assert reply.status == 400 and b"newest-versions" in reply.body
 
 
-def test_json_only(node: ServerProcess) -> None:
+def test_json_only(node: ServerThread) -> None:
     assert get(node.port, "/metadata/loadbalancer?api-version=2021-02-01&format=text").status == 400
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread, node_fixture
 from tests.http import Reply, get
 
 VM_ID = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
@@ -22,19 +22,15 @@ SEMICOLON_TAGS_JSON = b'[{"name":"a","value":"x;y"},{"name":"b","value":"z"}]'
 TEXT_NOW = "api-version=2025-04-07&format=text"
 
 
-@pytest.fixture
-def node() -> Iterator[ServerProcess]:
-    process = ServerProcess("--store", "memory:")
-    yield process
-    process.stop()
+node = node_fixture("--store", "memory:")
 
 
-def patch(node: ServerProcess, changes: dict[str, Any]) -> tuple[int, Any]:
+def patch(node: ServerThread, changes: dict[str, Any]) -> tuple[int, Any]:
     status, _, answer = call(node, "PATCH", f"/v1/vms/{VM_ID}", changes)
     return status, answer
 
 
-def served(node: ServerProcess, path: str, query: str = "api-version=2025-04-07") -> Reply:
+def served(node: ServerThread, path: str, query: str = "api-version=2025-04-07") -> Reply:
     return get(node.port, f"/metadata/instance{path}?{query}")
 
 
@@ -52,7 +48,7 @@ def assert_text(reply: Reply, body: bytes) -> None:
 # --- tags: tagsList is stored, tags derived ---------------------------------------------------
 
 
-def test_merging_a_tag_keeps_values_holding_semicolons(node: ServerProcess) -> None:
+def test_merging_a_tag_keeps_values_holding_semicolons(node: ServerThread) -> None:
     assert patch(node, {"compute": {"tagsList": SEMICOLON_TAGS}})[0] == 200
     assert patch(node, {"compute": {"tags": {"env": "prod"}}})[0] == 200
     assert_json(
@@ -69,7 +65,7 @@ def test_merging_a_tag_keeps_values_holding_semicolons(node: ServerProcess) -> N
     assert stored["tagsList"][0] == {"name": "a", "value": "x;y"}
 
 
-def test_a_merged_null_removes_one_tag_and_a_change_keeps_its_place(node: ServerProcess) -> None:
+def test_a_merged_null_removes_one_tag_and_a_change_keeps_its_place(node: ServerThread) -> None:
     patch(node, {"compute": {"tagsList": [*SEMICOLON_TAGS, {"name": "c", "value": "1"}]}})
     assert patch(node, {"compute": {"tags": {"b": None, "a": "w;v"}}})[0] == 200
     assert_json(
@@ -78,7 +74,7 @@ def test_a_merged_null_removes_one_tag_and_a_change_keeps_its_place(node: Server
     )
 
 
-def test_tags_as_a_string_replace_the_list(node: ServerProcess) -> None:
+def test_tags_as_a_string_replace_the_list(node: ServerThread) -> None:
     patch(node, {"compute": {"tagsList": SEMICOLON_TAGS}})
     assert patch(node, {"compute": {"tags": "k:v:w;n:"}})[0] == 200
     assert_json(
@@ -90,7 +86,7 @@ def test_tags_as_a_string_replace_the_list(node: ServerProcess) -> None:
     assert_text(served(node, "/compute/tags", TEXT_NOW), b"")
 
 
-def test_tags_that_disagree_with_tags_list_are_refused(node: ServerProcess) -> None:
+def test_tags_that_disagree_with_tags_list_are_refused(node: ServerThread) -> None:
     status, answer = patch(node, {"compute": {"tags": "a:1", "tagsList": SEMICOLON_TAGS}})
     assert status == 400
     assert answer["error"]["field"] == "vm.compute.tags"
@@ -101,7 +97,7 @@ def test_tags_that_disagree_with_tags_list_are_refused(node: ServerProcess) -> N
     assert_json(served(node, "/compute/tagsList"), SEMICOLON_TAGS_JSON)
 
 
-def test_a_put_with_tags_only_is_parsed_into_the_list(node: ServerProcess) -> None:
+def test_a_put_with_tags_only_is_parsed_into_the_list(node: ServerThread) -> None:
     description = call(node, "GET", f"/v1/vms/{VM_ID}")[2]
     description["compute"].pop("tagsList")
     description["compute"]["tags"] = {"owner": "ops", "tier": "1"}
@@ -112,7 +108,7 @@ def test_a_put_with_tags_only_is_parsed_into_the_list(node: ServerProcess) -> No
 
 
 @pytest.fixture(scope="module")
-def declared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def declared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A config file's VM with a tag value holding ';', a customData, no resource disk and a
     non-Ultra disk given throttle values."""
     config: Path = tmp_path_factory.mktemp("declared") / "vm.yaml"
@@ -126,12 +122,12 @@ def declared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
         }
     }
     config.write_text(yaml.safe_dump({"vm": vm}))
-    process = ServerProcess("--config", str(config), "--store", "memory:")
+    process = ServerThread("--config", str(config), "--store", "memory:")
     yield process
     process.stop()
 
 
-def test_a_config_files_tags_list_is_served_exactly(declared: ServerProcess) -> None:
+def test_a_config_files_tags_list_is_served_exactly(declared: ServerThread) -> None:
     assert_json(served(declared, "/compute/tagsList"), SEMICOLON_TAGS_JSON)
     assert_text(served(declared, "/compute/tags", TEXT_NOW), b"a:x;y;b:z")
 
@@ -147,13 +143,13 @@ def test_a_config_files_tags_list_is_served_exactly(declared: ServerProcess) -> 
     ],
 )
 def test_custom_data_leaf_is_empty(
-    declared: ServerProcess, path: str, query: str, body: bytes
+    declared: ServerThread, path: str, query: str, body: bytes
 ) -> None:
     assert_text(served(declared, path, query), body)
 
 
 @pytest.mark.parametrize("version", ["2019-02-01", "2021-02-01", "2025-04-07"])
-def test_custom_data_is_empty_in_every_document(declared: ServerProcess, version: str) -> None:
+def test_custom_data_is_empty_in_every_document(declared: ServerThread, version: str) -> None:
     for path in ("", "/compute"):
         reply = served(declared, path, f"api-version={version}")
         assert reply.status == 200
@@ -161,7 +157,7 @@ def test_custom_data_is_empty_in_every_document(declared: ServerProcess, version
         assert b"I2Nsb3Vk" not in reply.body
 
 
-def test_custom_data_set_by_the_control_plane_is_stored_not_served(node: ServerProcess) -> None:
+def test_custom_data_set_by_the_control_plane_is_stored_not_served(node: ServerThread) -> None:
     assert patch(node, {"compute": {"customData": "c2VjcmV0"}})[0] == 200
     assert call(node, "GET", f"/v1/vms/{VM_ID}")[2]["compute"]["customData"] == "c2VjcmV0"
     assert_text(served(node, "/compute/customData", TEXT_NOW), b"")
@@ -172,7 +168,7 @@ def test_custom_data_set_by_the_control_plane_is_stored_not_served(node: ServerP
 # --- zero values and Ultra-only fields --------------------------------------------------------
 
 
-def test_no_resource_disk_is_size_0(declared: ServerProcess) -> None:
+def test_no_resource_disk_is_size_0(declared: ServerThread) -> None:
     assert_json(served(declared, "/compute/storageProfile/resourceDisk"), b'{"size":"0"}')
     assert_text(
         served(declared, "/compute/storageProfile/resourceDisk/size", TEXT_NOW),
@@ -180,12 +176,12 @@ def test_no_resource_disk_is_size_0(declared: ServerProcess) -> None:
     )
 
 
-def test_an_empty_resource_disk_size_is_0(node: ServerProcess) -> None:
+def test_an_empty_resource_disk_size_is_0(node: ServerThread) -> None:
     patch(node, {"compute": {"storageProfile": {"resourceDisk": {"size": ""}}}})
     assert_json(served(node, "/compute/storageProfile/resourceDisk"), b'{"size":"0"}')
 
 
-def test_throttles_only_on_ultra_disks(declared: ServerProcess) -> None:
+def test_throttles_only_on_ultra_disks(declared: ServerThread) -> None:
     assert_json(
         served(declared, "/compute/storageProfile/dataDisks/0"),
         b'{"bytesPerSecondThrottle":"","caching":"","createOption":"","diffDiskSettings":'
@@ -198,7 +194,7 @@ def test_throttles_only_on_ultra_disks(declared: ServerProcess) -> None:
     )
 
 
-def test_an_ultra_disk_keeps_its_throttles(node: ServerProcess) -> None:
+def test_an_ultra_disk_keeps_its_throttles(node: ServerThread) -> None:
     # The example VM's data disk is Ultra.
     reply = served(node, "/compute/storageProfile/dataDisks/0/opsPerSecondThrottle", TEXT_NOW)
     assert_text(reply, b"65280")

@@ -22,7 +22,7 @@ def second_serve(state_dir: Path) -> subprocess.CompletedProcess[str]:
 
 def test_a_second_node_on_the_state_directory_is_refused(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
-    first = ServerProcess(state_dir=state_dir)
+    first = ServerProcess(state_dir=state_dir)  # processes: the lock is between processes
     try:
         admin_json = (state_dir / "admin.json").read_text()
         token = (state_dir / "admin-token").read_text()

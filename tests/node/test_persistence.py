@@ -14,20 +14,20 @@ import pytest
 import yaml
 
 from tests.admin.client import call, new_vm
-from tests.conftest import ServerProcess
+from tests.conftest import Server, ServerProcess, ServerThread
 from tests.http import get
 
 
-def guest_name(node: ServerProcess) -> bytes:
+def guest_name(node: Server) -> bytes:
     return get(node.port, "/metadata/instance/compute/name?api-version=2021-02-01&format=text").body
 
 
 def test_changes_survive_a_restart(tmp_path: Path) -> None:
-    node = ServerProcess(state_dir=tmp_path)
+    node = ServerThread(state_dir=tmp_path)
     call(node, "POST", "/v1/vms", new_vm("kept", "10.3.0.4"))
     call(node, "PATCH", "/v1/vms/examplevmname", {"compute": {"name": "renamed"}})
     node.stop()
-    node = ServerProcess(state_dir=tmp_path)
+    node = ServerThread(state_dir=tmp_path)
     try:
         names = sorted(vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"])
         assert names == ["kept", "renamed"]
@@ -42,15 +42,15 @@ def test_a_changed_config_declaration_wins_at_start(tmp_path: Path) -> None:
     config = tmp_path / "azimds.yaml"
     config.write_text("vm: {compute: {name: from-file}}\n")
     state = tmp_path / "state"
-    node = ServerProcess("--config", str(config), state_dir=state)
+    node = ServerThread("--config", str(config), state_dir=state)
     assert guest_name(node) == b"from-file"
     call(node, "PATCH", "/v1/vms/from-file", {"compute": {"name": "from-api"}})
     node.stop()
-    node = ServerProcess("--config", str(config), state_dir=state)  # file unchanged
+    node = ServerThread("--config", str(config), state_dir=state)  # file unchanged
     assert guest_name(node) == b"from-api"
     node.stop()
     config.write_text("vm: {compute: {name: edited-file}}\n")
-    node = ServerProcess("--config", str(config), state_dir=state)  # file changed
+    node = ServerThread("--config", str(config), state_dir=state)  # file changed
     try:
         assert guest_name(node) == b"edited-file"
     finally:
@@ -65,7 +65,7 @@ def test_kill_9_loses_no_acknowledged_change(
     store: tuple[str, ...] = ()
     if backend == "postgresql":
         store = ("--store", request.getfixturevalue("postgres").new_database())
-    node = ServerProcess(*store, state_dir=tmp_path)
+    node = ServerProcess(*store, state_dir=tmp_path)  # a process: it is killed
     acknowledged: dict[str, str] = {}
     lock = threading.Lock()
     stop = threading.Event()
@@ -99,7 +99,7 @@ def test_kill_9_loses_no_acknowledged_change(
     node.stop()
     assert len(acknowledged) > 10
 
-    node = ServerProcess(*store, state_dir=tmp_path)
+    node = ServerThread(*store, state_dir=tmp_path)
     try:
         stored = {vm["vmId"]: vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]}
         missing = {k: v for k, v in acknowledged.items() if stored.get(k) != v}
@@ -125,7 +125,7 @@ def test_fleet_file_is_applied_and_watched(tmp_path: Path) -> None:
     fleet.write_text(
         yaml.safe_dump({"vms": [new_vm("f-1", "10.4.0.1"), new_vm("f-2", "10.4.0.2")]})
     )
-    node = ServerProcess("--fleet", str(fleet), "--watch", "--store", "memory:")
+    node = ServerThread("--fleet", str(fleet), "--watch", "--store", "memory:")
     try:
         call(node, "POST", "/v1/vms", new_vm("api-made", "10.4.0.9"))
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.admin.client import call, new_vm
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.http import get
 
 # Two NICs: the first's first IP is the primary; a second IP and the second NIC are not.
@@ -33,30 +33,30 @@ FLEET = {
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     fleet = tmp_path_factory.mktemp("fleet") / "fleet.yaml"
     fleet.write_text(yaml.safe_dump(FLEET))
-    process = ServerProcess(
+    process = ServerThread(
         "--caller-mode", "source-ip", "--fleet", str(fleet), "--store", "memory:"
     )
     yield process
     process.stop()
 
 
-def name_seen_from(node: ServerProcess, source: str) -> tuple[int, bytes]:
+def name_seen_from(node: ServerThread, source: str) -> tuple[int, bytes]:
     target = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
     reply = get(node.port, target, source=source)
     return reply.status, reply.body
 
 
-def test_each_vm_sees_its_own_document(node: ServerProcess) -> None:
+def test_each_vm_sees_its_own_document(node: ServerThread) -> None:
     assert name_seen_from(node, "127.0.10.1") == (200, b"vm-a")
     assert name_seen_from(node, "127.0.10.2") == (200, b"vm-b")
     document = get(node.port, "/metadata/instance?api-version=2021-02-01", source="127.0.10.1").body
     assert b"vm-b" not in document and b"127.0.10.2" not in document
 
 
-def test_unknown_caller_is_refused_and_logged(node: ServerProcess) -> None:
+def test_unknown_caller_is_refused_and_logged(node: ServerThread) -> None:
     reply = get(node.port, "/metadata/instance?api-version=2021-02-01", source="127.0.10.9")
     assert reply.status == 403
     assert json.loads(reply.body) == {
@@ -69,11 +69,11 @@ def test_unknown_caller_is_refused_and_logged(node: ServerProcess) -> None:
     assert any("127.0.10.9" in line for line in node.output)
 
 
-def test_the_example_vm_is_not_declared_in_source_ip_mode(node: ServerProcess) -> None:
+def test_the_example_vm_is_not_declared_in_source_ip_mode(node: ServerThread) -> None:
     assert [vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]] == ["vm-a", "vm-b", "vm-n"]
 
 
-def test_a_new_vm_is_served_at_its_address_at_once(node: ServerProcess) -> None:
+def test_a_new_vm_is_served_at_its_address_at_once(node: ServerThread) -> None:
     assert call(node, "POST", "/v1/vms", new_vm("vm-c", "127.0.10.3"))[0] == 201
     assert name_seen_from(node, "127.0.10.3") == (200, b"vm-c")
     moved = {"network": new_vm("vm-c", "127.0.10.4")["network"]}
@@ -83,7 +83,7 @@ def test_a_new_vm_is_served_at_its_address_at_once(node: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("source", ["127.0.10.22", "127.0.10.23"])
-def test_only_the_primary_nics_primary_ip_is_answered(node: ServerProcess, source: str) -> None:
+def test_only_the_primary_nics_primary_ip_is_answered(node: ServerThread, source: str) -> None:
     assert name_seen_from(node, "127.0.10.21") == (200, b"vm-n")
     reply = get(node.port, "/metadata/instance?api-version=2021-02-01", source=source)
     body = (
@@ -94,7 +94,7 @@ def test_only_the_primary_nics_primary_ip_is_answered(node: ServerProcess, sourc
     assert reply.headers["content-type"] == "application/json; charset=utf-8"
 
 
-def test_secondary_addresses_still_belong_to_their_vm(node: ServerProcess) -> None:
+def test_secondary_addresses_still_belong_to_their_vm(node: ServerThread) -> None:
     listed = {vm["name"]: vm["addresses"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]}
     assert listed["vm-n"] == ["127.0.10.21", "127.0.10.22", "127.0.10.23"]
     status, _, answer = call(node, "POST", "/v1/vms", new_vm("vm-x", "127.0.10.23"))

@@ -68,7 +68,8 @@ def shows(node: ServerProcess, vm: str, check: Callable[[Any], bool] = lambda _:
 
 @pytest.fixture
 def fleet(postgres: Postgres) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    """Nodes A and B on a fresh database, both in single caller mode."""
+    """Nodes A and B on a fresh database, both in single caller mode: processes, since the
+    outage test reads each one's log, written by its follower's own thread."""
     url = postgres.new_database()
     nodes: list[ServerProcess] = []
     try:

@@ -16,7 +16,7 @@ from azimds.fleet.snapshot import Fleet, vm_from_record
 from azimds.fleet.vm import VM_KIND
 from azimds.store import Store, open_store
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import Server
 from tests.http import Reply, send_raw
 
 SE = "/metadata/scheduledevents?api-version=2020-07-01"
@@ -68,7 +68,7 @@ def join(*streams: Stream) -> None:
             raise AssertionError(f"stream {stream.name} failed") from stream.error
 
 
-def guest_post(node: ServerProcess, body: bytes, source: str | None = None) -> Reply:
+def guest_post(node: Server, body: bytes, source: str | None = None) -> Reply:
     head = [
         f"POST {SE} HTTP/1.1",
         "Host: 169.254.169.254",
@@ -81,11 +81,11 @@ def guest_post(node: ServerProcess, body: bytes, source: str | None = None) -> R
     return send_raw(node.port, raw, method="POST", source=source)
 
 
-def approve_as_guest(node: ServerProcess, event_id: str) -> Reply:
+def approve_as_guest(node: Server, event_id: str) -> Reply:
     return guest_post(node, json.dumps({"StartRequests": [{"EventId": event_id}]}).encode())
 
 
-def ok(node: ServerProcess, method: str, path: str, body: Any = None) -> Any:
+def ok(node: Server, method: str, path: str, body: Any = None) -> Any:
     status, _, answer = call(node, method, path, body)
     assert 200 <= status < 300, (method, path, status, answer)
     return answer

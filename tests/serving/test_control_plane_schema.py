@@ -12,8 +12,6 @@ test of its own, and a route added to the document is tested without a change he
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -33,7 +31,7 @@ from schemathesis.schemas import BaseSchema
 from azimds.admin.api import ROUTES
 from azimds.admin.openapi import document
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread, node_fixture
 from tests.http import get
 
 CHECKS = [
@@ -63,15 +61,11 @@ SLOW = {("POST", "/v1/keys/rotate"): 3, ("POST", "/v1/clock/advance"): 3}
 EXAMPLES = 12  # per operation and mode: about a hundred requests a second in all
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[ServerProcess]:
-    process = ServerProcess("--store", "memory:")
-    yield process
-    process.stop()
+node = node_fixture("--store", "memory:", scope="module")
 
 
 @pytest.fixture(scope="module")
-def api_schema(node: ServerProcess) -> BaseSchema:
+def api_schema(node: ServerThread) -> BaseSchema:
     return schemathesis.openapi.from_url(f"{node.admin_url}/openapi.json")
 
 
@@ -92,7 +86,7 @@ CASES += [(m, p, GenerationMode.NEGATIVE) for m, p in NEGATABLE]
     ("method", "path", "mode"), CASES, ids=[f"{m} {p} {mode.value}" for m, p, mode in CASES]
 )
 def test_the_control_plane_answers_as_its_document_says(
-    api_schema: BaseSchema, node: ServerProcess, method: str, path: str, mode: GenerationMode
+    api_schema: BaseSchema, node: ServerThread, method: str, path: str, mode: GenerationMode
 ) -> None:
     operation = api_schema[path][method]
     token = {"Authorization": f"Bearer {node.token}"}
@@ -113,7 +107,7 @@ def test_the_control_plane_answers_as_its_document_says(
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
 def test_boundary_and_invalid_values_are_answered_as_documented(
-    api_schema: BaseSchema, node: ServerProcess, method: str, path: str
+    api_schema: BaseSchema, node: ServerThread, method: str, path: str
 ) -> None:
     """Schemathesis's coverage phase: deterministic cases at every boundary of the schema
     (each property missing, of each wrong type, at its limits) and methods the path lacks.
@@ -149,7 +143,7 @@ def test_boundary_and_invalid_values_are_answered_as_documented(
     [("POST", "/v1/vms"), ("PUT", "/v1/vms/examplevmname"), ("PATCH", "/v1/vms/examplevmname")],
 )
 def test_a_compute_that_is_no_object_is_a_400(
-    node: ServerProcess, method: str, path: str, compute: object
+    node: ServerThread, method: str, path: str, compute: object
 ) -> None:
     status, _, body = call(node, method, path, {"compute": compute})
     assert (status, body["error"]["code"], body["error"]["field"]) == (400, "invalid", "vm.compute")
@@ -177,7 +171,7 @@ def test_a_compute_that_is_no_object_is_a_400(
     ],
 )
 def test_times_beyond_printable_dates_are_a_400_and_change_nothing(
-    node: ServerProcess, path: str, body: bytes
+    node: ServerThread, path: str, body: bytes
 ) -> None:
     """Before: stored, then a 500 on every read of the clock or the events, and on the VM's
     own /metadata/scheduledevents, for good (the store keeps them)."""

@@ -140,6 +140,7 @@ def streams(node: ServerProcess, acked: Acknowledged, stop: threading.Event) -> 
 
 
 def node_on(store_url: str, tmp_path: Path) -> ServerProcess:
+    # A process: the node is killed with SIGKILL, and its log read after the outage.
     return ServerProcess("--store", store_url, "--clock", "manual", state_dir=tmp_path / "state")
 
 

@@ -43,6 +43,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     fleet = tmp_path_factory.mktemp("exhaustion") / "fleet.yaml"
     vms = [new_vm(f"attacker-{n}", address) for n, address in enumerate(ATTACKERS)]
     fleet.write_text(yaml.safe_dump({"vms": [*vms, new_vm("victim", VICTIM)]}))
+    # A process: its resident memory is measured by pid, and its exit code and output read.
     process = ServerProcess(
         "--caller-mode", "source-ip", "--fleet", str(fleet),
         "--request-timeout", str(REQUEST_TIMEOUT),

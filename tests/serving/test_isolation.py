@@ -38,7 +38,7 @@ from azimds.admin import api as admin_api
 from azimds.admin.client import AdminClient
 from azimds.admin.public import CA_PATHS
 from tests.admin.client import call, new_vm
-from tests.conftest import ServerProcess
+from tests.conftest import Server, ServerProcess, ServerThread
 from tests.guest.attested.test_ca_lifecycle import views
 from tests.http import get, send_raw
 from tests.node import test_namespaces as namespaces
@@ -239,15 +239,15 @@ def test_the_guest_listener_serves_no_control_plane_route(host: Host) -> None:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A node on SQLite (single mode, the example VM) for the control-plane tests."""
     state_dir = tmp_path_factory.mktemp("isolation") / "state"
-    process = ServerProcess("--clock", "manual", state_dir=state_dir)  # "now" stands still
+    process = ServerThread("--clock", "manual", state_dir=state_dir)  # "now" stands still
     yield process
     process.stop()
 
 
-def openapi_operations(node: ServerProcess) -> list[tuple[str, str, bool]]:
+def openapi_operations(node: ServerThread) -> list[tuple[str, str, bool]]:
     """(METHOD, path template, needs a token) for every operation /openapi.json lists."""
     status, _, spec = call(node, "GET", "/openapi.json", token=None)
     assert status == 200
@@ -261,7 +261,7 @@ def openapi_operations(node: ServerProcess) -> list[tuple[str, str, bool]]:
     return operations
 
 
-def concrete(node: ServerProcess, template: str) -> str:
+def concrete(node: ServerThread, template: str) -> str:
     """A path template filled with things that exist, so a request that got through would act."""
     values = {
         "vm": "examplevmname",
@@ -273,14 +273,14 @@ def concrete(node: ServerProcess, template: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
 
 
-def node_event(node: ServerProcess) -> str:
+def node_event(node: ServerThread) -> str:
     events = call(node, "GET", "/v1/events")[2]["events"]
     if not events:
         events = [call(node, "POST", "/v1/events", {"type": "Reboot", "vms": ["examplevmname"]})[2]]
     return str(events[0]["eventId"])
 
 
-def node_fault(node: ServerProcess) -> str:
+def node_fault(node: ServerThread) -> str:
     faults = call(node, "GET", "/v1/faults")[2]["faults"]
     if not faults:
         faults = [
@@ -289,7 +289,7 @@ def node_fault(node: ServerProcess) -> str:
     return str(faults[0]["id"])
 
 
-def everything(node: ServerProcess) -> dict[str, Any]:
+def everything(node: ServerThread) -> dict[str, Any]:
     """What a request that got through would change."""
     return {
         path: call(node, "GET", path)[2]
@@ -304,7 +304,7 @@ def everything(node: ServerProcess) -> dict[str, Any]:
     }
 
 
-def test_every_route_of_the_app_is_in_openapi(node: ServerProcess) -> None:
+def test_every_route_of_the_app_is_in_openapi(node: ServerThread) -> None:
     """So iterating /openapi.json below reaches every route the control plane serves."""
     documented = {(m, p) for m, p, _ in openapi_operations(node)} | {("GET", "/openapi.json")}
     app = admin_api.AdminAPI(None, "x", "single", None, "http://x").app()  # type: ignore[arg-type]
@@ -320,7 +320,7 @@ def test_every_route_of_the_app_is_in_openapi(node: ServerProcess) -> None:
     }  # fmt: skip
 
 
-def test_every_authenticated_route_refuses_missing_and_wrong_tokens(node: ServerProcess) -> None:
+def test_every_authenticated_route_refuses_missing_and_wrong_tokens(node: ServerThread) -> None:
     call(node, "POST", "/v1/vms/examplevmname/identities", {"name": "isolation-app"})
     operations = [(m, concrete(node, p)) for m, p, needs in openapi_operations(node) if needs]
     assert len(operations) >= 25, operations
@@ -357,7 +357,7 @@ def test_every_authenticated_route_refuses_missing_and_wrong_tokens(node: Server
 
 
 def raw_call(
-    node: ServerProcess, method: str, path: str, headers: dict[str, str], body: Any
+    node: ServerThread, method: str, path: str, headers: dict[str, str], body: Any
 ) -> tuple[int, Any]:
     host, _, port = node.admin_url.removeprefix("http://").partition(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -405,7 +405,7 @@ def test_the_token_is_compared_in_constant_time() -> None:
     assert admin_api.hmac.compare_digest is hmac.compare_digest  # the real one
 
 
-def test_wrong_tokens_of_every_length_and_prefix_are_refused(node: ServerProcess) -> None:
+def test_wrong_tokens_of_every_length_and_prefix_are_refused(node: ServerThread) -> None:
     token = node.token
     alphabet = string.ascii_letters + string.digits + "-_"
     wrong = {token[:n] for n in range(len(token))}  # every proper prefix, the empty one too
@@ -470,6 +470,7 @@ def test_signing_keys_never_leave_the_node(tmp_path: Path) -> None:
     """A session of every kind of request, key rotations among them; then every answer, the
     node's output and its access log are searched for every private key's material."""
     access_log = tmp_path / "access.log"
+    # A process: what it prints, the banner too, is searched.
     node = ServerProcess("--access-log", str(access_log), state_dir=tmp_path / "state")
     try:
         answers = session(node)
@@ -501,7 +502,7 @@ def test_signing_keys_never_leave_the_node(tmp_path: Path) -> None:
     assert sum(prefix in root for prefix in prefixes) == 1
 
 
-def session(node: ServerProcess) -> dict[str, bytes]:
+def session(node: Server) -> dict[str, bytes]:
     """Every kind of guest and control-plane request; their answers by where they came from."""
     answers: dict[str, bytes] = {}
 
@@ -569,7 +570,7 @@ def test_state_files_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
     state = tmp_path / "state"
     previous = os.umask(0)  # the node is started from here: it inherits the umask
     try:
-        process = ServerProcess(state_dir=state)
+        process = ServerProcess(state_dir=state)  # a process: the umask is the whole process's
     finally:
         os.umask(previous)
     try:

@@ -123,6 +123,7 @@ class Node:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
+    # A process: a malformed request must not crash it; its exit code and output are read.
     process = ServerProcess("--request-timeout", str(TIMEOUT), "--clock", "manual")
     normal = {}
     for target in ("/metadata/versions", INSTANCE):
@@ -817,7 +818,7 @@ def test_many_slow_connections_do_not_keep_others_waiting(node: Node) -> None:
 
 
 def test_a_slow_client_does_not_hold_up_shutdown(tmp_path: Any) -> None:
-    process = ServerProcess("--request-timeout", str(TIMEOUT), state_dir=tmp_path)
+    process = ServerProcess("--request-timeout", str(TIMEOUT), state_dir=tmp_path)  # SIGTERM
     slow = [
         Slow(process.port, dribble(HEAD[:-2]), 0.05),
         Slow(process.port, [post(b"{", b"Content-Length: 10\r\n")], 0.0),

@@ -58,6 +58,7 @@ class Node:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
+    # A process: bad input must not crash it; its exit code and output are read.
     process = ServerProcess("--request-timeout", str(TIMEOUT))
     yield Node(process)
     output = "".join(process.output)

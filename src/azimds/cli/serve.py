@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from azimds.serving.listeners import ListenError
 from azimds.store import StoreError
 
 log = logging.getLogger("azimds")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _url(host: str, port: int) -> str:
@@ -79,6 +80,16 @@ def settings_options(
     return decorate
 
 
+def configure(
+    config_file: Path | None, flags: dict[str, Any], environ: Mapping[str, str] | None = None
+) -> Config:
+    """The node's configuration from ``serve``'s options as click parsed them (the tests
+    run nodes in process from the same command lines). Raises ``ConfigError``."""
+    if flags.get("watch") is not None:
+        flags = {**flags, "watch": "true" if flags["watch"] else "false"}
+    return load(config_file, flags, environ)
+
+
 @main.command()
 @click.option(
     "--config",
@@ -103,15 +114,11 @@ def serve(config_file: Path | None, **flags: Any) -> None:
       azimds serve --caller-mode source-ip --fleet fleet.yaml --watch \\
                    --store postgresql://azimds@db/azimds
     """
-    if flags.get("watch") is not None:
-        flags["watch"] = "true" if flags["watch"] else "false"
     try:
-        config = load(config_file, flags)
+        config = configure(config_file, flags)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT)
     from azimds.node import app  # the composition root, imported only to run
 
     def ready(started: app.Ready) -> None:

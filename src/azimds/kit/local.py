@@ -12,23 +12,20 @@ The pytest plugin (``azimds.kit.pytest_plugin``) gives the same as the ``imds`` 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
-import threading
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import uvloop
 
 from azimds.admin.client import AdminClient
 from azimds.client.protocol import SDK_ENDPOINT_ENV
 from azimds.config.settings import SETTING, load, unknown_setting
 from azimds.fleet.attestation_certs import CA_KIND, LEAF_KIND
 from azimds.fleet.signing_keys import ACTIVE_SETTING, KEY_KIND, SETTING_KIND
+from azimds.node.thread import NodeThread
 from azimds.serving import listeners as server
 from azimds.store.base import Record, Store, Transaction
 from azimds.store.memory import MemoryStore
@@ -88,11 +85,7 @@ class LocalIMDS:
                 raise unknown_setting(SETTINGS_SOURCE, name, sorted(SETTING))
         self._settings = {"rate_limit": "off", **{k: _flag(v) for k, v in settings.items()}}
         self._set_environment = set_environment
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
+        self._node: NodeThread | None = None
         self._state_dir: Path | None = None
         self._saved_env: str | None = None
         self.port = 0
@@ -106,7 +99,7 @@ class LocalIMDS:
     # --- life -------------------------------------------------------------------------
 
     def start(self) -> LocalIMDS:
-        if self._thread is not None:
+        if self._node is not None:
             raise KitError("already started")
         self._state_dir = Path(tempfile.mkdtemp(prefix="azimds-kit-"))
         flags = {
@@ -118,54 +111,34 @@ class LocalIMDS:
         }
         config = load(None, flags, environ={})
         store = _Reused.store() if "store" not in self._settings else None
-        self._thread = threading.Thread(target=self._run, args=(config, store), daemon=True)
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT) or self._failure is not None:
-            self._thread.join(timeout=5)
+        self._node = NodeThread(config, store)
+        try:
+            started = self._node.start(START_TIMEOUT)
+        except BaseException as exc:
+            self._node = None
             self._cleanup()
-            raise KitError(f"azimds did not start: {self._failure}") from self._failure
+            raise KitError(f"azimds did not start: {exc}") from exc
+        host, self.port = started.guest[0]
+        self.url = f"http://{host}:{self.port}"
+        self.admin_url = started.admin
+        self.token = started.token_file.read_text().strip()
+        self.vm = VMHandle(self, started.fleet.default_vm_id)
+        if store is not None:
+            _Reused.keep(store, self.port_of(started.admin))
         if self._set_environment:
             self._saved_env = os.environ.get(SDK_ENDPOINT_ENV)
             os.environ[SDK_ENDPOINT_ENV] = self.url
         return self
-
-    def _run(self, config: Any, store: Store | None) -> None:
-        from azimds.node import app  # the composition root, imported only to run
-
-        def ready(started: app.Ready) -> None:
-            host, self.port = started.guest[0]
-            self.url = f"http://{host}:{self.port}"
-            self.admin_url = started.admin
-            self.token = started.token_file.read_text().strip()
-            self.vm = VMHandle(self, started.fleet.default_vm_id)
-            if store is not None:
-                _Reused.keep(store, self.port_of(started.admin))
-            self._ready.set()
-
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            await app.run(config, on_ready=ready, stop=self._stop, store=store)
-
-        try:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(main())
-        except BaseException as exc:  # reported by start(), or lost if it ran fine before
-            self._failure = exc
-        finally:
-            self._ready.set()
 
     @staticmethod
     def port_of(url: str) -> int:
         return urllib.parse.urlsplit(url).port or 0
 
     def stop(self) -> None:
-        if self._thread is None:
+        if self._node is None:
             return
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=START_TIMEOUT)
-        self._thread = None
+        self._node.stop(START_TIMEOUT)
+        self._node = None
         if self._set_environment:
             if self._saved_env is None:
                 os.environ.pop(SDK_ENDPOINT_ENV, None)

@@ -7,8 +7,10 @@ import binascii
 import json
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -16,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, ServerThread
 from tests.guest.attested.tools import (
     DEFAULT_VM_ID,
     DOCUMENT,
@@ -43,7 +45,7 @@ def aia(certificate: x509.Certificate) -> list[str]:
     ]
 
 
-def snapshot(server: ServerProcess) -> dict[str, bytes]:
+def snapshot(server: ServerThread) -> dict[str, bytes]:
     return {
         "root": admin_get(server, "/attestation/root.cer"),
         "intermediate": admin_get(server, "/attestation/intermediate.cer"),
@@ -51,8 +53,8 @@ def snapshot(server: ServerProcess) -> dict[str, bytes]:
     }
 
 
-def start(state_dir: Path, admin_port: int, *args: str) -> ServerProcess:
-    return ServerProcess("--admin-listen", f"127.0.0.1:{admin_port}", *args, state_dir=state_dir)
+def start(state_dir: Path, admin_port: int, *args: str) -> ServerThread:
+    return ServerThread("--admin-listen", f"127.0.0.1:{admin_port}", *args, state_dir=state_dir)
 
 
 def test_ca_and_leaf_survive_a_restart(tmp_path: Path):
@@ -154,8 +156,16 @@ def views(body: bytes) -> list[bytes]:
     return decoded
 
 
-def test_private_keys_never_leave_the_node(server: ServerProcess):
-    secrets = [s for key in stored_private_keys(server.state_dir) for s in secrets_of(key)]
+@pytest.fixture
+def process() -> Iterator[ServerProcess]:
+    """A node in a process of its own: what it prints is searched too."""
+    node = ServerProcess()
+    yield node
+    node.stop()
+
+
+def test_private_keys_never_leave_the_node(process: ServerProcess):
+    secrets = [s for key in stored_private_keys(process.state_dir) for s in secrets_of(key)]
     answers: dict[str, bytes] = {}
     for path in (
         "/attestation/root.pem",
@@ -166,19 +176,19 @@ def test_private_keys_never_leave_the_node(server: ServerProcess):
         "/common/.well-known/openid-configuration",
         "/openapi.json",
     ):
-        answers[path] = admin_get(server, path)
+        answers[path] = admin_get(process, path)
     for path in ("/v1/status", "/v1/vms", f"/v1/vms/{DEFAULT_VM_ID}", "/v1/keys"):
-        status, _, body = call(server, "GET", path)
+        status, _, body = call(process, "GET", path)
         assert status == 200, (path, body)
         answers[path] = json.dumps(body).encode()
     for target in (
         f"{DOCUMENT}?api-version=2020-09-01",
         "/metadata/instance?api-version=2021-02-01",
     ):
-        reply = get(server.port, target)
+        reply = get(process.port, target)
         assert reply.status == 200
         answers[target] = reply.body
-    answers["server output"] = (server.banner + "".join(server.output)).encode()
+    answers["server output"] = (process.banner + "".join(process.output)).encode()
     for where, body in answers.items():
         assert b"PRIVATE KEY" not in body, where
         for view in views(body):

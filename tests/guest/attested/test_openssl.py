@@ -18,7 +18,7 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.attested.tools import (
     DEFAULT_VM_ID,
     DOCUMENT,
@@ -121,12 +121,12 @@ def verified(validation: Validation) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def docs(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Validation:
+def docs(server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> Validation:
     return validate(server.port, tmp_path_factory.mktemp("docs"))
 
 
 @pytest.fixture(scope="module")
-def exported(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def exported(server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("ca") / "export"
     result = ca_export(server.state_dir, directory)
     assert result.returncode == 0, result.stderr
@@ -134,7 +134,7 @@ def exported(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def gov(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def gov(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A VM in another cloud and location."""
     config = "vm: {compute: {location: usgovvirginia, azEnvironment: AzureUSGovernmentCloud}}\n"
     process = config_server(tmp_path_factory.mktemp("gov"), config)
@@ -145,7 +145,7 @@ def gov(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 # --- the documented validation ---------------------------------------------------------------
 
 
-def test_docs_validation_verifies_and_prints_the_document(server: ServerProcess, docs: Validation):
+def test_docs_validation_verifies_and_prints_the_document(server: ServerThread, docs: Validation):
     document = verified(docs)
     assert list(document) == ["nonce", "plan", "timeStamp", "vmId", "subscriptionId", "sku"]
     assert document["vmId"] == DEFAULT_VM_ID
@@ -172,7 +172,7 @@ def test_docs_validation_verifies_and_prints_the_document(server: ServerProcess,
     assert document["nonce"] == created.strftime("%Y%m%d-%H%M%S")
 
 
-def test_printed_document_is_the_compact_signed_content(server: ServerProcess, docs: Validation):
+def test_printed_document_is_the_compact_signed_content(server: ServerThread, docs: Validation):
     verified(docs)
     content = docs.result.stdout.encode()
     assert content in (docs.directory / "decodedsignature").read_bytes()
@@ -180,7 +180,7 @@ def test_printed_document_is_the_compact_signed_content(server: ServerProcess, d
 
 
 def test_aia_curl_fetched_the_intermediate_from_the_control_plane(
-    server: ServerProcess, docs: Validation
+    server: ServerThread, docs: Validation
 ):
     verified(docs)
     assert (
@@ -209,7 +209,7 @@ SHA256_DIGEST_SET = bytes.fromhex("310f300d06096086480165030402010500")
 def test_docs_steps_verify_both_digest_identifiers(
     request: pytest.FixtureRequest, node: str, digest_set: bytes, tmp_path: Path
 ):
-    process: ServerProcess = request.getfixturevalue(node)
+    process: ServerThread = request.getfixturevalue(node)
     validation = validate(process.port, tmp_path / "docs")
     document = verified(validation)
     assert document["vmId"] == DEFAULT_VM_ID
@@ -253,7 +253,7 @@ def test_chain_runs_leaf_to_intermediate_to_root(docs: Validation, exported: Pat
     assert verify == "signer.pem: OK"
 
 
-def test_ca_export_writes_the_root_and_intermediate(server: ServerProcess, exported: Path):
+def test_ca_export_writes_the_root_and_intermediate(server: ServerThread, exported: Path):
     assert sorted(p.name for p in exported.iterdir()) == [
         "intermediate.der",
         "intermediate.pem",
@@ -302,7 +302,7 @@ def test_san_names_the_location_and_the_cloud(docs: Validation):
     ]
 
 
-def test_other_cloud_and_location(gov: ServerProcess, tmp_path: Path):
+def test_other_cloud_and_location(gov: ServerThread, tmp_path: Path):
     validation = validate(gov.port, tmp_path / "docs")
     document = verified(validation)
     assert document["vmId"] == DEFAULT_VM_ID
@@ -318,7 +318,7 @@ def test_other_cloud_and_location(gov: ServerProcess, tmp_path: Path):
     assert chain.stdout.splitlines()[-1] == "signer.pem: OK"
 
 
-def test_each_node_has_its_own_ca(docs: Validation, gov: ServerProcess, tmp_path: Path):
+def test_each_node_has_its_own_ca(docs: Validation, gov: ServerThread, tmp_path: Path):
     verified(docs)
     result = ca_export(gov.state_dir, tmp_path / "ca")
     assert result.returncode == 0, result.stderr
@@ -344,13 +344,13 @@ def flip(data: bytes, index: int) -> bytes:
     return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
 
 
-def test_untampered_signature_verifies(server: ServerProcess, tmp_path: Path):
+def test_untampered_signature_verifies(server: ServerThread, tmp_path: Path):
     result = smime_verify(signature_der(server.port), tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Verification successful" in result.stderr
 
 
-def test_tampered_signature_value_fails(server: ServerProcess, tmp_path: Path):
+def test_tampered_signature_value_fails(server: ServerThread, tmp_path: Path):
     der = signature_der(server.port)
     # The SignerInfo's RSA signature (2048 bits) is the last element of the structure.
     result = smime_verify(flip(der, len(der) - 100), tmp_path)
@@ -358,7 +358,7 @@ def test_tampered_signature_value_fails(server: ServerProcess, tmp_path: Path):
     assert "Verification successful" not in result.stderr
 
 
-def test_tampered_content_fails(server: ServerProcess, tmp_path: Path):
+def test_tampered_content_fails(server: ServerThread, tmp_path: Path):
     der = signature_der(server.port)
     where = der.index(DEFAULT_VM_ID.encode())
     result = smime_verify(flip(der, where), tmp_path)  # '0' -> '1' in the vmId
@@ -377,14 +377,14 @@ def test_tampered_content_fails(server: ServerProcess, tmp_path: Path):
         "Az09-_bcdefghijklmnopqrstuvwxyzQ",  # 32 base64url characters, as Teleport sends
     ],
 )
-def test_nonce_is_echoed_in_the_signed_content(server: ServerProcess, tmp_path: Path, nonce: str):
+def test_nonce_is_echoed_in_the_signed_content(server: ServerThread, tmp_path: Path, nonce: str):
     assert len(nonce) <= 32
     document = verified(validate(server.port, tmp_path, f"&nonce={nonce}"))
     assert document["nonce"] == nonce
     assert document["vmId"] == DEFAULT_VM_ID
 
 
-def test_nonce_over_32_characters_is_refused(server: ServerProcess):
+def test_nonce_over_32_characters_is_refused(server: ServerThread):
     nonce = "Az09-_bcdefghijklmnopqrstuvwxyzQ3"
     assert len(nonce) == 33
     reply = get(server.port, f"{DOCUMENT}?api-version=2020-09-01&nonce={nonce}")

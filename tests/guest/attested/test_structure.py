@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.attested.tools import (
     DEFAULT_VM_ID,
     DOCS_SAMPLE_SIGNATURE,
@@ -90,12 +90,12 @@ def verify_signature(data: cms.SignedData) -> None:
 
 
 @pytest.fixture(scope="module")
-def der(server: ServerProcess) -> bytes:
+def der(server: ServerThread) -> bytes:
     return signature_der(server.port)
 
 
 @pytest.fixture(scope="module")
-def hybrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def hybrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A VM with Azure Hybrid Benefit."""
     process = config_server(
         tmp_path_factory.mktemp("ahb"), "vm: {compute: {licenseType: Windows_Server}}\n"
@@ -187,7 +187,7 @@ def test_default_digest_identifier_matches_the_documentation_sample(der: bytes):
     assert len(data["certificates"]) == len(sample["certificates"]) == 1
 
 
-def test_sha256_digest_identifier_is_the_option(sha256: ServerProcess):
+def test_sha256_digest_identifier_is_the_option(sha256: ServerThread):
     der = signature_der(sha256.port)
     data = signed_data(der)
     assert [a["algorithm"].dotted for a in data["digest_algorithms"]] == [SHA256]
@@ -196,7 +196,7 @@ def test_sha256_digest_identifier_is_the_option(sha256: ServerProcess):
     verify_signature(data)
 
 
-def test_sha256_digest_identifier_verifies_with_openssl(sha256: ServerProcess, tmp_path):
+def test_sha256_digest_identifier_verifies_with_openssl(sha256: ServerThread, tmp_path):
     der = signature_der(sha256.port)
     result = smime_verify(der, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -224,7 +224,7 @@ def test_documentation_sample_verifies_with_openssl(tmp_path: Path):
         ("2025-04-07", ["nonce", "plan", "timeStamp", "vmId", "subscriptionId", "sku"]),
     ],
 )
-def test_fields_by_api_version(server: ServerProcess, version: str, keys: list[str]):
+def test_fields_by_api_version(server: ServerThread, version: str, keys: list[str]):
     document = document_of(signature_der(server.port, f"api-version={version}"))
     assert list(document) == keys
     assert list(document["plan"]) == ["name", "product", "publisher"]
@@ -241,20 +241,20 @@ def test_fields_by_api_version(server: ServerProcess, version: str, keys: list[s
         ),
     ],
 )
-def test_license_type_for_hybrid_benefit_vms(hybrid: ServerProcess, version: str, keys: list[str]):
+def test_license_type_for_hybrid_benefit_vms(hybrid: ServerThread, version: str, keys: list[str]):
     document = document_of(signature_der(hybrid.port, f"api-version={version}"))
     assert list(document) == keys
     if "licenseType" in keys:
         assert document["licenseType"] == "Windows_Server"
 
 
-def test_version_before_attested_data_is_refused(server: ServerProcess):
+def test_version_before_attested_data_is_refused(server: ServerThread):
     reply = get(server.port, f"{DOCUMENT}?api-version=2018-04-02")
     assert (reply.status, reply.body) == (400, NEWEST)
     assert reply.headers["content-type"] == JSON
 
 
-def test_text_format_is_refused(server: ServerProcess):
+def test_text_format_is_refused(server: ServerThread):
     reply = get(server.port, f"{DOCUMENT}?api-version=2020-09-01&format=text")
     assert (reply.status, reply.body) == (400, BAD_FORMAT_TEXT)
     assert reply.headers["content-type"] == JSON
@@ -263,7 +263,7 @@ def test_text_format_is_refused(server: ServerProcess):
 # --- the answer ------------------------------------------------------------------------------
 
 
-def test_answer_is_compact_json_with_encoding_and_signature(server: ServerProcess):
+def test_answer_is_compact_json_with_encoding_and_signature(server: ServerThread):
     reply = get(server.port, f"{DOCUMENT}?api-version=2020-09-01")
     assert reply.status == 200
     assert reply.headers["content-type"] == JSON
@@ -273,7 +273,7 @@ def test_answer_is_compact_json_with_encoding_and_signature(server: ServerProces
     assert signed_data(base64.b64decode(signature, validate=True))["version"].native == "v1"
 
 
-def test_same_nonce_is_answered_from_the_cache(server: ServerProcess):
+def test_same_nonce_is_answered_from_the_cache(server: ServerThread):
     query = "api-version=2020-09-01&nonce=cache12345"
     first = get(server.port, f"{DOCUMENT}?{query}")
     time.sleep(1.1)  # a new timeStamp if it were signed again
@@ -282,7 +282,7 @@ def test_same_nonce_is_answered_from_the_cache(server: ServerProcess):
     assert first.body == second.body
 
 
-def test_different_nonces_get_different_documents(server: ServerProcess):
+def test_different_nonces_get_different_documents(server: ServerThread):
     first = signature_der(server.port, "api-version=2020-09-01&nonce=1111111111")
     second = signature_der(server.port, "api-version=2020-09-01&nonce=2222222222")
     assert first != second

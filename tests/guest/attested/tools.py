@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from urllib.request import urlopen
 
-from tests.conftest import ServerProcess
+from tests.conftest import Server, ServerThread
 from tests.http import get
 
 DEFAULT_VM_ID = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
@@ -35,11 +35,11 @@ DOCS_SAMPLE_SIGNATURE = (
 )
 
 
-def config_server(tmp: Path, config_yaml: str, *args: str) -> ServerProcess:
+def config_server(tmp: Path, config_yaml: str, *args: str) -> Server:
     """``azimds serve --config FILE`` with ``config_yaml`` written to FILE."""
     path = tmp / "azimds.yaml"
     path.write_text(config_yaml)
-    return ServerProcess("--config", str(path), *args)
+    return ServerThread("--config", str(path), *args)
 
 
 def signature_der(port: int, query: str = "api-version=2020-09-01") -> bytes:
@@ -68,7 +68,7 @@ def ca_export(state_dir: Path, directory: Path) -> subprocess.CompletedProcess[s
     )
 
 
-def admin_get(server: ServerProcess, path: str) -> bytes:
+def admin_get(server: Server, path: str) -> bytes:
     """A public route of the control plane, fetched without a token."""
     with urlopen(server.admin_url + path, timeout=10) as response:
         assert response.status == 200

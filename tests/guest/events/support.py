@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import Server
 from tests.http import Reply, get, send_raw
 
 MANUAL = ("--clock", "manual", "--store", "memory:")
@@ -41,15 +41,13 @@ METADATA_400 = b'{ "error": "Bad request: . Required metadata header not specifi
 
 
 def guest_get(
-    node: ServerProcess, version: str | None = CURRENT, source: str | None = None, **kw: Any
+    node: Server, version: str | None = CURRENT, source: str | None = None, **kw: Any
 ) -> Reply:
     target = SE if version is None else f"{SE}?api-version={version}"
     return get(node.port, target, source=source, **kw)
 
 
-def document(
-    node: ServerProcess, version: str = CURRENT, source: str | None = None
-) -> dict[str, Any]:
+def document(node: Server, version: str = CURRENT, source: str | None = None) -> dict[str, Any]:
     """The VM's scheduled-events document (200 and JSON asserted)."""
     reply = guest_get(node, version, source)
     assert reply.status == 200, reply
@@ -60,17 +58,17 @@ def document(
     return parsed  # type: ignore[no-any-return]
 
 
-def incarnation(node: ServerProcess, source: str | None = None) -> int:
+def incarnation(node: Server, source: str | None = None) -> int:
     return int(document(node, source=source)["DocumentIncarnation"])
 
 
-def shown(node: ServerProcess, source: str | None = None) -> dict[str, str]:
+def shown(node: Server, source: str | None = None) -> dict[str, str]:
     """EventId -> EventStatus of the events the VM sees."""
     return {e["EventId"]: e["EventStatus"] for e in document(node, source=source)["Events"]}
 
 
 def guest_post(
-    node: ServerProcess,
+    node: Server,
     body: bytes,
     source: str | None = None,
     version: str | None = CURRENT,
@@ -94,11 +92,11 @@ def start_requests(*event_ids: str) -> bytes:
     return json.dumps({"StartRequests": [{"EventId": i} for i in event_ids]}).encode()
 
 
-def approve_as_guest(node: ServerProcess, event_id: str, source: str | None = None) -> Reply:
+def approve_as_guest(node: Server, event_id: str, source: str | None = None) -> Reply:
     return guest_post(node, start_requests(event_id), source)
 
 
-def schedule(node: ServerProcess, **spec: Any) -> dict[str, Any]:
+def schedule(node: Server, **spec: Any) -> dict[str, Any]:
     """POST /v1/events (201 asserted); ``vms`` defaults to the default VM."""
     spec.setdefault("vms", [DEFAULT_VM])
     status, _, answer = call(node, "POST", "/v1/events", spec)
@@ -106,26 +104,26 @@ def schedule(node: ServerProcess, **spec: Any) -> dict[str, Any]:
     return answer  # type: ignore[no-any-return]
 
 
-def advance(node: ServerProcess, seconds: float) -> str:
+def advance(node: Server, seconds: float) -> str:
     status, _, answer = call(node, "POST", "/v1/clock/advance", {"seconds": seconds})
     assert status == 200, answer
     return str(answer["now"])
 
 
-def clock(node: ServerProcess) -> dict[str, Any]:
+def clock(node: Server) -> dict[str, Any]:
     status, _, answer = call(node, "GET", "/v1/clock")
     assert status == 200, answer
     return answer  # type: ignore[no-any-return]
 
 
-def all_events(node: ServerProcess) -> dict[str, dict[str, Any]]:
+def all_events(node: Server) -> dict[str, dict[str, Any]]:
     """Every event the control plane knows, completed and canceled too, by eventId."""
     status, _, answer = call(node, "GET", "/v1/events?all=true")
     assert status == 200, answer
     return {e["eventId"]: e for e in answer["events"]}
 
 
-def status_of(node: ServerProcess, event_id: str) -> str:
+def status_of(node: Server, event_id: str) -> str:
     return str(all_events(node)[event_id]["status"])
 
 

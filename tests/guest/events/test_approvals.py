@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.admin.client import call, new_vm
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.events.support import (
     MANUAL,
     METADATA_400,
@@ -34,11 +34,11 @@ MAX_BODY = 64 * 1024
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[ServerProcess]:
+def fleet(tmp_path: Path) -> Iterator[ServerThread]:
     declared = tmp_path / "fleet.yaml"
     vms = [new_vm("vm-a", A), new_vm("vm-b", B), new_vm("vm-c", C)]
     declared.write_text(yaml.safe_dump({"vms": vms}))
-    process = ServerProcess(*MANUAL, "--caller-mode", "source-ip", "--fleet", str(declared))
+    process = ServerThread(*MANUAL, "--caller-mode", "source-ip", "--fleet", str(declared))
     yield process
     process.stop()
 
@@ -51,11 +51,11 @@ def instance_error(body: bytes) -> str:
     return str(parsed["error"])
 
 
-def snapshot(node: ServerProcess) -> tuple[dict[str, object], ...]:
+def snapshot(node: ServerThread) -> tuple[dict[str, object], ...]:
     return tuple(document(node, source=s) for s in (A, B, C))
 
 
-def test_one_vms_approval_starts_the_event_for_every_vm_it_lists(fleet: ServerProcess) -> None:
+def test_one_vms_approval_starts_the_event_for_every_vm_it_lists(fleet: ServerThread) -> None:
     event_id = schedule(fleet, type="Freeze", vms=["vm-a", "vm-b"], duration=5)["eventId"]
     assert shown(fleet, A) == shown(fleet, B) == {event_id: "Scheduled"}
     for source in (A, B):  # each VM sees the event with every VM it affects
@@ -80,7 +80,7 @@ def test_one_vms_approval_starts_the_event_for_every_vm_it_lists(fleet: ServerPr
 
 
 def test_approving_a_started_event_again_is_200_even_from_the_other_vm(
-    fleet: ServerProcess,
+    fleet: ServerThread,
 ) -> None:
     event_id = schedule(fleet, type="Reboot", vms=["vm-a", "vm-b"])["eventId"]
     assert approve_as_guest(fleet, event_id, source=A).status == 200
@@ -92,14 +92,14 @@ def test_approving_a_started_event_again_is_200_even_from_the_other_vm(
     assert all_events(fleet)[event_id]["startedAt"] == started_at
 
 
-def test_several_events_in_one_request(fleet: ServerProcess) -> None:
+def test_several_events_in_one_request(fleet: ServerThread) -> None:
     first = schedule(fleet, type="Reboot", vms=["vm-a"])["eventId"]
     second = schedule(fleet, type="Redeploy", vms=["vm-a"])["eventId"]
     assert guest_post(fleet, start_requests(first, second), source=A).status == 200
     assert shown(fleet, A) == {first: "Started", second: "Started"}
 
 
-def test_an_unknown_event_id_is_400(fleet: ServerProcess) -> None:
+def test_an_unknown_event_id_is_400(fleet: ServerThread) -> None:
     event_id = schedule(fleet, type="Reboot", vms=["vm-a"])["eventId"]
     before = snapshot(fleet)
     reply = approve_as_guest(fleet, "00000000-0000-0000-0000-000000000000", source=A)
@@ -110,7 +110,7 @@ def test_an_unknown_event_id_is_400(fleet: ServerProcess) -> None:
     assert status_of(fleet, event_id) == "Scheduled"
 
 
-def test_a_request_with_one_unknown_id_starts_none_of_them(fleet: ServerProcess) -> None:
+def test_a_request_with_one_unknown_id_starts_none_of_them(fleet: ServerThread) -> None:
     event_id = schedule(fleet, type="Reboot", vms=["vm-a"])["eventId"]
     before = snapshot(fleet)
     body = start_requests(event_id, "00000000-0000-0000-0000-000000000000")
@@ -135,7 +135,7 @@ def test_a_request_with_one_unknown_id_starts_none_of_them(fleet: ServerProcess)
     ],
     ids=lambda body: body.decode("latin-1") or "empty",
 )
-def test_a_malformed_body_is_400_and_changes_nothing(fleet: ServerProcess, body: bytes) -> None:
+def test_a_malformed_body_is_400_and_changes_nothing(fleet: ServerThread, body: bytes) -> None:
     schedule(fleet, type="Reboot", vms=["vm-a"])
     before = snapshot(fleet)
     reply = guest_post(fleet, body, source=A)
@@ -150,7 +150,7 @@ def padded(event_id: str, size: int) -> bytes:
     return body[:-1] + b" " * (size - len(body)) + b"}"
 
 
-def test_a_body_over_64_kb_is_400_and_64_kb_is_accepted(fleet: ServerProcess) -> None:
+def test_a_body_over_64_kb_is_400_and_64_kb_is_accepted(fleet: ServerThread) -> None:
     event_id = schedule(fleet, type="Reboot", vms=["vm-a"])["eventId"]
     before = snapshot(fleet)
     for size in (MAX_BODY + 1, 70_000):
@@ -165,7 +165,7 @@ def test_a_body_over_64_kb_is_400_and_64_kb_is_accepted(fleet: ServerProcess) ->
     assert shown(fleet, A) == {event_id: "Started"}
 
 
-def test_another_vms_event_id_is_400_and_changes_nothing(fleet: ServerProcess) -> None:
+def test_another_vms_event_id_is_400_and_changes_nothing(fleet: ServerThread) -> None:
     event_id = schedule(fleet, type="Reboot", vms=["vm-b"])["eventId"]
     before = snapshot(fleet)
     reply = approve_as_guest(fleet, event_id, source=A)
@@ -175,14 +175,14 @@ def test_another_vms_event_id_is_400_and_changes_nothing(fleet: ServerProcess) -
     assert status_of(fleet, event_id) == "Scheduled"
 
 
-def test_a_pending_event_cannot_be_approved(fleet: ServerProcess) -> None:
+def test_a_pending_event_cannot_be_approved(fleet: ServerThread) -> None:
     event_id = schedule(fleet, type="Reboot", vms=["vm-a"], after=600)["eventId"]
     assert approve_as_guest(fleet, event_id, source=A).status == 400
     assert status_of(fleet, event_id) == "Pending"
 
 
 def test_approval_without_metadata_header_is_the_400_and_changes_nothing(
-    fleet: ServerProcess,
+    fleet: ServerThread,
 ) -> None:
     event_id = schedule(fleet, type="Reboot", vms=["vm-a"])["eventId"]
     reply = guest_post(fleet, start_requests(event_id), source=A, metadata=False)
@@ -193,7 +193,7 @@ def test_approval_without_metadata_header_is_the_400_and_changes_nothing(
     assert status_of(fleet, event_id) == "Scheduled"
 
 
-def test_approval_through_the_control_plane(fleet: ServerProcess) -> None:
+def test_approval_through_the_control_plane(fleet: ServerThread) -> None:
     event_id = schedule(fleet, type="Reboot", vms=["vm-a", "vm-b"])["eventId"]
     status, _, answer = call(fleet, "POST", f"/v1/events/{event_id}/approve")
     assert status == 200, answer

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.events.support import (
     DEFAULT_VM,
     FIELDS,
@@ -28,14 +28,14 @@ from tests.guest.events.support import (
 GUID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 
 
-def test_no_events_is_an_empty_list_at_incarnation_0(node: ServerProcess) -> None:
+def test_no_events_is_an_empty_list_at_incarnation_0(node: ServerThread) -> None:
     reply = guest_get(node)
     assert reply.status == 200
     assert reply.headers["content-type"] == "application/json; charset=utf-8"
     assert reply.body == b'{"DocumentIncarnation":0,"Events":[]}'
 
 
-def test_a_scheduled_reboot_byte_for_byte_at_2020_07_01(node: ServerProcess) -> None:
+def test_a_scheduled_reboot_byte_for_byte_at_2020_07_01(node: ServerThread) -> None:
     event = schedule(node, type="Reboot", notBefore="2099-07-01T12:34:56Z")
     event_id = event["eventId"]
     assert GUID.match(event_id), event_id
@@ -53,7 +53,7 @@ def test_a_scheduled_reboot_byte_for_byte_at_2020_07_01(node: ServerProcess) -> 
     assert reply.body == expected.encode()
 
 
-def test_not_before_is_empty_once_started(node: ServerProcess) -> None:
+def test_not_before_is_empty_once_started(node: ServerThread) -> None:
     event = schedule(node, type="Freeze", duration=5, source="User")
     assert approve_as_guest(node, event["eventId"]).status == 200
     reply = guest_get(node)
@@ -68,7 +68,7 @@ def test_not_before_is_empty_once_started(node: ServerProcess) -> None:
     assert reply.body == expected.encode()
 
 
-def test_default_not_before_is_the_minimum_notice_in_rfc_1123(node: ServerProcess) -> None:
+def test_default_not_before_is_the_minimum_notice_in_rfc_1123(node: ServerThread) -> None:
     event = schedule(node, type="Reboot")
     (shown,) = document(node)["Events"]
     nb = shown["NotBefore"]
@@ -86,9 +86,9 @@ def test_default_not_before_is_the_minimum_notice_in_rfc_1123(node: ServerProces
 
 
 @pytest.fixture(scope="module")
-def mixed() -> Iterator[ServerProcess]:
+def mixed() -> Iterator[ServerThread]:
     """A node whose VM has a Freeze (User, 5 s), a Preempt and a Terminate, all Scheduled."""
-    process = ServerProcess(*MANUAL)
+    process = ServerThread(*MANUAL)
     far = "2099-07-01T12:34:56Z"
     schedule(process, type="Freeze", duration=5, source="User", notBefore=far)
     schedule(process, type="Preempt", notBefore=far)
@@ -113,7 +113,7 @@ BASE = FIELDS[:6]
     ],
 )
 def test_each_version_shows_its_types_and_fields(
-    mixed: ServerProcess, version: str, types: list[str], fields: tuple[str, ...], resource: str
+    mixed: ServerThread, version: str, types: list[str], fields: tuple[str, ...], resource: str
 ) -> None:
     events = document(mixed, version)["Events"]
     assert sorted(e["EventType"] for e in events) == types
@@ -135,7 +135,7 @@ def test_each_version_shows_its_types_and_fields(
 
 @pytest.mark.parametrize("version", ["2021-02-01", "2018-10-01", "latest", "", None])
 def test_a_version_outside_the_scheduled_events_list_is_the_400_with_newest_versions(
-    mixed: ServerProcess, version: str | None
+    mixed: ServerThread, version: str | None
 ) -> None:
     reply = guest_get(mixed, version)
     assert reply.status == 400
@@ -143,23 +143,23 @@ def test_a_version_outside_the_scheduled_events_list_is_the_400_with_newest_vers
     assert reply.body == NEWEST_VERSIONS_400
 
 
-def test_no_metadata_header_is_the_instance_family_400(mixed: ServerProcess) -> None:
+def test_no_metadata_header_is_the_instance_family_400(mixed: ServerThread) -> None:
     reply = guest_get(mixed, metadata=None)
     assert reply.status == 400
     assert reply.body == METADATA_400
     assert guest_get(mixed, metadata="false").body == METADATA_400
 
 
-def test_metadata_header_value_is_case_insensitive(mixed: ServerProcess) -> None:
+def test_metadata_header_value_is_case_insensitive(mixed: ServerThread) -> None:
     assert guest_get(mixed, metadata="True").status == 200
 
 
-def test_format_text_is_refused(mixed: ServerProcess) -> None:
+def test_format_text_is_refused(mixed: ServerThread) -> None:
     reply = guest_get(mixed, "2020-07-01&format=text")
     assert reply.status == 400
     assert reply.body.startswith(b'{ "error": ')
     assert "format" in json.loads(reply.body)["error"]
 
 
-def test_format_json_is_the_default(mixed: ServerProcess) -> None:
+def test_format_json_is_the_default(mixed: ServerThread) -> None:
     assert guest_get(mixed, "2020-07-01&format=json").body == guest_get(mixed).body

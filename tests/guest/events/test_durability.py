@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.events.support import (
     DEFAULT_VM,
     advance,
@@ -27,7 +27,7 @@ from tests.waiting import within
 
 
 def test_events_and_the_manual_clock_survive_a_restart_sqlite(tmp_path: Path) -> None:
-    node = ServerProcess("--clock", "manual", state_dir=tmp_path)
+    node = ServerThread("--clock", "manual", state_dir=tmp_path)
     try:
         assert "sqlite" in call(node, "GET", "/v1/status")[2]["store"]
         advance(node, 3600)  # the clock is now an hour ahead of real time
@@ -41,7 +41,7 @@ def test_events_and_the_manual_clock_survive_a_restart_sqlite(tmp_path: Path) ->
         node.stop()
     time.sleep(1.5)  # real time moves on while the node is down; the manual clock does not
 
-    node = ServerProcess("--clock", "manual", state_dir=tmp_path)
+    node = ServerThread("--clock", "manual", state_dir=tmp_path)
     try:
         assert clock(node) == {"now": now, "mode": "manual", "scale": 0.0}
         assert all_events(node) == events  # the same events, ids and statuses: none repeated
@@ -59,12 +59,12 @@ def test_events_and_the_manual_clock_survive_a_restart_sqlite(tmp_path: Path) ->
 
 
 @pytest.fixture
-def two_nodes(postgres: Postgres) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def two_nodes(postgres: Postgres) -> Iterator[tuple[ServerThread, ServerThread]]:
     url = postgres.new_database()
-    nodes: list[ServerProcess] = []
+    nodes: list[ServerThread] = []
     try:
         for _ in range(2):
-            nodes.append(ServerProcess("--clock", "manual", "--store", url))
+            nodes.append(ServerThread("--clock", "manual", "--store", url))
         yield nodes[0], nodes[1]
     finally:
         for node in nodes:
@@ -72,7 +72,7 @@ def two_nodes(postgres: Postgres) -> Iterator[tuple[ServerProcess, ServerProcess
 
 
 def test_an_event_scheduled_on_a_and_approved_through_bs_guest_plane_is_started_on_a(
-    two_nodes: tuple[ServerProcess, ServerProcess],
+    two_nodes: tuple[ServerThread, ServerThread],
 ) -> None:
     a, b = two_nodes
     assert clock(a)["now"] == clock(b)["now"]  # one clock for the fleet

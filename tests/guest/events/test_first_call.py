@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.http import get
 
 
 def test_first_call_waits_then_answers_at_once() -> None:
-    node = ServerProcess("--store", "memory:", "--events-first-call-delay", "1.5")
+    node = ServerThread("--store", "memory:", "--events-first-call-delay", "1.5")
     try:
         target = "/metadata/scheduledevents?api-version=2020-07-01"
         started = time.monotonic()

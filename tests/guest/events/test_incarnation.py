@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.admin.client import call, new_vm
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.events.support import (
     MANUAL,
     advance,
@@ -29,10 +29,10 @@ A, B = "127.0.21.1", "127.0.21.2"
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[ServerProcess]:
+def pair(tmp_path: Path) -> Iterator[ServerThread]:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(yaml.safe_dump({"vms": [new_vm("vm-a", A), new_vm("vm-b", B)]}))
-    process = ServerProcess(*MANUAL, "--caller-mode", "source-ip", "--fleet", str(fleet))
+    process = ServerThread(*MANUAL, "--caller-mode", "source-ip", "--fleet", str(fleet))
     yield process
     process.stop()
 
@@ -40,7 +40,7 @@ def pair(tmp_path: Path) -> Iterator[ServerProcess]:
 class Watch:
     """Each VM's incarnation, checked after every step."""
 
-    def __init__(self, node: ServerProcess) -> None:
+    def __init__(self, node: ServerThread) -> None:
         self.node = node
         self.last = {A: incarnation(node, A), B: incarnation(node, B)}
 
@@ -52,7 +52,7 @@ class Watch:
         self.last = now
 
 
-def test_incarnation_rises_on_each_change_of_the_vms_own_list_only(pair: ServerProcess) -> None:
+def test_incarnation_rises_on_each_change_of_the_vms_own_list_only(pair: ServerThread) -> None:
     assert document(pair, source=A) == {"DocumentIncarnation": 0, "Events": []}
     assert document(pair, source=B) == {"DocumentIncarnation": 0, "Events": []}
     watch = Watch(pair)
@@ -91,7 +91,7 @@ def test_incarnation_rises_on_each_change_of_the_vms_own_list_only(pair: ServerP
     assert status_of(pair, redeploy) == "Canceled"
 
 
-def test_an_event_of_both_vms_changes_both_incarnations(pair: ServerProcess) -> None:
+def test_an_event_of_both_vms_changes_both_incarnations(pair: ServerThread) -> None:
     before = {A: incarnation(pair, A), B: incarnation(pair, B)}
     event = schedule(pair, type="Freeze", vms=["vm-a", "vm-b"])["eventId"]
     middle = {A: incarnation(pair, A), B: incarnation(pair, B)}
@@ -102,7 +102,7 @@ def test_an_event_of_both_vms_changes_both_incarnations(pair: ServerProcess) -> 
     assert shown(pair, A) == shown(pair, B) == {event: "Started"}
 
 
-def test_canceling_an_event_that_never_appeared_changes_nothing(node: ServerProcess) -> None:
+def test_canceling_an_event_that_never_appeared_changes_nothing(node: ServerThread) -> None:
     """A Pending event was never on the list: canceling it leaves the document as it was."""
     before = document(node)
     pending = schedule(node, type="Reboot", after=600)

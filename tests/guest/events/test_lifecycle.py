@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.admin.client import call, new_vm
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.events.support import (
     DEFAULT_VM,
     FAILURE_DESCRIPTION,
@@ -33,7 +33,7 @@ from tests.guest.events.support import (
 
 
 def test_a_reboot_starts_at_not_before_and_lingers_600_s_with_unknown_duration(
-    node: ServerProcess,
+    node: ServerThread,
 ) -> None:
     event = schedule(node, type="Reboot")
     event_id = event["eventId"]
@@ -56,7 +56,7 @@ def test_a_reboot_starts_at_not_before_and_lingers_600_s_with_unknown_duration(
     assert event_id not in {e["eventId"] for e in call(node, "GET", "/v1/events")[2]["events"]}
 
 
-def test_a_5_second_freeze_ends_5_seconds_after_it_starts(node: ServerProcess) -> None:
+def test_a_5_second_freeze_ends_5_seconds_after_it_starts(node: ServerThread) -> None:
     event_id = schedule(node, type="Freeze", duration=5)["eventId"]
     advance(node, 900)
     assert shown(node) == {event_id: "Started"}
@@ -67,7 +67,7 @@ def test_a_5_second_freeze_ends_5_seconds_after_it_starts(node: ServerProcess) -
     assert status_of(node, event_id) == "Completed"
 
 
-def test_one_big_step_applies_every_transition_that_fell_in_between(node: ServerProcess) -> None:
+def test_one_big_step_applies_every_transition_that_fell_in_between(node: ServerThread) -> None:
     event = schedule(node, type="Reboot", duration=30)
     before = incarnation(node)
     advance(node, 2 * 3600)
@@ -79,7 +79,7 @@ def test_one_big_step_applies_every_transition_that_fell_in_between(node: Server
     assert done["startedAt"] == event["notBefore"]
 
 
-def test_platform_cancellation_removes_a_scheduled_event(node: ServerProcess) -> None:
+def test_platform_cancellation_removes_a_scheduled_event(node: ServerThread) -> None:
     event_id = schedule(node, type="Reboot")["eventId"]
     before = incarnation(node)
     status, _, _ = call(node, "DELETE", f"/v1/events/{event_id}")
@@ -93,7 +93,7 @@ def test_platform_cancellation_removes_a_scheduled_event(node: ServerProcess) ->
     assert call(node, "DELETE", f"/v1/events/{event_id}")[0] == 409
 
 
-def test_a_started_event_cannot_be_canceled_409(node: ServerProcess) -> None:
+def test_a_started_event_cannot_be_canceled_409(node: ServerThread) -> None:
     event_id = schedule(node, type="Reboot")["eventId"]
     assert approve_as_guest(node, event_id).status == 200
     status, _, answer = call(node, "DELETE", f"/v1/events/{event_id}")
@@ -102,13 +102,13 @@ def test_a_started_event_cannot_be_canceled_409(node: ServerProcess) -> None:
     assert shown(node) == {event_id: "Started"}
 
 
-def test_canceling_an_unknown_event_is_404(node: ServerProcess) -> None:
+def test_canceling_an_unknown_event_is_404(node: ServerThread) -> None:
     status, _, answer = call(node, "DELETE", "/v1/events/00000000-0000-0000-0000-000000000000")
     assert status == 404, answer
 
 
 def test_an_unplanned_failure_appears_started_at_once_and_lingers_600_s(
-    node: ServerProcess,
+    node: ServerThread,
 ) -> None:
     status, _, event = call(
         node, "POST", "/v1/events", {"type": "Reboot", "vms": [DEFAULT_VM], "unplanned": True}
@@ -133,7 +133,7 @@ def test_an_unplanned_failure_appears_started_at_once_and_lingers_600_s(
     assert shown(node) == {}
 
 
-def test_an_unplanned_failure_is_a_reboot(node: ServerProcess) -> None:
+def test_an_unplanned_failure_is_a_reboot(node: ServerThread) -> None:
     spec = {"type": "Freeze", "vms": [DEFAULT_VM], "unplanned": True}
     status, _, answer = call(node, "POST", "/v1/events", spec)
     assert status == 400, answer
@@ -145,8 +145,8 @@ def test_an_unplanned_failure_is_a_reboot(node: ServerProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def notices() -> Iterator[ServerProcess]:
-    process = ServerProcess(*MANUAL)
+def notices() -> Iterator[ServerThread]:
+    process = ServerThread(*MANUAL)
     yield process
     process.stop()
 
@@ -156,7 +156,7 @@ def notices() -> Iterator[ServerProcess]:
     [("Freeze", 900), ("Reboot", 900), ("Redeploy", 600), ("Preempt", 30), ("Terminate", 600)],
 )
 def test_minimum_notice_is_enforced_and_is_the_default(
-    notices: ServerProcess, kind: str, notice: int
+    notices: ServerThread, kind: str, notice: int
 ) -> None:
     before = document(notices)
     spec = {"type": kind, "vms": [DEFAULT_VM], "notBefore": f"+{notice - 1}"}
@@ -174,7 +174,7 @@ def test_minimum_notice_is_enforced_and_is_the_default(
 
 
 def test_a_reboot_60_s_ahead_is_refused_a_preempt_30_s_ahead_is_fine(
-    notices: ServerProcess,
+    notices: ServerThread,
 ) -> None:
     spec = {"type": "Reboot", "vms": [DEFAULT_VM], "notBefore": "+60"}
     status, _, answer = call(notices, "POST", "/v1/events", spec)
@@ -184,7 +184,7 @@ def test_a_reboot_60_s_ahead_is_refused_a_preempt_30_s_ahead_is_fine(
 
 
 def test_terminate_notice_300_lowers_terminates_minimum_only() -> None:
-    process = ServerProcess(*MANUAL, "--terminate-notice", "300")
+    process = ServerThread(*MANUAL, "--terminate-notice", "300")
     try:
         spec = {"type": "Terminate", "vms": [DEFAULT_VM], "notBefore": "+299"}
         status, _, answer = call(process, "POST", "/v1/events", spec)
@@ -215,11 +215,11 @@ def test_terminate_notice_outside_300_to_900_is_refused_at_start(
 # --- what a completed Preempt does ------------------------------------------------------
 
 
-def vm_names(node: ServerProcess) -> list[str]:
+def vm_names(node: ServerThread) -> list[str]:
     return sorted(vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"])
 
 
-def test_a_completed_preempt_deallocates_its_vm_gone_from_the_fleet(node: ServerProcess) -> None:
+def test_a_completed_preempt_deallocates_its_vm_gone_from_the_fleet(node: ServerThread) -> None:
     assert call(node, "POST", "/v1/vms", new_vm("spot-1", "10.7.0.4"))[0] == 201
     assert call(node, "POST", "/v1/vms", new_vm("steady-1", "10.7.0.5"))[0] == 201
     preempt = schedule(node, type="Preempt", vms=["spot-1"])["eventId"]  # NotBefore +30
@@ -236,7 +236,7 @@ def test_a_completed_preempt_deallocates_its_vm_gone_from_the_fleet(node: Server
 
 
 def test_a_completed_preempt_of_the_default_vm_in_single_mode_leaves_guests_403(
-    node: ServerProcess,
+    node: ServerThread,
 ) -> None:
     schedule(node, type="Preempt")
     advance(node, 30)

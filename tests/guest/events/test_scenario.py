@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.events.support import (
     DEFAULT_VM,
     advance,
@@ -29,7 +29,7 @@ from tests.waiting import within
 
 
 def test_a_scenario_entry_stays_invisible_until_the_clock_passes_its_after(
-    node: ServerProcess,
+    node: ServerThread,
 ) -> None:
     t0 = iso(clock(node)["now"])
     scenario = {
@@ -58,7 +58,7 @@ def test_a_scenario_entry_stays_invisible_until_the_clock_passes_its_after(
     assert listed[reboot["eventId"]]["NotBefore"] == rfc1123(reboot["notBefore"])
 
 
-def test_an_invalid_scenario_schedules_nothing_and_names_the_entry(node: ServerProcess) -> None:
+def test_an_invalid_scenario_schedules_nothing_and_names_the_entry(node: ServerThread) -> None:
     scenario = {
         "events": [
             {"after": 0, "type": "Freeze", "vms": [DEFAULT_VM]},
@@ -74,12 +74,12 @@ def test_an_invalid_scenario_schedules_nothing_and_names_the_entry(node: ServerP
 # --- the CLI ----------------------------------------------------------------------------
 
 
-def events_cli(node: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+def events_cli(node: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "azimds", "events", "--state-dir", str(node.state_dir)]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
 
 
-def ok(node: ServerProcess, *args: str) -> list[str]:
+def ok(node: ServerThread, *args: str) -> list[str]:
     result = events_cli(node, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
@@ -92,7 +92,7 @@ def rows(lines: list[str]) -> dict[str, list[str]]:
     return {row.split()[0]: row.split()[1:] for row in body}
 
 
-def test_the_events_commands_do_what_their_help_says(node: ServerProcess, tmp_path: Path) -> None:
+def test_the_events_commands_do_what_their_help_says(node: ServerThread, tmp_path: Path) -> None:
     t0 = clock(node)["now"]
     rehearsal = tmp_path / "rehearsal.yaml"
     rehearsal.write_text(
@@ -153,7 +153,7 @@ def schedule_id(lines: list[str]) -> str:
 
 
 def test_time_scale_60_runs_the_event_clock_60_times_faster() -> None:
-    node = ServerProcess("--time-scale", "60", "--store", "memory:")
+    node = ServerThread("--time-scale", "60", "--store", "memory:")
     try:
         first = clock(node)
         assert (first["mode"], first["scale"]) == ("real", 60)
@@ -172,7 +172,7 @@ def test_time_scale_60_runs_the_event_clock_60_times_faster() -> None:
         node.stop()
 
 
-def test_the_clock_only_moves_forward(node: ServerProcess) -> None:
+def test_the_clock_only_moves_forward(node: ServerThread) -> None:
     before = clock(node)
     for seconds in (-1, "60", None, True):
         status, _, answer = call(node, "POST", "/v1/clock/advance", {"seconds": seconds})

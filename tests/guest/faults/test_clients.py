@@ -2,45 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import msal
 import pytest
 import requests
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 
 MANAGEMENT = "https://management.azure.com/.default"
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[ServerProcess]:
-    process = ServerProcess("--store", "memory:")
-    yield process
-    process.stop()
-
-
 @pytest.fixture
-def env(node: ServerProcess, sdk_env: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
-    sdk_env.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{node.port}")
-    yield node
-    call(node, "DELETE", "/v1/faults")
+def env(faulty: ServerThread, sdk_env: pytest.MonkeyPatch) -> ServerThread:
+    sdk_env.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{faulty.port}")
+    return faulty
 
 
-def token_requests(node: ServerProcess, since: int) -> list[tuple[int, bool]]:
+def token_requests(node: ServerThread, since: int) -> list[tuple[int, bool]]:
     """(status, a fault fired) of each token request after ``since``."""
     log = call(node, "GET", f"/v1/requests?since={since}")[2]["requests"]
     return [(e["status"], e["fault"] is not None) for e in log if e["category"] == "identity"]
 
 
-def last_sequence(node: ServerProcess) -> int:
+def last_sequence(node: ServerThread) -> int:
     log = call(node, "GET", "/v1/requests")[2]["requests"]
     return log[-1]["sequence"] if log else 0
 
 
-def test_azure_identity_retries_through_410_410_200(env: ServerProcess) -> None:
+def test_azure_identity_retries_through_410_410_200(env: ServerThread) -> None:
     call(env, "POST", "/v1/faults", {"path": "/metadata/identity", "actions": [410, 410]})
     since = last_sequence(env)
     with ManagedIdentityCredential() as credential:
@@ -49,7 +39,7 @@ def test_azure_identity_retries_through_410_410_200(env: ServerProcess) -> None:
     assert token_requests(env, since) == [(410, True), (410, True), (200, False)]
 
 
-def test_default_credential_gets_through_a_503(env: ServerProcess) -> None:
+def test_default_credential_gets_through_a_503(env: ServerThread) -> None:
     """In a chain, azure-identity 1.27 probes with a full token request (Metadata header and
     all, no retry): a 503 there still says "IMDS is here", and the next request is served."""
     call(env, "POST", "/v1/faults", {"path": "/metadata/identity", "actions": [503], "count": 1})
@@ -69,7 +59,7 @@ def test_default_credential_gets_through_a_503(env: ServerProcess) -> None:
     assert token_requests(env, since) == [(503, True), (200, False)]
 
 
-def test_msal_reports_the_failure_as_the_service_words_it(env: ServerProcess) -> None:
+def test_msal_reports_the_failure_as_the_service_words_it(env: ServerThread) -> None:
     """msal does not retry a 500; it hands the body's error and description to its caller."""
     call(env, "POST", "/v1/faults", {"path": "/metadata/identity", "actions": [500], "count": 1})
     with requests.Session() as session:

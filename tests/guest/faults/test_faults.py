@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread, node_fixture
 from tests.http import get
 
 VM_ID = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
@@ -23,30 +23,26 @@ LEAF = "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text"
 TOKEN = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net"
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[ServerProcess]:
-    process = ServerProcess("--store", "memory:")
-    yield process
-    process.stop()
+node = node_fixture("--store", "memory:", scope="module")
 
 
 @pytest.fixture(autouse=True)
-def no_rules_left(node: ServerProcess) -> Iterator[None]:
+def no_rules_left(node: ServerThread) -> Iterator[None]:
     yield
     call(node, "DELETE", "/v1/faults")
 
 
-def add(node: ServerProcess, rule: dict[str, Any]) -> dict[str, Any]:
+def add(node: ServerThread, rule: dict[str, Any]) -> dict[str, Any]:
     status, _, answer = call(node, "POST", "/v1/faults", rule)
     assert status == 201, answer
     return answer  # type: ignore[no-any-return]
 
 
-def statuses(node: ServerProcess, target: str, times: int) -> list[int]:
+def statuses(node: ServerThread, target: str, times: int) -> list[int]:
     return [get(node.port, target).status for _ in range(times)]
 
 
-def test_a_script_runs_once_then_answers_normally(node: ServerProcess) -> None:
+def test_a_script_runs_once_then_answers_normally(node: ServerThread) -> None:
     rule = add(node, {"actions": [410, 410]})
     assert rule["count"] == 2 and rule["remaining"] == 2 and rule["active"]
     assert statuses(node, LEAF, 3) == [410, 410, 200]
@@ -68,7 +64,7 @@ def test_a_script_runs_once_then_answers_normally(node: ServerProcess) -> None:
     ],
 )
 def test_instance_failures_carry_the_services_bodies(
-    node: ServerProcess, status: int, body: bytes
+    node: ServerThread, status: int, body: bytes
 ) -> None:
     add(node, {"actions": [status], "count": 1})
     reply = get(node.port, LEAF)
@@ -83,7 +79,7 @@ def test_instance_failures_carry_the_services_bodies(
     ("status", "code"),
     [(410, "gone"), (429, "too_many_requests"), (500, "unknown"), (503, "service_unavailable")],
 )
-def test_identity_failures_are_oauth_shaped(node: ServerProcess, status: int, code: str) -> None:
+def test_identity_failures_are_oauth_shaped(node: ServerThread, status: int, code: str) -> None:
     add(node, {"path": "/metadata/identity", "actions": [status], "count": 1})
     reply = get(node.port, TOKEN)
     assert reply.status == status
@@ -91,13 +87,13 @@ def test_identity_failures_are_oauth_shaped(node: ServerProcess, status: int, co
     assert json.loads(reply.body)["error"] == code
 
 
-def test_retry_after_goes_out_with_429(node: ServerProcess) -> None:
+def test_retry_after_goes_out_with_429(node: ServerThread) -> None:
     add(node, {"actions": [{"status": 429, "retryAfter": 7}], "count": 1})
     reply = get(node.port, LEAF)
     assert (reply.status, reply.headers["retry-after"]) == (429, "7")
 
 
-def test_rules_match_path_method_and_vm(node: ServerProcess) -> None:
+def test_rules_match_path_method_and_vm(node: ServerThread) -> None:
     add(node, {"path": "/metadata/identity", "actions": [503]})
     assert get(node.port, LEAF).status == 200
     assert get(node.port, TOKEN).status == 503
@@ -112,7 +108,7 @@ def test_rules_match_path_method_and_vm(node: ServerProcess) -> None:
     assert get(node.port, "/metadata/versions").status == 200
 
 
-def test_requests_that_fail_a_check_are_answered_as_usual(node: ServerProcess) -> None:
+def test_requests_that_fail_a_check_are_answered_as_usual(node: ServerThread) -> None:
     """Probes without the Metadata header (DefaultAzureCredential's) do not use up a script."""
     add(node, {"actions": [410]})
     reply = get(node.port, LEAF, metadata=None)
@@ -121,7 +117,7 @@ def test_requests_that_fail_a_check_are_answered_as_usual(node: ServerProcess) -
     assert get(node.port, LEAF).status == 410
 
 
-def test_probability_zero_never_fires_and_one_always_does(node: ServerProcess) -> None:
+def test_probability_zero_never_fires_and_one_always_does(node: ServerThread) -> None:
     never = add(node, {"actions": [500], "probability": 0})
     assert statuses(node, LEAF, 5) == [200] * 5
     call(node, "DELETE", f"/v1/faults/{never['id']}")
@@ -129,13 +125,13 @@ def test_probability_zero_never_fires_and_one_always_does(node: ServerProcess) -
     assert statuses(node, LEAF, 5) == [500] * 5
 
 
-def test_a_fraction_fires_about_that_often(node: ServerProcess) -> None:
+def test_a_fraction_fires_about_that_often(node: ServerThread) -> None:
     add(node, {"actions": [503], "probability": 0.3})
     failed = statuses(node, LEAF, 400).count(503)
     assert 70 <= failed <= 170  # mean 120, sd about 9
 
 
-def test_time_windows(node: ServerProcess) -> None:
+def test_time_windows(node: ServerThread) -> None:
     add(node, {"actions": [500], "from": "+60"})
     add(node, {"actions": [503], "until": time.time() - 1})
     assert get(node.port, LEAF).status == 200
@@ -147,18 +143,18 @@ def test_time_windows(node: ServerProcess) -> None:
     assert shown["active"] is False
 
 
-def test_the_first_rule_that_fires_wins(node: ServerProcess) -> None:
+def test_the_first_rule_that_fires_wins(node: ServerThread) -> None:
     add(node, {"actions": [410], "count": 1})
     add(node, {"actions": [503], "count": 1})
     assert statuses(node, LEAF, 3) == [410, 503, 200]
 
 
-def test_a_cycle_with_pass(node: ServerProcess) -> None:
+def test_a_cycle_with_pass(node: ServerThread) -> None:
     add(node, {"actions": [500, "pass"], "count": 6})
     assert statuses(node, LEAF, 7) == [500, 200, 500, 200, 500, 200, 200]
 
 
-def test_delay_makes_answers_late(node: ServerProcess) -> None:
+def test_delay_makes_answers_late(node: ServerThread) -> None:
     add(node, {"delay": 0.4, "count": 1})
     started = time.monotonic()
     reply = get(node.port, LEAF)
@@ -169,7 +165,7 @@ def test_delay_makes_answers_late(node: ServerProcess) -> None:
     assert time.monotonic() - started < 0.3
 
 
-def test_a_reset_is_a_reset_to_real_clients(node: ServerProcess) -> None:
+def test_a_reset_is_a_reset_to_real_clients(node: ServerThread) -> None:
     add(node, {"actions": ["reset"], "count": 2})
     with pytest.raises(requests.ConnectionError) as caught:
         requests.get(f"http://127.0.0.1:{node.port}{LEAF}", headers={"Metadata": "true"}, timeout=5)
@@ -184,7 +180,7 @@ def test_a_reset_is_a_reset_to_real_clients(node: ServerProcess) -> None:
     assert get(node.port, LEAF).status == 200
 
 
-def test_a_hang_lasts_until_the_client_gives_up(node: ServerProcess) -> None:
+def test_a_hang_lasts_until_the_client_gives_up(node: ServerThread) -> None:
     add(node, {"actions": ["hang"], "count": 1})
     started = time.monotonic()
     with pytest.raises(requests.exceptions.ReadTimeout):
@@ -199,7 +195,7 @@ def test_a_hang_lasts_until_the_client_gives_up(node: ServerProcess) -> None:
     assert hung[-1]["status"] == 0 and hung[-1]["latencyMs"] >= 1000
 
 
-def test_a_hung_request_does_not_block_others_on_the_same_node(node: ServerProcess) -> None:
+def test_a_hung_request_does_not_block_others_on_the_same_node(node: ServerThread) -> None:
     add(node, {"actions": ["hang"], "count": 1})
     with socket.create_connection(("127.0.0.1", node.port), timeout=5) as hung:
         hung.sendall(f"GET {LEAF} HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n".encode())
@@ -210,7 +206,7 @@ def test_a_hung_request_does_not_block_others_on_the_same_node(node: ServerProce
             hung.recv(1)
 
 
-def test_the_log_and_metrics_name_what_fired(node: ServerProcess) -> None:
+def test_the_log_and_metrics_name_what_fired(node: ServerThread) -> None:
     rule = add(node, {"actions": [503, "reset"]})
     _, _, before = call(node, "GET", "/v1/requests")
     last = before["requests"][-1]["sequence"] if before["requests"] else 0
@@ -226,7 +222,7 @@ def test_the_log_and_metrics_name_what_fired(node: ServerProcess) -> None:
     assert 'azimds_faults_total{action="reset"} ' in page
 
 
-def test_bad_rules_are_refused_with_the_field(node: ServerProcess) -> None:
+def test_bad_rules_are_refused_with_the_field(node: ServerThread) -> None:
     cases = [
         ({"actions": [404]}, 400, "actions[0].status"),
         ({"actions": ["explode"]}, 400, "actions[0]"),
@@ -249,7 +245,7 @@ def test_bad_rules_are_refused_with_the_field(node: ServerProcess) -> None:
     assert call(node, "GET", "/v1/faults")[2] == {"faults": []}
 
 
-def test_rules_are_listed_and_removed_one_by_one(node: ServerProcess) -> None:
+def test_rules_are_listed_and_removed_one_by_one(node: ServerThread) -> None:
     first = add(node, {"actions": [410]})
     second = add(node, {"actions": [429], "retryAfter": 3})
     _, _, listed = call(node, "GET", "/v1/faults")
@@ -263,7 +259,7 @@ def test_rules_are_listed_and_removed_one_by_one(node: ServerProcess) -> None:
     assert get(node.port, LEAF).status == 200
 
 
-def test_faults_cli(node: ServerProcess) -> None:
+def test_faults_cli(node: ServerThread) -> None:
     def azimds(*args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "azimds", "faults", "--state-dir", str(node.state_dir), *args],

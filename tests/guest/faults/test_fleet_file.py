@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.http import get
 
 FLEET = """
@@ -29,7 +29,7 @@ def test_declared_rules_fire_and_keep_their_id_across_restarts(tmp_path: Path) -
     # Single-VM mode serves the configured VM; the file names it, found in the same write.
     write(fleet, "  - {vm: examplevmname, path: /metadata/instance, actions: [503], count: 1}")
     state = tmp_path / "state"
-    node = ServerProcess("--fleet", str(fleet), state_dir=state)
+    node = ServerThread("--fleet", str(fleet), state_dir=state)
     try:
         (rule,) = call(node, "GET", "/v1/faults")[2]["faults"]
         assert rule["vm"] == "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
@@ -37,7 +37,7 @@ def test_declared_rules_fire_and_keep_their_id_across_restarts(tmp_path: Path) -
         assert [get(node.port, LEAF).status for _ in range(2)] == [503, 200]
     finally:
         node.stop()
-    node = ServerProcess("--fleet", str(fleet), state_dir=state)
+    node = ServerThread("--fleet", str(fleet), state_dir=state)
     try:
         (again,) = call(node, "GET", "/v1/faults")[2]["faults"]
         assert again["id"] == rule["id"]
@@ -49,7 +49,7 @@ def test_declared_rules_fire_and_keep_their_id_across_restarts(tmp_path: Path) -
 def test_a_watched_file_replaces_its_rules(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     write(fleet, "  - {actions: [410]}")
-    node = ServerProcess("--fleet", str(fleet), "--watch", "--store", "memory:")
+    node = ServerThread("--fleet", str(fleet), "--watch", "--store", "memory:")
     try:
         added = call(node, "POST", "/v1/faults", {"actions": [500], "path": "/metadata/versions"})
         assert get(node.port, LEAF).status == 410

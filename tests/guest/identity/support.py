@@ -17,7 +17,7 @@ import jwt
 import pytest
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import Server
 from tests.http import Reply, get
 
 VM = "examplevmname"
@@ -71,7 +71,7 @@ def new_guid() -> str:
     return str(uuid.uuid4())
 
 
-def system_identity(node: ServerProcess) -> Expected:
+def system_identity(node: Server) -> Expected:
     status, _, section = call(node, "GET", f"/v1/vms/{VM}/identities")
     assert status == 200, section
     system = section["systemAssigned"]
@@ -84,7 +84,7 @@ def system_identity(node: ServerProcess) -> Expected:
     return Expected(system["clientId"], system["objectId"], system["tenantId"], reply.text)
 
 
-def add_user_identity(node: ServerProcess, name: str, client_id: str | None = None) -> Expected:
+def add_user_identity(node: Server, name: str, client_id: str | None = None) -> Expected:
     body: dict[str, str] = {"name": name}
     if client_id is not None:
         body["clientId"] = client_id
@@ -95,7 +95,7 @@ def add_user_identity(node: ServerProcess, name: str, client_id: str | None = No
     return Expected(added["clientId"], added["objectId"], added["tenantId"], added["resourceId"])
 
 
-def disable_system_identity(node: ServerProcess) -> None:
+def disable_system_identity(node: Server) -> None:
     status, _, body = call(node, "DELETE", f"/v1/vms/{VM}/identities/system")
     assert status == 204, body
 
@@ -194,10 +194,10 @@ def check_token(
     return header, claims
 
 
-def local_issuer(node: ServerProcess, tenant_id: str) -> str:
+def local_issuer(node: Server, tenant_id: str) -> str:
     """The issuer of a node started with the default ``--issuer local``."""
     return f"{node.admin_url}/{tenant_id}/"
 
 
-def point_sdks_at(monkeypatch: pytest.MonkeyPatch, node: ServerProcess) -> None:
+def point_sdks_at(monkeypatch: pytest.MonkeyPatch, node: Server) -> None:
     monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{node.port}")

@@ -11,7 +11,7 @@ import requests
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ManagedIdentityCredential
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.identity.support import (
     HEADER_MISSING,
     IDENTITY_NOT_FOUND,
@@ -29,8 +29,8 @@ API = "api-version=2018-02-01"
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[ServerProcess]:
-    server = ServerProcess(
+def node() -> Iterator[ServerThread]:
+    server = ServerThread(
         "--store",
         "memory:",
         "--token-resource",
@@ -52,7 +52,7 @@ def node() -> Iterator[ServerProcess]:
         "https%3A%2F%2Fvault.azure.net",
     ],
 )
-def test_allowed_resources_get_tokens(node: ServerProcess, resource: str) -> None:
+def test_allowed_resources_get_tokens(node: ServerThread, resource: str) -> None:
     reply = token_reply(node.port, f"{API}&resource={resource}")
     assert reply.status == 200, reply.body
     answer = json.loads(reply.body)
@@ -71,7 +71,7 @@ def test_allowed_resources_get_tokens(node: ServerProcess, resource: str) -> Non
         "api://not-registered",
     ],
 )
-def test_other_resources_get_invalid_resource(node: ServerProcess, resource: str) -> None:
+def test_other_resources_get_invalid_resource(node: ServerThread, resource: str) -> None:
     tenant = system_identity(node).tenant_id
     reply = token_reply(node.port, f"{API}&resource={resource}")
     assert reply.status == 400
@@ -87,7 +87,7 @@ def test_other_resources_get_invalid_resource(node: ServerProcess, resource: str
     assert "access_token" not in answer
 
 
-def test_imds_checks_come_before_azure_ads(node: ServerProcess) -> None:
+def test_imds_checks_come_before_azure_ads(node: ServerThread) -> None:
     # IMDS answers what it knows itself (header, identity) before asking Azure AD.
     other = "https://storage.azure.com/"
     missing_header = get(node.port, f"{TOKEN_PATH}?{API}&resource={other}", metadata=None)
@@ -99,7 +99,7 @@ def test_imds_checks_come_before_azure_ads(node: ServerProcess) -> None:
 
 
 def test_azure_identity_raises_for_a_resource_not_allowed(
-    node: ServerProcess, sdk_env: pytest.MonkeyPatch
+    node: ServerThread, sdk_env: pytest.MonkeyPatch
 ) -> None:
     point_sdks_at(sdk_env, node)
     with ManagedIdentityCredential() as credential:
@@ -111,7 +111,7 @@ def test_azure_identity_raises_for_a_resource_not_allowed(
             credential.get_token("https://storage.azure.com/.default")
 
 
-def test_msal_reports_invalid_resource(node: ServerProcess, sdk_env: pytest.MonkeyPatch) -> None:
+def test_msal_reports_invalid_resource(node: ServerThread, sdk_env: pytest.MonkeyPatch) -> None:
     point_sdks_at(sdk_env, node)
     with requests.Session() as session:
         client = msal.ManagedIdentityClient(

@@ -23,7 +23,7 @@ from azure.identity import (
 )
 from azure.identity.aio import ManagedIdentityCredential as AsyncManagedIdentityCredential
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.identity.support import (
     MANAGEMENT,
     Expected,
@@ -41,14 +41,14 @@ SCOPE_RESOURCE = "https://management.azure.com"  # what azure-identity asks IMDS
 
 @dataclass(frozen=True)
 class Node:
-    server: ServerProcess
+    server: ServerThread
     system: Expected
     app: Expected  # user-assigned, added through the control plane
 
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
-    server = ServerProcess("--store", "memory:")
+    server = ServerThread("--store", "memory:")
     try:
         system = system_identity(server)
         app = add_user_identity(server, "app", new_guid())

@@ -8,16 +8,14 @@ import http.client
 import json
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import jwt
-import pytest
 from cryptography import x509
 
 from tests.admin.client import call
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread, node_fixture
 from tests.guest.identity.support import (
     MANAGEMENT,
     VAULT,
@@ -35,18 +33,14 @@ API = "api-version=2018-02-01"
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
 
 
-@pytest.fixture
-def node() -> Iterator[ServerProcess]:
-    server = ServerProcess("--store", "memory:")
-    yield server
-    server.stop()
+node = node_fixture("--store", "memory:")
 
 
-def jwks_url(server: ServerProcess, tenant: str) -> str:
+def jwks_url(server: ServerThread, tenant: str) -> str:
     return f"{server.admin_url}/{tenant}/discovery/keys"
 
 
-def admin_raw(server: ServerProcess, method: str, path: str, body: object = None) -> bytes:
+def admin_raw(server: ServerThread, method: str, path: str, body: object = None) -> bytes:
     """The control plane's answer exactly as sent (status checked: 2xx)."""
     parts = urlsplit(server.admin_url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
@@ -69,7 +63,7 @@ def admin_raw(server: ServerProcess, method: str, path: str, body: object = None
 
 
 def test_token_lifetime_setting() -> None:
-    server = ServerProcess("--store", "memory:", "--token-lifetime", "3600")
+    server = ServerThread("--store", "memory:", "--token-lifetime", "3600")
     try:
         system = system_identity(server)
         started = int(time.time())
@@ -88,7 +82,7 @@ def test_token_lifetime_setting() -> None:
 # --- rotation -----------------------------------------------------------------------
 
 
-def test_rotation_publishes_both_keys_and_signs_with_the_new_one(node: ServerProcess) -> None:
+def test_rotation_publishes_both_keys_and_signs_with_the_new_one(node: ServerThread) -> None:
     system = system_identity(node)
     keys_url = jwks_url_from_discovery(local_issuer(node, system.tenant_id))
     old = token_json(node.port, f"{API}&resource={MANAGEMENT}")
@@ -127,7 +121,7 @@ def test_rotation_publishes_both_keys_and_signs_with_the_new_one(node: ServerPro
     assert by_kid[kid_a]["retires"] >= old_claims["exp"]
 
 
-def test_rotation_reaches_user_assigned_identities(node: ServerProcess) -> None:
+def test_rotation_reaches_user_assigned_identities(node: ServerThread) -> None:
     app = add_user_identity(node, "app")
     before = token_json(node.port, f"{API}&resource={VAULT}&client_id={app.client_id}")
     status, _, rotated = call(node, "POST", "/v1/keys/rotate")
@@ -139,7 +133,7 @@ def test_rotation_reaches_user_assigned_identities(node: ServerProcess) -> None:
     assert check_token(before["access_token"], VAULT, app)[0]["kid"] != rotated["kid"]
 
 
-def test_jwks_certificates_match_the_keys(node: ServerProcess) -> None:
+def test_jwks_certificates_match_the_keys(node: ServerThread) -> None:
     # Verifiers that use x5c (or match x5t to a certificate) must find the same key.
     tenant = system_identity(node).tenant_id
     call(node, "POST", "/v1/keys/rotate")
@@ -174,7 +168,7 @@ def test_jwks_certificates_match_the_keys(node: ServerProcess) -> None:
 
 def test_signing_key_survives_a_restart() -> None:
     state_dir = Path(tempfile.mkdtemp(prefix="azimds-keys-"))
-    first = ServerProcess(state_dir=state_dir)
+    first = ServerThread(state_dir=state_dir)
     try:
         system = system_identity(first)
         answer = token_json(first.port, f"{API}&resource={MANAGEMENT}")
@@ -182,9 +176,9 @@ def test_signing_key_survives_a_restart() -> None:
         kid = check_token(answer["access_token"], MANAGEMENT, system)[0]["kid"]
         assert kids == [kid]
     finally:
-        assert first.stop() == 0
+        first.stop()
 
-    second = ServerProcess(state_dir=state_dir)
+    second = ServerThread(state_dir=state_dir)
     try:
         assert jwks_kids(jwks_url(second, system.tenant_id)) == [kid]
         # Same identity, same key: a token from before the restart still verifies.
@@ -200,7 +194,7 @@ def test_signing_key_survives_a_restart() -> None:
 
 def test_rotation_survives_a_restart() -> None:
     state_dir = Path(tempfile.mkdtemp(prefix="azimds-keys-"))
-    first = ServerProcess(state_dir=state_dir)
+    first = ServerThread(state_dir=state_dir)
     try:
         tenant = system_identity(first).tenant_id
         kid_a = jwks_kids(jwks_url(first, tenant))[0]
@@ -208,7 +202,7 @@ def test_rotation_survives_a_restart() -> None:
         assert status == 200
     finally:
         first.stop()
-    second = ServerProcess(state_dir=state_dir)
+    second = ServerThread(state_dir=state_dir)
     try:
         assert sorted(jwks_kids(jwks_url(second, tenant))) == sorted([kid_a, rotated["kid"]])
         answer = token_json(second.port, f"{API}&resource={MANAGEMENT}")
@@ -218,7 +212,7 @@ def test_rotation_survives_a_restart() -> None:
 
 
 def test_private_key_never_leaves_the_node() -> None:
-    server = ServerProcess()  # sqlite: the key is on disk
+    server = ServerThread()  # sqlite: the key is on disk
     try:
         tenant = system_identity(server).tenant_id
         answers = [
@@ -263,7 +257,7 @@ def test_private_key_never_leaves_the_node() -> None:
 
 
 def test_issuer_azure() -> None:
-    server = ServerProcess("--store", "memory:", "--issuer", "azure")
+    server = ServerThread("--store", "memory:", "--issuer", "azure")
     try:
         system = system_identity(server)
         answer = token_json(server.port, f"{API}&resource={MANAGEMENT}")
@@ -286,7 +280,7 @@ def test_issuer_azure() -> None:
         server.stop()
 
 
-def test_issuer_local_is_the_control_plane(node: ServerProcess) -> None:
+def test_issuer_local_is_the_control_plane(node: ServerThread) -> None:
     system = system_identity(node)
     answer = token_json(node.port, f"{API}&resource={MANAGEMENT}")
     issuer = local_issuer(node, system.tenant_id)

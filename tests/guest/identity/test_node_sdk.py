@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, ServerProcess
+from tests.conftest import REPO, ServerThread
 from tests.guest.identity.support import token_json
 
 EXAMPLE = REPO / "examples" / "node"
@@ -45,7 +45,7 @@ def installed_example() -> Path:
     shutil.which("node") is None or shutil.which("npm") is None,
     reason="node and npm are not installed (Debian: apt-get install nodejs npm; .ci/run does)",
 )
-def test_node_sdk_example_gets_the_token_azimds_serves(server: ServerProcess) -> None:
+def test_node_sdk_example_gets_the_token_azimds_serves(server: ServerThread) -> None:
     example = installed_example()
     environment = {
         "PATH": os.environ["PATH"],

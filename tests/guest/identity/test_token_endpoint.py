@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerThread
 from tests.guest.identity.support import (
     BAD_API_VERSION,
     HEADER_MISSING,
@@ -44,7 +44,7 @@ API = "api-version=2018-02-01"
 
 @dataclass(frozen=True)
 class Node:
-    server: ServerProcess
+    server: ServerThread
     system: Expected
     app: Expected
     other: Expected
@@ -56,7 +56,7 @@ class Node:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
-    server = ServerProcess("--store", "memory:")
+    server = ServerThread("--store", "memory:")
     try:
         system = system_identity(server)
         # Given in upper case, as a portal shows it; IMDS clients may send either case.
@@ -68,9 +68,9 @@ def node() -> Iterator[Node]:
 
 
 @pytest.fixture
-def fresh() -> Iterator[ServerProcess]:
+def fresh() -> Iterator[ServerThread]:
     """A node of its own, for tests that change the VM's identities."""
-    server = ServerProcess("--store", "memory:")
+    server = ServerThread("--store", "memory:")
     yield server
     server.stop()
 
@@ -373,14 +373,14 @@ def test_post_is_405(node: Node) -> None:
 # --- which identity when none is named ----------------------------------------------
 
 
-def test_no_identity_at_all(fresh: ServerProcess) -> None:
+def test_no_identity_at_all(fresh: ServerThread) -> None:
     disable_system_identity(fresh)
     assert_identity_error(
         token_reply(fresh.port, f"{API}&resource={MANAGEMENT}"), IDENTITY_NOT_FOUND
     )
 
 
-def test_two_user_assigned_and_no_system_need_a_selector(fresh: ServerProcess) -> None:
+def test_two_user_assigned_and_no_system_need_a_selector(fresh: ServerThread) -> None:
     disable_system_identity(fresh)
     first = add_user_identity(fresh, "first")
     add_user_identity(fresh, "second")
@@ -392,7 +392,7 @@ def test_two_user_assigned_and_no_system_need_a_selector(fresh: ServerProcess) -
     check_token(answer["access_token"], MANAGEMENT, first)
 
 
-def test_the_only_user_assigned_identity_is_used(fresh: ServerProcess) -> None:
+def test_the_only_user_assigned_identity_is_used(fresh: ServerThread) -> None:
     disable_system_identity(fresh)
     only = add_user_identity(fresh, "only")
     answer = token_json(fresh.port, f"{API}&resource={MANAGEMENT}")
@@ -427,7 +427,7 @@ def test_info_needs_the_metadata_header_and_api_version(node: Node) -> None:
     assert reply.body == BAD_API_VERSION
 
 
-def test_info_without_system_identity(fresh: ServerProcess) -> None:
+def test_info_without_system_identity(fresh: ServerThread) -> None:
     disable_system_identity(fresh)
     add_user_identity(fresh, "app")  # a user-assigned identity does not give a tenant here
     assert_identity_error(get(fresh.port, f"/metadata/identity/info?{API}"), IDENTITY_NOT_FOUND)
