@@ -1,9 +1,9 @@
 """Imports flow one way: no import cycle between azimds's packages, and the fleet model, signing
 and the store import nothing of the planes, the node or the tools built on them.
 
-The composition root (``node/app.py``) builds a node out of every room, so it imports them all
-and nothing but the CLI and the kit imports it: it is a vertex of its own, above the packages,
-not part of ``node`` (whose follower the planes use).
+The node builds itself out of the planes, so they see it only through the small protocols they
+declare (``admin/core.Node``, ``guest/events.Writer``); nothing but the CLI and the kit imports
+``node``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ PACKAGES += ("cli", "kit", "client")
 # The model and its storage sit at the bottom: they know no plane, no node, no tool.
 FOUNDATIONS = ("fleet", "signing", "store")
 ABOVE_THEM = ("guest", "admin", "serving", "node", "cli", "kit")
-ROOT_MODULE = "azimds.node.app"
 
 
 def _package_of(module: str) -> str | None:
-    if module == ROOT_MODULE or module.startswith(ROOT_MODULE + "."):
-        return "root"
     parts = module.split(".")
     return parts[1] if parts[0] == "azimds" and len(parts) > 1 else None
 
@@ -43,7 +40,7 @@ def _imported(path: Path) -> set[str]:
 
 def package_graph() -> dict[str, set[str]]:
     """Package -> the other packages its modules import."""
-    graph: dict[str, set[str]] = {package: set() for package in (*PACKAGES, "root")}
+    graph: dict[str, set[str]] = {package: set() for package in PACKAGES}
     for path in ROOT.rglob("*.py"):
         relative = path.relative_to(ROOT).with_suffix("")
         package = _package_of(".".join(("azimds", *relative.parts)))
@@ -78,10 +75,14 @@ def _cycle(graph: dict[str, set[str]]) -> list[str]:
     return []
 
 
-def test_every_package_and_the_root_are_in_the_graph() -> None:
+def test_every_package_is_in_the_graph() -> None:
     on_disk = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
     assert on_disk == set(PACKAGES)
-    assert (ROOT / "node" / "app.py").is_file()
+
+
+def test_only_the_cli_and_the_kit_import_the_node() -> None:
+    graph = package_graph()
+    assert {p for p in graph if "node" in graph[p]} == {"cli", "kit"}
 
 
 def test_packages_import_each_other_one_way() -> None:

@@ -14,20 +14,20 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from azimds.fleet.operations import FleetError
+from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest.faults import Faults
 from azimds.guest.identity import TokenSettings
 from azimds.guest.observe import Recorder
 from azimds.guest.routes import Services
-from azimds.node.follower import Node
 from azimds.serving.protocol import Clients
-from azimds.store.base import StoreError, Transaction
+from azimds.store.base import Store, StoreError, Transaction
 
 MAX_BODY = 1024 * 1024  # bytes; larger bodies get 413
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -122,6 +122,21 @@ class Observed:
     services: Services
     faults: Faults
     clients: Clients
+
+
+class Node(Protocol):
+    """What the control plane needs of its node (``node/follower.Node``), which builds it: the
+    node depends on the control plane, never the other way round."""
+
+    store: Store
+    outage: bool
+
+    @property
+    def fleet(self) -> Fleet: ...  # the newest snapshot built
+    @property
+    def served(self) -> Fleet: ...  # the snapshot the guest plane serves
+    def refresh(self) -> Fleet: ...
+    async def write(self, work: Callable[[Transaction], T]) -> T: ...
 
 
 @dataclass(slots=True)
