@@ -26,10 +26,10 @@ from azimds.fleet.schema import DocumentError
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM, build_vm, example_vm
 from azimds.guest import errors, versions
+from azimds.guest.endpoint import Services
 from azimds.guest.pipeline import Outcome, check, handle, run
 from azimds.guest.query import DuplicateParameter, parse_query
 from azimds.guest.responses import HTML_TYPE, JSON_TYPE, TEXT_TYPE, XML_TYPE, Response
-from azimds.guest.routes import Services
 from azimds.kit.fleet import example_fleet, services
 from azimds.store.memory import MemoryStore
 

@@ -23,10 +23,10 @@ from starlette.routing import Route, compile_path
 
 from azimds.admin import events, faults, identities, keys, metrics, public, vms
 from azimds.admin.core import ApiError, Control, Endpoint, Node, Observed
+from azimds.guest.endpoint import Services
 from azimds.guest.faults import Faults
 from azimds.guest.identity import TokenSettings
 from azimds.guest.observe import Recorder
-from azimds.guest.routes import Services
 from azimds.serving.protocol import Clients
 
 # Matched in this order: within a module, a fixed path before the parameter it would match.

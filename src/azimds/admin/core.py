@@ -22,10 +22,10 @@ from starlette.responses import JSONResponse, Response
 from azimds.fleet.operations import FleetError
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
+from azimds.guest.endpoint import Services
 from azimds.guest.faults import Faults
 from azimds.guest.identity import TokenSettings
 from azimds.guest.observe import Recorder
-from azimds.guest.routes import Services
 from azimds.serving.protocol import Clients
 from azimds.store.base import Store, StoreError, Transaction
 

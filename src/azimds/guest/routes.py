@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from azimds.guest import attested, events, identity, instance, loadbalancer, versions
 from azimds.guest.endpoint import Endpoint
-from azimds.guest.endpoint import Services as Services  # built by the node, admin and kit
 
 JSON_ONLY = frozenset({"json"})
 JSON_AND_TEXT = frozenset({"json", "text"})

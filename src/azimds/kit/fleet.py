@@ -13,9 +13,9 @@ from azimds.fleet.signing_keys import ensure_jwt_key
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import example_vm
 from azimds.guest.attested import AttestedService
+from azimds.guest.endpoint import Services
 from azimds.guest.events import EventsService
 from azimds.guest.identity import TokenService, TokenSettings
-from azimds.guest.routes import Services
 from azimds.store.base import Transaction
 from azimds.store.memory import MemoryStore
 

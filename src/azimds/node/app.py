@@ -35,12 +35,12 @@ from azimds.fleet.snapshot import Fleet
 from azimds.guest.app import GuestApp
 from azimds.guest.attested import AttestedService
 from azimds.guest.callers import MODES
+from azimds.guest.endpoint import Services
 from azimds.guest.events import EventsService
 from azimds.guest.faults import Faults
 from azimds.guest.identity import TokenService, TokenSettings
 from azimds.guest.limits import RateLimiter
 from azimds.guest.observe import Recorder
-from azimds.guest.routes import Services
 from azimds.host import link_local, state
 from azimds.node.certificates import CertificateUpkeep
 from azimds.node.events_engine import run_event_engine
