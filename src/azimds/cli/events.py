@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 
+from azimds.admin.client import AdminClient, Event
 from azimds.cli.common import (
-    call,
+    client,
     control_plane_options,
+    key_command,
     main,
     read_document,
     seconds_of,
@@ -33,7 +35,7 @@ def events(state_dir: Path | None, admin: str | None, token: str | None) -> None
     """
 
 
-def _print(events_: list[dict[str, Any]]) -> None:
+def _print(events_: list[Event]) -> None:
     rows = [
         [
             e["eventId"],
@@ -54,7 +56,7 @@ def _print(events_: list[dict[str, Any]]) -> None:
 @click.pass_context
 def events_list(ctx: click.Context, everything: bool, as_json: bool) -> None:
     """List events (pending, scheduled, started), with the event clock's time."""
-    answer = call(ctx, "GET", "/v1/events" + ("?all=true" if everything else ""))
+    answer = client(ctx).events(everything)
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
@@ -113,7 +115,7 @@ def events_schedule(
             body[key] = value
     if unplanned:
         body["unplanned"] = True
-    event = call(ctx, "POST", "/v1/events", body)
+    event = client(ctx).schedule_event(body)
     if as_json:
         click.echo(json.dumps(event, indent=2))
     else:
@@ -121,13 +123,14 @@ def events_schedule(
         click.echo(f"scheduled {event['type']} {event['eventId']} ({when})")
 
 
-@events.command("cancel")
-@click.argument("event_id", metavar="EVENT_ID")
-@click.pass_context
-def events_cancel(ctx: click.Context, event_id: str) -> None:
-    """Cancel a pending or scheduled event, as the platform does."""
-    call(ctx, "DELETE", f"/v1/events/{event_id}")
-    click.echo(f"canceled {event_id}")
+key_command(
+    events,
+    "cancel",
+    "EVENT_ID",
+    "Cancel a pending or scheduled event, as the platform does.",
+    AdminClient.cancel_event,
+    "canceled {}",
+)
 
 
 @events.command("approve")
@@ -135,7 +138,7 @@ def events_cancel(ctx: click.Context, event_id: str) -> None:
 @click.pass_context
 def events_approve(ctx: click.Context, event_id: str) -> None:
     """Approve (start) an event, as one of its VMs would."""
-    event = call(ctx, "POST", f"/v1/events/{event_id}/approve")
+    event = client(ctx).approve_event(event_id)
     click.echo(f"{event_id} is {event['status']}")
 
 
@@ -144,15 +147,14 @@ def events_approve(ctx: click.Context, event_id: str) -> None:
 @click.pass_context
 def events_advance(ctx: click.Context, duration: str) -> None:
     """Move the event clock forward (90, 15m, 2h); what falls due happens at once."""
-    answer = call(ctx, "POST", "/v1/clock/advance", {"seconds": seconds_of(duration)})
-    click.echo(f"event clock: {answer['now']}")
+    click.echo(f"event clock: {client(ctx).advance_clock(seconds_of(duration))}")
 
 
 @events.command("clock")
 @click.pass_context
 def events_clock(ctx: click.Context) -> None:
     """Show the event clock: its time, and whether it runs or is manual."""
-    answer = call(ctx, "GET", "/v1/clock")
+    answer = client(ctx).clock()
     scale = "manual" if answer["mode"] == "manual" else f"x{answer['scale']:g}"
     click.echo(f"event clock: {answer['now']} ({scale})")
 
@@ -175,5 +177,4 @@ def events_scenario(ctx: click.Context, source: str) -> None:
     for entry in entries:
         if isinstance(entry, dict) and isinstance(entry.get("after"), str):
             entry["after"] = seconds_of(entry["after"])
-    answer = call(ctx, "POST", "/v1/events/scenario", {"events": entries})
-    _print(answer["events"])
+    _print(client(ctx).run_scenario(entries))

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from azimds.cli.common import call, control_plane_options, main, seconds_of, table
+from azimds.cli.common import client, control_plane_options, main, seconds_of, table
 
 
 @main.group()
@@ -72,7 +72,7 @@ HEADER = ["ID", "VM", "METHOD", "PATH", "ACTIONS", "P", "FIRED", "UNTIL", "ACTIV
 @click.pass_context
 def faults_list(ctx: click.Context, as_json: bool) -> None:
     """List fault rules, oldest first (the first that fires wins), with firings on this node."""
-    rules = call(ctx, "GET", "/v1/faults")["faults"]
+    rules = client(ctx).faults()
     if as_json:
         click.echo(json.dumps(rules, indent=2))
     else:
@@ -122,7 +122,7 @@ def faults_add(
         body["from"] = f"+{start:g}"
     if lasting is not None:
         body["until"] = f"+{start + seconds_of(lasting):g}"
-    rule = call(ctx, "POST", "/v1/faults", body)
+    rule = client(ctx).add_fault(body)
     if as_json:
         click.echo(json.dumps(rule, indent=2))
     else:
@@ -134,8 +134,9 @@ def faults_add(
 @click.pass_context
 def faults_remove(ctx: click.Context, rule_ids: tuple[str, ...]) -> None:
     """Remove fault rules by id."""
+    admin = client(ctx)
     for rule_id in rule_ids:
-        call(ctx, "DELETE", f"/v1/faults/{rule_id}")
+        admin.remove_fault(rule_id)
         click.echo(f"removed {rule_id}")
 
 
@@ -143,5 +144,4 @@ def faults_remove(ctx: click.Context, rule_ids: tuple[str, ...]) -> None:
 @click.pass_context
 def faults_clear(ctx: click.Context) -> None:
     """Remove every fault rule (a fleet file's come back when it is applied again)."""
-    answer = call(ctx, "DELETE", "/v1/faults")
-    click.echo(f"removed {answer['removed']} fault rule(s)")
+    click.echo(f"removed {client(ctx).clear_faults()} fault rule(s)")

@@ -80,8 +80,8 @@ def settings_options(
     return decorate
 
 
-@main.command()
-@click.option(
+# `azimds serve`'s and `azimds run`'s --config.
+config_option = click.option(
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -89,6 +89,10 @@ def settings_options(
     help="YAML or JSON file with settings and the default VM (vm:); see "
     "docs/configuration.md. [env: AZIMDS_CONFIG]",
 )
+
+
+@main.command()
+@config_option
 @settings_options()
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Serve the guest plane (the IMDS API) and the control plane until Ctrl+C or SIGTERM.
