@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from azimds.client import RetryPolicy
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import ServerProcess
 
 DEFAULT_VM = "examplevmname"
@@ -66,26 +66,13 @@ def endpoint(server: ServerProcess) -> str:
 
 
 def add_fault(server: ServerProcess, **rule: Any) -> dict[str, Any]:
-    status, _, answer = call(server, "POST", "/v1/faults", rule)
-    assert status == 201, answer
-    return answer  # type: ignore[no-any-return]
+    return admin(server).add_fault(rule)
 
 
 def clear_faults(server: ServerProcess) -> None:
-    status, _, answer = call(server, "DELETE", "/v1/faults")
-    assert status == 200, answer
+    admin(server).clear_faults()
 
 
 def schedule(server: ServerProcess, **spec: Any) -> dict[str, Any]:
     spec.setdefault("vms", [DEFAULT_VM])
-    status, _, answer = call(server, "POST", "/v1/events", spec)
-    assert status == 201, answer
-    return answer  # type: ignore[no-any-return]
-
-
-def admin_text(server: ServerProcess, path: str) -> bytes:
-    """A public route of the control plane (the attestation CA's certificates)."""
-    with httpx.Client(trust_env=False) as client:
-        response = client.get(server.admin_url + path)
-    assert response.status_code == 200, response.text
-    return response.content
+    return dict(admin(server).schedule_event(spec))

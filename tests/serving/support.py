@@ -9,13 +9,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from azimds.fleet.operations import ADDRESS_KIND
 from azimds.fleet.snapshot import Fleet, vm_from_record
 from azimds.fleet.vm import VM_KIND
 from azimds.store import Store, open_store
-from tests.admin.client import call
 from tests.conftest import ServerProcess
 from tests.http import Reply, send_raw
 
@@ -83,12 +81,6 @@ def guest_post(node: ServerProcess, body: bytes, source: str | None = None) -> R
 
 def approve_as_guest(node: ServerProcess, event_id: str) -> Reply:
     return guest_post(node, json.dumps({"StartRequests": [{"EventId": event_id}]}).encode())
-
-
-def ok(node: ServerProcess, method: str, path: str, body: Any = None) -> Any:
-    status, _, answer = call(node, method, path, body)
-    assert 200 <= status < 300, (method, path, status, answer)
-    return answer
 
 
 def open_for_check(store_url: str, state_dir: Path) -> Store:

@@ -174,9 +174,10 @@ class AdminClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
-        """One request with the bearer token (unless ``headers`` give an Authorization), as
-        it is answered: no status is an error here."""
-        sent = {"Authorization": f"Bearer {self.token}", **(headers or {})}
+        """One request with the bearer token (none when the token is "": the public routes
+        need none), as it is answered: no status is an error here."""
+        sent = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        sent |= headers or {}
         connection = self._connection()
         try:
             connection.request(method, path, body=body, headers=sent)
@@ -326,7 +327,7 @@ class AdminClient:
 
     # --- signing: token keys, their JWKS, the attestation CA ------------------------------
 
-    def keys(self) -> list[SigningKey]:
+    def signing_keys(self) -> list[SigningKey]:
         return cast(list[SigningKey], self.request("GET", "/v1/keys")["keys"])
 
     def rotate_keys(self) -> Rotation:

@@ -224,7 +224,7 @@ def keys(state_dir: Path | None, admin: str | None, token: str | None) -> None:
 @click.pass_context
 def keys_list(ctx: click.Context) -> None:
     """List the signing keys: kid, active, created, and when a rotated-out key retires."""
-    signing_keys = client(ctx).keys()
+    signing_keys = client(ctx).signing_keys()
 
     def when(stamp: int | None) -> str:
         return (
