@@ -79,6 +79,8 @@ class KitError(AdminError, RuntimeError):
 
 
 class _KitClient(AdminClient):
+    """The client, raising ``KitError`` as the kit's handles always have."""
+
     error = KitError
 
 
