@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from azimds.admin.client import AdminError
 from azimds.fleet.operations import ADDRESS_KIND
 from azimds.fleet.snapshot import Fleet, vm_from_record
 from azimds.fleet.vm import VM_KIND
@@ -46,6 +47,10 @@ class Stream:
                 self.step(n)
             except (OSError, http.client.HTTPException):
                 return  # the node is gone (or going): the write in flight was not acknowledged
+            except AdminError as exc:
+                if exc.status:  # refused: reported from the test
+                    self.error = exc
+                return  # else not answered: gone, as above
             except BaseException as exc:  # an assertion in a step: report it from the test
                 self.error = exc
                 return

@@ -183,7 +183,7 @@ class AdminClient:
             connection.request(method, path, body=body, headers=sent)
             response = connection.getresponse()
             data = response.read()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:  # none, or no whole answer
             raise self.error(f"cannot reach the control plane at {self.url}: {exc}") from exc
         finally:
             connection.close()
