@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -147,6 +148,15 @@ def key_command(
     def command(ctx: click.Context, key: str) -> None:
         act(client(ctx), key)
         click.echo(done.format(key))
+
+
+# A listing's --json: the control plane's answer as it came, instead of a table.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def show(answer: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print a control-plane answer: as JSON with ``--json``, else as ``render`` writes it."""
+    click.echo(json.dumps(answer, indent=2) if as_json else render(answer))
 
 
 def read_document(source: str) -> Any:

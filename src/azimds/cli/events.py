@@ -8,14 +8,16 @@ from typing import Any
 
 import click
 
-from azimds.admin.client import AdminClient, Event
+from azimds.admin.client import AdminClient, Event, Events
 from azimds.cli.common import (
     client,
     control_plane_options,
+    json_option,
     key_command,
     main,
     read_document,
     seconds_of,
+    show,
     table,
 )
 
@@ -35,7 +37,7 @@ def events(state_dir: Path | None, admin: str | None, token: str | None) -> None
     """
 
 
-def _print(events_: list[Event]) -> None:
+def _table(events_: list[Event]) -> str:
     rows = [
         [
             e["eventId"],
@@ -47,21 +49,20 @@ def _print(events_: list[Event]) -> None:
         ]
         for e in events_
     ]
-    click.echo(table(rows, ["EVENT ID", "TYPE", "STATUS", "VMS", "NOT BEFORE", "DURATION"]))
+    return table(rows, ["EVENT ID", "TYPE", "STATUS", "VMS", "NOT BEFORE", "DURATION"])
 
 
 @events.command("list")
 @click.option("--all", "everything", is_flag=True, help="Also completed and canceled events.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @click.pass_context
 def events_list(ctx: click.Context, everything: bool, as_json: bool) -> None:
     """List events (pending, scheduled, started), with the event clock's time."""
-    answer = client(ctx).events(everything)
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-        return
-    click.echo(f"event clock: {answer['now']}")
-    _print(answer["events"])
+    show(client(ctx).events(everything), as_json, _listing)
+
+
+def _listing(answer: Events) -> str:
+    return f"event clock: {answer['now']}\n{_table(answer['events'])}"
 
 
 @events.command("schedule")
@@ -177,4 +178,4 @@ def events_scenario(ctx: click.Context, source: str) -> None:
     for entry in entries:
         if isinstance(entry, dict) and isinstance(entry.get("after"), str):
             entry["after"] = seconds_of(entry["after"])
-    _print(client(ctx).run_scenario(entries))
+    click.echo(_table(client(ctx).run_scenario(entries)))

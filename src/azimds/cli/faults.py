@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from azimds.cli.common import client, control_plane_options, main, seconds_of, table
+from azimds.cli.common import (
+    client,
+    control_plane_options,
+    json_option,
+    main,
+    seconds_of,
+    show,
+    table,
+)
 
 
 @main.group()
@@ -68,15 +76,11 @@ HEADER = ["ID", "VM", "METHOD", "PATH", "ACTIONS", "P", "FIRED", "UNTIL", "ACTIV
 
 
 @faults.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @click.pass_context
 def faults_list(ctx: click.Context, as_json: bool) -> None:
     """List fault rules, oldest first (the first that fires wins), with firings on this node."""
-    rules = client(ctx).faults()
-    if as_json:
-        click.echo(json.dumps(rules, indent=2))
-    else:
-        click.echo(table([_row(rule) for rule in rules], HEADER))
+    show(client(ctx).faults(), as_json, lambda rules: table([_row(r) for r in rules], HEADER))
 
 
 @faults.command("add")

@@ -12,13 +12,15 @@ from urllib.parse import urlencode, urlsplit
 import click
 import jwt
 
-from azimds.admin.client import AdminClient
+from azimds.admin.client import AdminClient, Identities
 from azimds.cli.common import (
     client,
     control_plane_options,
+    json_option,
     key_command,
     local_guest_url,
     main,
+    show,
     table,
 )
 
@@ -42,14 +44,14 @@ def identity(state_dir: Path | None, admin: str | None, token: str | None) -> No
 
 @identity.command("list")
 @click.argument("vm_key", metavar="VM")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @click.pass_context
 def identity_list(ctx: click.Context, vm_key: str, as_json: bool) -> None:
     """List a VM's identities: kind, name, client id, object id, tenant, resource id."""
-    answer = client(ctx).identities(vm_key)
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-        return
+    show(client(ctx).identities(vm_key), as_json, _identity_table)
+
+
+def _identity_table(answer: Identities) -> str:
     rows = []
     system = answer["systemAssigned"]
     if system["enabled"]:
@@ -67,7 +69,7 @@ def identity_list(ctx: click.Context, vm_key: str, as_json: bool) -> None:
                 user["resourceId"],
             ]
         )
-    click.echo(table(rows, ["KIND", "NAME", "CLIENT ID", "OBJECT ID", "TENANT", "RESOURCE ID"]))
+    return table(rows, ["KIND", "NAME", "CLIENT ID", "OBJECT ID", "TENANT", "RESOURCE ID"])
 
 
 @identity.command("add")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,6 +15,7 @@ from azimds.cli.common import (
     control_plane_options,
     main,
     seconds_of,
+    show,
     state_dir_of,
     state_dir_option,
 )
@@ -139,5 +139,4 @@ def status(
 ) -> None:
     """Show the local node: version, pid, uptime, its listeners, its store (reachable?) and
     the revision it serves, its VMs. Exits 1 when no node answers."""
-    answer = client(ctx).status()
-    click.echo(json.dumps(answer, indent=2) if as_json else _report(answer))
+    show(client(ctx).status(), as_json, _report)

@@ -8,13 +8,15 @@ from typing import Any
 
 import click
 
-from azimds.admin.client import AdminClient
+from azimds.admin.client import AdminClient, VMList
 from azimds.cli.common import (
     client,
     control_plane_options,
+    json_option,
     key_command,
     main,
     read_document,
+    show,
     table,
 )
 from azimds.fleet.vm import patch_description
@@ -38,19 +40,19 @@ def vm(state_dir: Path | None, admin: str | None, token: str | None) -> None:
 
 
 @vm.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @click.pass_context
 def vm_list(ctx: click.Context, as_json: bool) -> None:
     """List the VMs: name, vmId, private addresses, location, size."""
-    answer = client(ctx).vms()
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-        return
+    show(client(ctx).vms(), as_json, _vm_table)
+
+
+def _vm_table(answer: VMList) -> str:
     rows = [
         [v["name"], v["vmId"], ",".join(v["addresses"]) or "-", v["location"], v["vmSize"]]
         for v in answer["vms"]
     ]
-    click.echo(table(rows, ["NAME", "VMID", "ADDRESSES", "LOCATION", "SIZE"]))
+    return table(rows, ["NAME", "VMID", "ADDRESSES", "LOCATION", "SIZE"])
 
 
 @vm.command("show")
