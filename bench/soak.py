@@ -47,7 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kit
 from azimds.admin.client import AdminClient, AdminError
@@ -58,6 +58,7 @@ SCRATCH = "127.0.78.1"
 LOCATION = "westus"
 API = "api-version=2021-02-01"
 TEXT = f"{API}&format=text"
+T = TypeVar("T")
 ROUNDS = (
     ("instance", f"/metadata/instance?{API}"),
     ("leaf", f"/metadata/instance/compute/name?{TEXT}"),
@@ -135,17 +136,16 @@ class Guest:
             self._connection = None
 
 
-class Admin:
-    """The control plane, with the node's bearer token (the project's own client)."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self._client = AdminClient(f"http://{kit.HOST}:{port}", token)
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        payload = None if body is None else json.dumps(body).encode()
-        kind = "application/json" if payload is not None else ""
-        status, data = self._client.send(method, path, payload, kind)
-        return status, json.loads(data) if data else None
+def checked(tally: Tally, kind: str, want: int, work: Callable[[], T]) -> T | None:
+    """``work()`` (a control-plane call), tallied under ``kind`` as ``want`` when it is done,
+    else as the status it was refused with (or a connection error); None then."""
+    try:
+        answer = work()
+    except AdminError as exc:
+        tally.add(kind, exc.status or "connection error", False, str(exc))
+        return None
+    tally.add(kind, want, True)
+    return answer
 
 
 def paced(stop: threading.Event, interval: float, step: Callable[[int], None]) -> None:
@@ -209,42 +209,30 @@ def noisy_vm(port: int, tally: Tally, stop: threading.Event) -> None:
         guest.close()
 
 
-def control_plane(admin: Admin, interval: float, tally: Tally, stop: threading.Event) -> None:
-    def expect(kind: str, want: int, status: int, answer: Any) -> None:
-        tally.add(f"cp {kind}", status, status == want, json.dumps(answer))
-
+def control_plane(admin: AdminClient, interval: float, tally: Tally, stop: threading.Event) -> None:
     def step(n: int) -> None:
         target = f"steady-{n % len(STEADY) + 1}"
-        try:
-            status, answer = admin.call(
-                "PATCH", f"/v1/vms/{target}", {"compute": {"tags": {"soak": str(n)}}}
-            )
-            expect("patch", 200, status, answer)
-            identity = f"soak-{n % 8}"
-            status, answer = admin.call("POST", f"/v1/vms/{target}/identities", {"name": identity})
-            expect("identity add", 201, status, answer)
-            status, answer = admin.call("DELETE", f"/v1/vms/{target}/identities/{identity}")
-            expect("identity remove", 204, status, answer)
-            status, answer = admin.call(
-                "POST", "/v1/faults", {"vm": "noisy", "actions": [429], "count": 3}
-            )
-            expect("fault add", 201, status, answer)
-            if n % 5 == 4:
-                status, answer = admin.call("DELETE", "/v1/faults")
-                expect("faults clear", 200, status, answer)
-            if n % 10 == 9:
-                status, answer = admin.call("POST", "/v1/vms", vm("scratch", SCRATCH, None))
-                expect("vm create", 201, status, answer)
-                status, answer = admin.call("DELETE", "/v1/vms/scratch")
-                expect("vm delete", 204, status, answer)
-        except (AdminError, ValueError) as exc:
-            tally.add("cp", "connection error", False, repr(exc))
+        tags = {"compute": {"tags": {"soak": str(n)}}}
+        checked(tally, "cp patch", 200, lambda: admin.patch_vm(target, tags))
+        identity = f"soak-{n % 8}"
+        checked(
+            tally, "cp identity add", 201, lambda: admin.add_identity(target, {"name": identity})
+        )
+        checked(tally, "cp identity remove", 204, lambda: admin.remove_identity(target, identity))
+        rule = {"vm": "noisy", "actions": [429], "count": 3}
+        checked(tally, "cp fault add", 201, lambda: admin.add_fault(rule))
+        if n % 5 == 4:
+            checked(tally, "cp faults clear", 200, admin.clear_faults)
+        if n % 10 == 9:
+            scratch = vm("scratch", SCRATCH, None)
+            checked(tally, "cp vm create", 201, lambda: admin.create_vm(scratch))
+            checked(tally, "cp vm delete", 204, lambda: admin.delete_vm("scratch"))
 
     paced(stop, interval, step)
 
 
 def events_driver(
-    port: int, admin: Admin, interval: float, tally: Tally, stop: threading.Event
+    port: int, admin: AdminClient, interval: float, tally: Tally, stop: threading.Event
 ) -> None:
     guests = {address: Guest(port, address) for address in STEADY}
 
@@ -254,14 +242,12 @@ def events_driver(
     def step(n: int) -> None:
         index = n % len(STEADY)
         guest = guests[STEADY[index]]
+        spec = {"type": "Freeze", "vms": [f"steady-{index + 1}"]}
+        event = checked(tally, "cp event schedule", 201, lambda: admin.schedule_event(spec))
+        if event is None:
+            return
+        event_id = event["eventId"]
         try:
-            status, event = admin.call(
-                "POST", "/v1/events", {"type": "Freeze", "vms": [f"steady-{index + 1}"]}
-            )
-            expect("cp event schedule", status == 201, status, event)
-            if status != 201:
-                return
-            event_id = event["eventId"]
             status, body = guest.request("GET", "/metadata/scheduledevents?api-version=2020-07-01")
             seen = status == 200 and any(
                 e["EventId"] == event_id and e["EventStatus"] == "Scheduled"
@@ -277,12 +263,10 @@ def events_driver(
                 advance = 10  # past the Freeze's 5 s
             else:  # left alone: the engine starts it at NotBefore and completes it
                 advance = 900 + 10
-            status, answer = admin.call("POST", "/v1/clock/advance", {"seconds": advance})
-            expect("cp clock advance", status == 200, status, answer)
+            checked(tally, "cp clock advance", 200, lambda: admin.advance_clock(advance))
             if advance > 10:
-                status, answer = admin.call("POST", "/v1/clock/advance", {"seconds": 10})
-                expect("cp clock advance", status == 200, status, answer)
-            status, answer = admin.call("GET", "/v1/events?all=true")
+                checked(tally, "cp clock advance", 200, lambda: admin.advance_clock(10))
+            answer = admin.events(everything=True)
             final = {e["eventId"]: e["status"] for e in answer["events"]}.get(event_id)
             expect("event completed", final == "Completed", str(final), answer)
         except (AdminError, ValueError, KeyError) as exc:
@@ -367,7 +351,8 @@ def soak(args: argparse.Namespace) -> int:
         with kit.running("azimds", argv, log) as proc:
             url = f"http://{kit.HOST}:{port}{kit.INSTANCE}"
             kit.wait_until_answering("azimds", proc, url, log, within=30, fetch_timeout=2)
-            admin = Admin(admin_port, (tmp / "state" / "admin-token").read_text().strip())
+            token = (tmp / "state" / "admin-token").read_text().strip()
+            admin = AdminClient(f"http://{kit.HOST}:{admin_port}", token)
             stop = threading.Event()
             # Control-plane rounds and events: a few a second in a full soak, faster in smoke.
             pace = 0.25 if args.smoke else 1.0
@@ -404,9 +389,12 @@ def soak(args: argparse.Namespace) -> int:
     return report(args, samples, tally, requests_line)
 
 
-def _node_counts(admin: Admin) -> str:
-    status, answer = admin.call("GET", "/v1/status")
-    return f"node at revision {answer['revision']}, {answer['vms']} VMs" if status == 200 else ""
+def _node_counts(admin: AdminClient) -> str:
+    try:
+        status = admin.status()
+    except AdminError:
+        return ""
+    return f"node at revision {status['revision']}, {status['vms']} VMs"
 
 
 def report(

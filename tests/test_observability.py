@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.admin.client import call
+from azimds.admin.client import AdminClient
+from tests.admin.support import admin, refused
 from tests.conftest import ServerThread
 from tests.http import get
 
@@ -53,14 +54,13 @@ def test_metrics_count_exactly_what_happened(tmp_path: Path) -> None:
         assert "# TYPE azimds_request_seconds histogram" in page
 
         # The request log has the same requests, in order, with their request ids.
-        log = call(node, "GET", "/v1/requests")[2]
-        entries = log["requests"][1:]  # after the start-up probe
+        entries = admin(node).requests()[1:]  # after the start-up probe
         assert [e["status"] for e in entries] == [200, 200, 200, 400, 200, 200, 200]
         assert entries[0]["vm"] == "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
         assert entries[0]["path"] == "/metadata/instance/compute/vmId"
         assert entries[4]["category"] == "identity"
         assert all(e["requestId"] for e in entries)
-        later = call(node, "GET", f"/v1/requests?since={entries[4]['sequence']}")[2]["requests"]
+        later = admin(node).requests(since=entries[4]["sequence"])
         assert [e["sequence"] for e in later] == [e["sequence"] for e in entries[5:]]
 
         # The access log: the same entries as JSON lines, written within a moment.
@@ -106,6 +106,6 @@ def test_azimds_logs_prints_and_follows() -> None:
 def test_the_request_log_needs_the_token() -> None:
     node = ServerThread("--store", "memory:")
     try:
-        assert call(node, "GET", "/v1/requests", token=None)[0] == 401
+        assert refused(AdminClient(node.admin_url, "").requests).status == 401
     finally:
         node.stop()

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from tests.admin.client import call, new_vm
+from azimds.admin.client import AdminClient
+from tests.admin.support import admin, new_vm, refused
 from tests.conftest import ServerThread, node_fixture
 from tests.http import get
 
@@ -31,10 +32,10 @@ def guest_text(node: ServerThread, path: str) -> bytes:
 def test_missing_or_wrong_token_is_401(
     node: ServerThread, token: str | None, method: str, path: str
 ) -> None:
-    status, headers, body = call(node, method, path, token=token)
-    assert status == 401
-    assert headers["www-authenticate"] == 'Bearer realm="azimds"'
-    assert body["error"]["code"] == "unauthorized"
+    answer = AdminClient(node.admin_url, token or "").send(method, path)
+    assert answer.status == 401
+    assert answer.headers["www-authenticate"] == 'Bearer realm="azimds"'
+    assert answer.json()["error"]["code"] == "unauthorized"
 
 
 def test_token_file_is_private(node: ServerThread) -> None:
@@ -44,49 +45,43 @@ def test_token_file_is_private(node: ServerThread) -> None:
 
 
 def test_openapi_and_health_need_no_token(node: ServerThread) -> None:
-    status, _, document = call(node, "GET", "/openapi.json", token=None)
-    assert status == 200
+    public = AdminClient(node.admin_url, "")
+    document = public.openapi()
     assert document["openapi"].startswith("3.")
     assert {"/v1/vms", "/v1/vms/{vm}", "/v1/status"} <= set(document["paths"])
     assert "vmId" in document["components"]["schemas"]["VM"]["properties"]["compute"]["properties"]
-    assert call(node, "GET", "/healthz", token=None)[0] == 200
+    public.health()
 
 
 def test_list_and_show_the_default_vm(node: ServerThread) -> None:
-    status, _, listing = call(node, "GET", "/v1/vms")
-    assert status == 200
+    listing = admin(node).vms()
     assert [vm["vmId"] for vm in listing["vms"]] == [EXAMPLE_ID]
     assert listing["vms"][0]["addresses"] == ["10.144.133.132"]
     for key in (EXAMPLE_ID, "examplevmname"):
-        status, _, vm = call(node, "GET", f"/v1/vms/{key}")
-        assert status == 200
+        vm = admin(node).vm(key)
         assert vm["compute"]["vmId"] == EXAMPLE_ID
         assert vm["compute"]["userData"] == ""  # complete: every field
         assert vm["extended"] == {"compute": {"hasCustomData": False, "ppsType": "None"}}
 
 
 def test_create_fills_every_field_and_generates_a_vm_id(node: ServerThread) -> None:
-    status, headers, vm = call(
-        node, "POST", "/v1/vms", new_vm("web-1", "10.0.0.4", location="westus")
-    )
-    assert status == 201
+    body = json.dumps(new_vm("web-1", "10.0.0.4", location="westus")).encode()
+    answer = admin(node).send("POST", "/v1/vms", body, {"Content-Type": "application/json"})
+    assert answer.status == 201
+    vm = answer.json()
     vm_id = vm["compute"]["vmId"]
-    assert headers["location"] == f"/v1/vms/{vm_id}"
+    assert answer.headers["location"] == f"/v1/vms/{vm_id}"
     assert vm["compute"]["location"] == "westus"
     assert vm["compute"]["offer"] == ""  # not the example's: a new VM starts empty
     assert vm["compute"]["tagsList"] == []
-    assert call(node, "GET", "/v1/vms/web-1")[2] == vm
+    assert admin(node).vm("web-1") == vm
 
 
 def test_merge_patch_changes_what_the_guest_sees_at_once(node: ServerThread) -> None:
-    status, _, vm = call(
-        node,
-        "PATCH",
-        "/v1/vms/examplevmname",
+    vm = admin(node).patch_vm(
+        "examplevmname",
         {"compute": {"location": "northeurope", "zone": 3, "plan": None, "tags": {"env": "ci"}}},
-        content_type="application/merge-patch+json",
     )
-    assert status == 200
     assert vm["compute"]["plan"] == {"name": "", "product": "", "publisher": ""}
     assert vm["compute"]["tagsList"] == [  # a mapping of tags merges into the current ones
         {"name": "baz", "value": "bash"},
@@ -101,29 +96,29 @@ def test_merge_patch_changes_what_the_guest_sees_at_once(node: ServerThread) -> 
 
 
 def test_replace_keeps_the_vm_id(node: ServerThread) -> None:
-    status, _, vm = call(node, "PUT", f"/v1/vms/{EXAMPLE_ID}", new_vm("renamed", "10.1.1.1"))
-    assert status == 200
+    vm = admin(node).replace_vm(EXAMPLE_ID, new_vm("renamed", "10.1.1.1"))
     assert vm["compute"]["vmId"] == EXAMPLE_ID
     assert vm["compute"]["location"] == ""  # a replacement, not a merge
     assert guest_text(node, "/compute/name") == b"renamed"
-    status, _, body = call(
-        node, "PUT", f"/v1/vms/{EXAMPLE_ID}", {"compute": {"name": "x", "vmId": "other"}}
+    error = refused(
+        lambda: admin(node).replace_vm(EXAMPLE_ID, {"compute": {"name": "x", "vmId": "other"}})
     )
-    assert (status, body["error"]["field"]) == (400, "vm.compute.vmId")
+    assert (error.status, error.field) == (400, "vm.compute.vmId")
 
 
 def test_delete(node: ServerThread) -> None:
-    call(node, "POST", "/v1/vms", new_vm("doomed", "10.0.0.9"))
-    status, _, body = call(node, "DELETE", "/v1/vms/doomed")
-    assert (status, body) == (204, None)
-    assert call(node, "GET", "/v1/vms/doomed")[0] == 404
-    assert call(node, "DELETE", "/v1/vms/doomed")[0] == 404
+    client = admin(node)
+    client.create_vm(new_vm("doomed", "10.0.0.9"))
+    answer = client.send("DELETE", "/v1/vms/doomed")
+    assert (answer.status, answer.body) == (204, b"")
+    assert refused(lambda: client.vm("doomed")).status == 404
+    assert refused(lambda: client.delete_vm("doomed")).status == 404
     # Its address is free again.
-    assert call(node, "POST", "/v1/vms", new_vm("reborn", "10.0.0.9"))[0] == 201
+    client.create_vm(new_vm("reborn", "10.0.0.9"))
 
 
 def test_deleting_the_default_vm_leaves_single_mode_callers_unknown(node: ServerThread) -> None:
-    assert call(node, "DELETE", "/v1/vms/examplevmname")[0] == 204
+    admin(node).delete_vm("examplevmname")
     reply = get(node.port, "/metadata/instance?api-version=2021-02-01")
     assert reply.status == 403
     reason = "no default VM is set on this azimds node"
@@ -146,45 +141,44 @@ def test_deleting_the_default_vm_leaves_single_mode_callers_unknown(node: Server
 def test_invalid_descriptions_are_400_and_change_nothing(
     node: ServerThread, body: dict[str, object], field: str, words: str
 ) -> None:
-    before = call(node, "GET", "/v1/status")[2]["revision"]
+    client = admin(node)
+    before = client.status()["revision"]
     if "name" not in body.get("compute", {"name": 1}) and body != {"compute": {}}:
         body = {**body, "compute": {"name": "n", **body.get("compute", {})}}  # type: ignore[dict-item]
-    status, _, answer = call(node, "POST", "/v1/vms", body)
-    assert status == 400
-    assert answer["error"]["code"] == "invalid"
-    assert answer["error"]["field"] == field
-    assert words in answer["error"]["message"]
-    assert call(node, "GET", "/v1/status")[2]["revision"] == before
+    error = refused(lambda: client.create_vm(body))
+    assert (error.status, error.code, error.field) == (400, "invalid", field)
+    assert words in error.message
+    assert client.status()["revision"] == before
 
 
 def test_conflicts_are_409(node: ServerThread) -> None:
-    status, _, body = call(node, "POST", "/v1/vms", new_vm("twin", "10.144.133.132"))
-    assert status == 409
-    assert "address 10.144.133.132 already belongs to VM " + EXAMPLE_ID in body["error"]["message"]
-    status, _, body = call(node, "POST", "/v1/vms", {"compute": {"name": "x", "vmId": EXAMPLE_ID}})
-    assert (status, body["error"]["code"]) == (409, "conflict")
+    client = admin(node)
+    error = refused(lambda: client.create_vm(new_vm("twin", "10.144.133.132")))
+    assert error.status == 409
+    assert "address 10.144.133.132 already belongs to VM " + EXAMPLE_ID in error.message
+    error = refused(lambda: client.create_vm({"compute": {"name": "x", "vmId": EXAMPLE_ID}}))
+    assert (error.status, error.code) == (409, "conflict")
 
 
 def test_body_limits_and_types(node: ServerThread) -> None:
+    def post(body: bytes, content_type: str = "application/json") -> tuple[int, str]:
+        answer = admin(node).send("POST", "/v1/vms", body, {"Content-Type": content_type})
+        return answer.status, answer.json()["error"]["code"]
+
     huge = b'{"compute": {"name": "' + b"x" * (1024 * 1024) + b'"}}'
-    status, _, body = call(node, "POST", "/v1/vms", raw=huge)
-    assert (status, body["error"]["code"]) == (413, "too_large")
-    status, _, body = call(node, "POST", "/v1/vms", raw=b"{not json")
-    assert (status, body["error"]["code"]) == (400, "invalid_json")
-    status, _, body = call(node, "POST", "/v1/vms", raw=b"name: x", content_type="application/yaml")
-    assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
-    status, _, body = call(node, "POST", "/v1/vms", raw=b"[1, 2]")
-    assert status == 400
+    assert post(huge) == (413, "too_large")
+    assert post(b"{not json") == (400, "invalid_json")
+    assert post(b"name: x", "application/yaml") == (415, "unsupported_media_type")
+    assert post(b"[1, 2]")[0] == 400
 
 
 def test_unknown_routes_and_methods(node: ServerThread) -> None:
-    assert call(node, "GET", "/v1/nothing")[0] == 404
-    assert call(node, "POST", "/v1/vms/examplevmname", {})[0] == 405
+    assert admin(node).send("GET", "/v1/nothing").status == 404
+    assert admin(node).send("POST", "/v1/vms/examplevmname", b"{}").status == 405
 
 
 def test_status(node: ServerThread) -> None:
-    status, _, body = call(node, "GET", "/v1/status")
-    assert status == 200
+    body = admin(node).status()
     assert body["store"] == "memory:"
     assert body["callerMode"] == "single"
     assert body["storeReachable"] is True
@@ -207,8 +201,8 @@ def test_every_route_is_in_the_openapi_document(node: ServerThread) -> None:
 
     from azimds.admin.api import AdminAPI
 
-    document = call(node, "GET", "/openapi.json", token=None)[2]
-    app = AdminAPI(None, "x", "single", None, "http://x").app()  # type: ignore[arg-type]
+    document = AdminClient(node.admin_url, "").openapi()
+    app = AdminAPI.__new__(AdminAPI).app()
     for route in app.routes:
         assert isinstance(route, Route)
         if route.path == "/openapi.json":

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from azimds.client import RetryPolicy
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import Server
 
 DEFAULT_VM_ID = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
@@ -65,19 +65,8 @@ def endpoint(server: Server) -> str:
 
 
 def add_fault(server: Server, **rule: Any) -> dict[str, Any]:
-    status, _, answer = call(server, "POST", "/v1/faults", rule)
-    assert status == 201, answer
-    return answer  # type: ignore[no-any-return]
+    return admin(server).add_fault(rule)
 
 
 def clear_faults(server: Server) -> None:
-    status, _, answer = call(server, "DELETE", "/v1/faults")
-    assert status == 200, answer
-
-
-def admin_text(server: Server, path: str) -> bytes:
-    """A public route of the control plane (the attestation CA's certificates)."""
-    with httpx.Client(trust_env=False) as client:
-        response = client.get(server.admin_url + path)
-    assert response.status_code == 200, response.text
-    return response.content
+    admin(server).clear_faults()

@@ -17,13 +17,13 @@ from azimds.client import (
     NotFound,
     ServerError,
 )
+from tests.admin.support import admin
 from tests.client.support import (
     DEFAULT_VM_ID,
     NEWEST,
     AsyncRecording,
     FakeTime,
     add_fault,
-    admin_text,
     endpoint,
 )
 from tests.conftest import ServerThread
@@ -89,7 +89,7 @@ def test_token_and_identity_errors(server: ServerThread):
 
 
 def test_attested(server: ServerThread):
-    root = admin_text(server, "/attestation/root.pem")
+    root = admin(server).ca_certificate("root")
 
     async def body(imds: AsyncIMDSClient):
         return await imds.attested(root, nonce="42")

@@ -26,7 +26,8 @@ from azimds.signing.attestation import (
     new_root_body,
     sign,
 )
-from tests.client.support import DEFAULT_VM_ID, admin_text, endpoint
+from tests.admin.support import admin
+from tests.client.support import DEFAULT_VM_ID, endpoint
 from tests.conftest import ServerThread
 from tests.guest.attested.tools import DOCS_SAMPLE_SIGNATURE
 
@@ -83,7 +84,7 @@ def sha256_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerTh
 
 
 def test_verified_against_the_nodes_root(server: ServerThread):
-    root = admin_text(server, "/attestation/root.pem")
+    root = admin(server).ca_certificate("root")
     with IMDSClient(endpoint(server)) as imds:
         document = imds.attested(root, nonce="abcdef0123")
     assert document.vm_id == DEFAULT_VM_ID
@@ -100,8 +101,8 @@ def test_verified_against_the_nodes_root(server: ServerThread):
 
 
 def test_intermediate_given_instead_of_fetched(server: ServerThread):
-    root = admin_text(server, "/attestation/root.cer")  # DER works as well as PEM
-    intermediate = admin_text(server, "/attestation/intermediate.pem")
+    root = admin(server).ca_certificate("root", "der")  # DER works as well as PEM
+    intermediate = admin(server).ca_certificate("intermediate")
     with IMDSClient(endpoint(server)) as imds:
         assert imds.attested(root, intermediates=[intermediate]).vm_id == DEFAULT_VM_ID
         with pytest.raises(AttestationError, match="chain"):
@@ -129,7 +130,7 @@ def test_another_root_does_not_verify(server: ServerThread, chain: Chain):
 )
 def test_both_digest_identifiers_verify(request: pytest.FixtureRequest, node: str, oid: str):
     process: ServerThread = request.getfixturevalue(node)
-    root = admin_text(process, "/attestation/root.pem")
+    root = admin(process).ca_certificate("root")
     with IMDSClient(endpoint(process)) as imds:
         reply = imds.request("GET", "attested/document")
         der = base64.b64decode(reply.json()["signature"])

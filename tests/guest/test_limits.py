@@ -19,7 +19,7 @@ from azimds.guest.limits import GENERAL, IDENTITY, RateLimiter
 from azimds.kit.fleet import example_fleet, services
 from azimds.kit.inprocess import call
 from azimds.store.memory import MemoryStore
-from tests.admin.client import new_vm
+from tests.admin.support import new_vm
 from tests.conftest import ServerThread
 from tests.http import get
 

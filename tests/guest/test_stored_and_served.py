@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.admin.client import call
+from tests.admin.support import admin, refused
 from tests.conftest import ServerThread, node_fixture
 from tests.http import Reply, get
 
@@ -25,9 +25,8 @@ TEXT_NOW = "api-version=2025-04-07&format=text"
 node = node_fixture("--store", "memory:")
 
 
-def patch(node: ServerThread, changes: dict[str, Any]) -> tuple[int, Any]:
-    status, _, answer = call(node, "PATCH", f"/v1/vms/{VM_ID}", changes)
-    return status, answer
+def patch(node: ServerThread, changes: dict[str, Any]) -> dict[str, Any]:
+    return admin(node).patch_vm(VM_ID, changes)
 
 
 def served(node: ServerThread, path: str, query: str = "api-version=2025-04-07") -> Reply:
@@ -49,8 +48,8 @@ def assert_text(reply: Reply, body: bytes) -> None:
 
 
 def test_merging_a_tag_keeps_values_holding_semicolons(node: ServerThread) -> None:
-    assert patch(node, {"compute": {"tagsList": SEMICOLON_TAGS}})[0] == 200
-    assert patch(node, {"compute": {"tags": {"env": "prod"}}})[0] == 200
+    patch(node, {"compute": {"tagsList": SEMICOLON_TAGS}})
+    patch(node, {"compute": {"tags": {"env": "prod"}}})
     assert_json(
         served(node, "/compute/tagsList"),
         b'[{"name":"a","value":"x;y"},{"name":"b","value":"z"},{"name":"env","value":"prod"}]',
@@ -60,14 +59,14 @@ def test_merging_a_tag_keeps_values_holding_semicolons(node: ServerThread) -> No
     assert_text(
         served(node, "/compute/tags", "api-version=2017-08-01&format=text"), b"a:x;y;b:z;env:prod"
     )
-    stored = call(node, "GET", f"/v1/vms/{VM_ID}")[2]["compute"]
+    stored = admin(node).vm(VM_ID)["compute"]
     assert "tags" not in stored
     assert stored["tagsList"][0] == {"name": "a", "value": "x;y"}
 
 
 def test_a_merged_null_removes_one_tag_and_a_change_keeps_its_place(node: ServerThread) -> None:
     patch(node, {"compute": {"tagsList": [*SEMICOLON_TAGS, {"name": "c", "value": "1"}]}})
-    assert patch(node, {"compute": {"tags": {"b": None, "a": "w;v"}}})[0] == 200
+    patch(node, {"compute": {"tags": {"b": None, "a": "w;v"}}})
     assert_json(
         served(node, "/compute/tagsList"),
         b'[{"name":"a","value":"w;v"},{"name":"c","value":"1"}]',
@@ -76,32 +75,31 @@ def test_a_merged_null_removes_one_tag_and_a_change_keeps_its_place(node: Server
 
 def test_tags_as_a_string_replace_the_list(node: ServerThread) -> None:
     patch(node, {"compute": {"tagsList": SEMICOLON_TAGS}})
-    assert patch(node, {"compute": {"tags": "k:v:w;n:"}})[0] == 200
+    patch(node, {"compute": {"tags": "k:v:w;n:"}})
     assert_json(
         served(node, "/compute/tagsList"),
         b'[{"name":"k","value":"v:w"},{"name":"n","value":""}]',
     )
-    assert patch(node, {"compute": {"tags": None}})[0] == 200
+    patch(node, {"compute": {"tags": None}})
     assert_json(served(node, "/compute/tagsList"), b"[]")
     assert_text(served(node, "/compute/tags", TEXT_NOW), b"")
 
 
 def test_tags_that_disagree_with_tags_list_are_refused(node: ServerThread) -> None:
-    status, answer = patch(node, {"compute": {"tags": "a:1", "tagsList": SEMICOLON_TAGS}})
-    assert status == 400
-    assert answer["error"]["field"] == "vm.compute.tags"
-    assert "disagrees with tagsList" in answer["error"]["message"]
+    error = refused(patch, node, {"compute": {"tags": "a:1", "tagsList": SEMICOLON_TAGS}})
+    assert (error.status, error.field) == (400, "vm.compute.tags")
+    assert "disagrees with tagsList" in error.message
     # The string a real answer carries beside the list agrees, ';' in values and all.
     both = {"tags": "a:x;y;b:z", "tagsList": SEMICOLON_TAGS}
-    assert patch(node, {"compute": both})[0] == 200
+    patch(node, {"compute": both})
     assert_json(served(node, "/compute/tagsList"), SEMICOLON_TAGS_JSON)
 
 
 def test_a_put_with_tags_only_is_parsed_into_the_list(node: ServerThread) -> None:
-    description = call(node, "GET", f"/v1/vms/{VM_ID}")[2]
+    description = admin(node).vm(VM_ID)
     description["compute"].pop("tagsList")
     description["compute"]["tags"] = {"owner": "ops", "tier": "1"}
-    assert call(node, "PUT", f"/v1/vms/{VM_ID}", description)[0] == 200
+    admin(node).replace_vm(VM_ID, description)
     assert_text(
         served(node, "/compute/tags", "api-version=2021-02-01&format=text"), b"owner:ops;tier:1"
     )
@@ -158,8 +156,8 @@ def test_custom_data_is_empty_in_every_document(declared: ServerThread, version:
 
 
 def test_custom_data_set_by_the_control_plane_is_stored_not_served(node: ServerThread) -> None:
-    assert patch(node, {"compute": {"customData": "c2VjcmV0"}})[0] == 200
-    assert call(node, "GET", f"/v1/vms/{VM_ID}")[2]["compute"]["customData"] == "c2VjcmV0"
+    patch(node, {"compute": {"customData": "c2VjcmV0"}})
+    assert admin(node).vm(VM_ID)["compute"]["customData"] == "c2VjcmV0"
     assert_text(served(node, "/compute/customData", TEXT_NOW), b"")
     document = served(node, "", "api-version=2025-04-07&extended=true")
     assert b'"customData":""' in document.body and b"c2VjcmV0" not in document.body

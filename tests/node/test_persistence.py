@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.admin.client import call, new_vm
+from azimds.admin.client import AdminError
+from tests.admin.support import admin, new_vm, refused
 from tests.conftest import Server, ServerProcess, ServerThread
 from tests.http import get
 
@@ -24,12 +25,12 @@ def guest_name(node: Server) -> bytes:
 
 def test_changes_survive_a_restart(tmp_path: Path) -> None:
     node = ServerThread(state_dir=tmp_path)
-    call(node, "POST", "/v1/vms", new_vm("kept", "10.3.0.4"))
-    call(node, "PATCH", "/v1/vms/examplevmname", {"compute": {"name": "renamed"}})
+    admin(node).create_vm(new_vm("kept", "10.3.0.4"))
+    admin(node).patch_vm("examplevmname", {"compute": {"name": "renamed"}})
     node.stop()
     node = ServerThread(state_dir=tmp_path)
     try:
-        names = sorted(vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"])
+        names = sorted(vm["name"] for vm in admin(node).vms()["vms"])
         assert names == ["kept", "renamed"]
         # The config's VM did not change, so the control plane's change stands.
         assert guest_name(node) == b"renamed"
@@ -44,7 +45,7 @@ def test_a_changed_config_declaration_wins_at_start(tmp_path: Path) -> None:
     state = tmp_path / "state"
     node = ServerThread("--config", str(config), state_dir=state)
     assert guest_name(node) == b"from-file"
-    call(node, "PATCH", "/v1/vms/from-file", {"compute": {"name": "from-api"}})
+    admin(node).patch_vm("from-file", {"compute": {"name": "from-api"}})
     node.stop()
     node = ServerThread("--config", str(config), state_dir=state)  # file unchanged
     assert guest_name(node) == b"from-api"
@@ -75,15 +76,13 @@ def test_kill_9_loses_no_acknowledged_change(
         while not stop.is_set():
             name = f"{prefix}-{n}"
             try:
-                status, _, vm = call(
-                    node,
-                    "POST",
-                    "/v1/vms",
-                    new_vm(name, f"10.{50 + len(prefix)}.{n // 250}.{n % 250 + 1}"),
+                vm = admin(node).create_vm(
+                    new_vm(name, f"10.{50 + len(prefix)}.{n // 250}.{n % 250 + 1}")
                 )
-            except OSError:
-                return  # the node is gone; this write was never acknowledged
-            if status == 201:
+            except AdminError as exc:
+                if not exc.status:
+                    return  # the node is gone; this write was never acknowledged
+            else:
                 with lock:
                     acknowledged[vm["compute"]["vmId"]] = name
             n += 1
@@ -101,21 +100,20 @@ def test_kill_9_loses_no_acknowledged_change(
 
     node = ServerThread(*store, state_dir=tmp_path)
     try:
-        stored = {vm["vmId"]: vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]}
+        stored = {vm["vmId"]: vm["name"] for vm in admin(node).vms()["vms"]}
         missing = {k: v for k, v in acknowledged.items() if stored.get(k) != v}
         assert missing == {}
         # The store is consistent: every stored VM is whole and its address is claimed.
         for vm_id in stored:
-            status, _, vm = call(node, "GET", f"/v1/vms/{vm_id}")
-            assert status == 200
+            vm = admin(node).vm(vm_id)
             address = (
                 vm["network"]["interface"][0]["ipv4"]["ipAddress"][0]["privateIpAddress"]
                 if vm["network"]["interface"]
                 else None
             )
             if address:
-                clash = call(node, "POST", "/v1/vms", new_vm("clash", address))
-                assert clash[0] == 409
+                clash = refused(admin(node).create_vm, new_vm("clash", address))
+                assert clash.status == 409
     finally:
         node.stop()
 
@@ -127,10 +125,10 @@ def test_fleet_file_is_applied_and_watched(tmp_path: Path) -> None:
     )
     node = ServerThread("--fleet", str(fleet), "--watch", "--store", "memory:")
     try:
-        call(node, "POST", "/v1/vms", new_vm("api-made", "10.4.0.9"))
+        admin(node).create_vm(new_vm("api-made", "10.4.0.9"))
 
         def names() -> list[str]:
-            return sorted(vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"])
+            return sorted(vm["name"] for vm in admin(node).vms()["vms"])
 
         assert names() == ["api-made", "examplevmname", "f-1", "f-2"]
         # An invalid edit changes nothing and is logged.

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.admin.client import call, new_vm
+from tests.admin.support import admin, new_vm, refused
 from tests.conftest import ServerThread
 from tests.http import get
 
@@ -70,14 +70,14 @@ def test_unknown_caller_is_refused_and_logged(node: ServerThread) -> None:
 
 
 def test_the_example_vm_is_not_declared_in_source_ip_mode(node: ServerThread) -> None:
-    assert [vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]] == ["vm-a", "vm-b", "vm-n"]
+    assert [vm["name"] for vm in admin(node).vms()["vms"]] == ["vm-a", "vm-b", "vm-n"]
 
 
 def test_a_new_vm_is_served_at_its_address_at_once(node: ServerThread) -> None:
-    assert call(node, "POST", "/v1/vms", new_vm("vm-c", "127.0.10.3"))[0] == 201
+    admin(node).create_vm(new_vm("vm-c", "127.0.10.3"))
     assert name_seen_from(node, "127.0.10.3") == (200, b"vm-c")
     moved = {"network": new_vm("vm-c", "127.0.10.4")["network"]}
-    assert call(node, "PATCH", "/v1/vms/vm-c", moved)[0] == 200
+    admin(node).patch_vm("vm-c", moved)
     assert name_seen_from(node, "127.0.10.4") == (200, b"vm-c")
     assert name_seen_from(node, "127.0.10.3")[0] == 403
 
@@ -95,7 +95,7 @@ def test_only_the_primary_nics_primary_ip_is_answered(node: ServerThread, source
 
 
 def test_secondary_addresses_still_belong_to_their_vm(node: ServerThread) -> None:
-    listed = {vm["name"]: vm["addresses"] for vm in call(node, "GET", "/v1/vms")[2]["vms"]}
+    listed = {vm["name"]: vm["addresses"] for vm in admin(node).vms()["vms"]}
     assert listed["vm-n"] == ["127.0.10.21", "127.0.10.22", "127.0.10.23"]
-    status, _, answer = call(node, "POST", "/v1/vms", new_vm("vm-x", "127.0.10.23"))
-    assert status == 409, answer
+    error = refused(lambda: admin(node).create_vm(new_vm("vm-x", "127.0.10.23")))
+    assert error.status == 409, error

@@ -7,19 +7,18 @@ writes with 503, and say so; when it returns they catch up.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from azimds.admin.client import AdminError, Status
+from tests.admin.support import admin, refused
 from tests.conftest import ServerProcess
 from tests.http import get
 from tests.pg import DATABASE, Postgres
@@ -33,37 +32,17 @@ VM_A = {
 }
 
 
-def admin(
-    node: ServerProcess,
-    method: str,
-    path: str,
-    body: Any = None,
-    content_type: str = "application/json",
-) -> tuple[int, Any]:
-    """One control-plane request; returns the status and the decoded JSON answer (or None)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(node.admin_url + path, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {node.token}")
-    if data is not None:
-        request.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            status, raw = error.code, error.read()
-    return status, json.loads(raw) if raw else None
-
-
-def status(node: ServerProcess) -> dict[str, Any]:
-    code, answer = admin(node, "GET", "/v1/status")
-    assert code == 200, answer
-    return answer  # type: ignore[no-any-return]
+def status(node: ServerProcess) -> Status:
+    return admin(node).status()
 
 
 def shows(node: ServerProcess, vm: str, check: Callable[[Any], bool] = lambda _: True) -> bool:
-    code, answer = admin(node, "GET", f"/v1/vms/{vm}")
-    return code == 200 and check(answer)
+    try:
+        return check(admin(node).vm(vm))
+    except AdminError as exc:
+        if not exc.status:  # not answered at all
+            raise
+        return False
 
 
 @pytest.fixture
@@ -94,24 +73,22 @@ def test_a_change_through_one_node_shows_on_the_other(
         assert answer["store"].startswith("postgresql://")
         assert answer["callerMode"] == "single"
 
-    code, created = admin(a, "POST", "/v1/vms", VM_A)
-    assert code == 201, created
+    created = admin(a).create_vm(VM_A)
     elapsed = within(1.0, lambda: shows(b, "vm-a"), "vm-a created on A is on B")
     assert elapsed < 1.0
-    _, on_b = admin(b, "GET", "/v1/vms/vm-a")
+    on_b = admin(b).vm("vm-a")
     assert on_b["compute"]["vmId"] == created["compute"]["vmId"]
     assert on_b["compute"]["location"] == "westus"
 
     patch = {"compute": {"location": "eastus", "zone": "2"}}
-    code, patched = admin(b, "PATCH", "/v1/vms/vm-a", patch, "application/merge-patch+json")
-    assert code == 200, patched
+    admin(b).patch_vm("vm-a", patch)
     elapsed = within(
         1.0,
         lambda: shows(a, "vm-a", lambda vm: vm["compute"]["location"] == "eastus"),
         "the patch made through B is on A",
     )
     assert elapsed < 1.0
-    _, on_a = admin(a, "GET", "/v1/vms/vm-a")
+    on_a = admin(a).vm("vm-a")
     assert on_a["compute"]["zone"] == "2"
     # Both nodes reach the same revision (a node may have added a signing certificate for
     # the new location in the meantime, so wait for the other to follow it).
@@ -126,7 +103,7 @@ def test_nodes_ride_out_a_database_outage(
     postgres: Postgres, fleet: tuple[ServerProcess, ServerProcess]
 ) -> None:
     a, b = fleet
-    assert admin(a, "POST", "/v1/vms", VM_A)[0] == 201
+    admin(a).create_vm(VM_A)
     within(1.0, lambda: shows(b, "vm-a"), "vm-a created on A is on B")
     before = {node.port: get(node.port, NAME) for node in fleet}
 
@@ -142,14 +119,10 @@ def test_nodes_ride_out_a_database_outage(
             assert shows(node, "vm-a")  # reads of the control plane too
         vm_b = {"compute": {"name": "vm-b", "location": "westus"}}
         for node, body in ((a, vm_b), (b, vm_b)):
-            code, answer = admin(node, "POST", "/v1/vms", body)
-            assert code == 503, answer
-            assert answer["error"]["code"] == "store_unavailable"
-        code, answer = admin(
-            b, "PATCH", "/v1/vms/vm-a", {"compute": {"zone": "3"}}, "application/merge-patch+json"
-        )
-        assert code == 503, answer
-        assert answer["error"]["code"] == "store_unavailable"
+            error = refused(admin(node).create_vm, body)
+            assert (error.status, error.code) == (503, "store_unavailable"), error
+        error = refused(admin(b).patch_vm, "vm-a", {"compute": {"zone": "3"}})
+        assert (error.status, error.code) == (503, "store_unavailable"), error
         for node in fleet:
             logged = "".join(node.output)
             assert "store unreachable" in logged, logged
@@ -158,10 +131,7 @@ def test_nodes_ride_out_a_database_outage(
 
     for node in fleet:
         within(5.0, lambda n=node: status(n)["storeReachable"] is True, "the store is back")
-    code, answer = admin(
-        a, "PATCH", "/v1/vms/vm-a", {"compute": {"zone": "1"}}, "application/merge-patch+json"
-    )
-    assert code == 200, answer
+    admin(a).patch_vm("vm-a", {"compute": {"zone": "1"}})
     elapsed = within(
         1.0,
         lambda: shows(b, "vm-a", lambda vm: vm["compute"]["zone"] == "1"),
@@ -186,9 +156,9 @@ def test_a_password_in_the_store_url_never_shows(postgres: Postgres) -> None:
         assert answer["store"].startswith("postgresql://azimds:***@")
         with postgres.outage():
             within(5.0, lambda: status(node)["storeReachable"] is False, "outage noticed")
-            code, refused = admin(node, "POST", "/v1/vms", VM_A)
-            assert code == 503
-            assert "s3cret-pw" not in json.dumps(refused)
+            error = refused(admin(node).create_vm, VM_A)
+            assert error.status == 503
+            assert "s3cret-pw" not in str(error)
         within(5.0, lambda: status(node)["storeReachable"] is True, "the store is back")
     finally:
         node.stop()

@@ -9,13 +9,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from azimds.admin.client import AdminError
 from azimds.fleet.operations import ADDRESS_KIND
 from azimds.fleet.snapshot import Fleet, vm_from_record
 from azimds.fleet.vm import VM_KIND
 from azimds.store import Store, open_store
-from tests.admin.client import call
 from tests.conftest import Server
 from tests.http import Reply, send_raw
 
@@ -48,6 +47,10 @@ class Stream:
                 self.step(n)
             except (OSError, http.client.HTTPException):
                 return  # the node is gone (or going): the write in flight was not acknowledged
+            except AdminError as exc:
+                if exc.status:  # refused: reported from the test
+                    self.error = exc
+                return  # else not answered: gone, as above
             except BaseException as exc:  # an assertion in a step: report it from the test
                 self.error = exc
                 return
@@ -83,12 +86,6 @@ def guest_post(node: Server, body: bytes, source: str | None = None) -> Reply:
 
 def approve_as_guest(node: Server, event_id: str) -> Reply:
     return guest_post(node, json.dumps({"StartRequests": [{"EventId": event_id}]}).encode())
-
-
-def ok(node: Server, method: str, path: str, body: Any = None) -> Any:
-    status, _, answer = call(node, method, path, body)
-    assert 200 <= status < 300, (method, path, status, answer)
-    return answer
 
 
 def open_for_check(store_url: str, state_dir: Path) -> Store:

@@ -30,7 +30,7 @@ from schemathesis.schemas import BaseSchema
 
 from azimds.admin.api import ROUTES
 from azimds.admin.openapi import document
-from tests.admin.client import call
+from tests.admin.support import admin, refused
 from tests.conftest import ServerThread, node_fixture
 from tests.http import get
 
@@ -145,8 +145,8 @@ def test_boundary_and_invalid_values_are_answered_as_documented(
 def test_a_compute_that_is_no_object_is_a_400(
     node: ServerThread, method: str, path: str, compute: object
 ) -> None:
-    status, _, body = call(node, method, path, {"compute": compute})
-    assert (status, body["error"]["code"], body["error"]["field"]) == (400, "invalid", "vm.compute")
+    error = refused(lambda: admin(node).request(method, path, {"compute": compute}))
+    assert (error.status, error.code, error.field) == (400, "invalid", "vm.compute")
 
 
 @pytest.mark.parametrize(
@@ -175,10 +175,9 @@ def test_times_beyond_printable_dates_are_a_400_and_change_nothing(
 ) -> None:
     """Before: stored, then a 500 on every read of the clock or the events, and on the VM's
     own /metadata/scheduledevents, for good (the store keeps them)."""
-    status, _, answer = call(node, "POST", path, raw=body)
-    assert status == 400, answer
-    assert answer["error"]["code"] == "invalid"
-    for read in ("/v1/clock", "/v1/events?all=true"):
-        assert call(node, "GET", read)[0] == 200
+    answer = admin(node).send("POST", path, body, {"Content-Type": "application/json"})
+    assert (answer.status, answer.json()["error"]["code"]) == (400, "invalid"), answer
+    admin(node).clock()
+    admin(node).events(everything=True)
     events = get(node.port, "/metadata/scheduledevents?api-version=2020-07-01")
     assert events.status == 200, events.body

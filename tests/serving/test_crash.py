@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
+from azimds.admin.client import AdminError
 from azimds.fleet.operations import FleetError, create_vm, patch_vm
 from azimds.node.follower import Node
 from azimds.store.postgres import PostgresStore
 from tests import pg
-from tests.admin.client import call, new_vm
+from tests.admin.support import admin, new_vm, refused
 from tests.conftest import ServerProcess
 from tests.http import get
 from tests.serving.support import (
@@ -35,7 +36,6 @@ from tests.serving.support import (
     approve_as_guest,
     check_consistency,
     join,
-    ok,
     open_for_check,
     start,
 )
@@ -85,15 +85,13 @@ class Acknowledged:
 def streams(node: ServerProcess, acked: Acknowledged, stop: threading.Event) -> list[Stream]:
     def patch(n: int) -> None:
         vm, seq = n % PATCHED, n // PATCHED + 1
-        status, _, answer = call(node, "PATCH", f"/v1/vms/crash-{vm}", moved(vm, seq))
-        assert status == 200, answer
+        admin(node).patch_vm(f"crash-{vm}", moved(vm, seq))
         with acked.lock:
             acked.patched[vm] = seq
 
     def identity(n: int) -> None:
         vm = n % PATCHED
-        status, _, answer = call(node, "POST", f"/v1/vms/crash-{vm}/identities", {"name": f"i{n}"})
-        assert status == 201, answer
+        admin(node).add_identity(f"crash-{vm}", {"name": f"i{n}"})
         with acked.lock:
             acked.identities[vm].add(f"i{n}")
 
@@ -104,23 +102,18 @@ def streams(node: ServerProcess, acked: Acknowledged, stop: threading.Event) -> 
             rule = added.pop(0)
             with acked.lock:
                 acked.fault_removing = rule
-            status, _, answer = call(node, "DELETE", f"/v1/faults/{rule}")
-            assert status == 204, answer
+            admin(node).remove_fault(rule)
             with acked.lock:
                 acked.faults_removed.add(rule)
             return
         rule_spec = {"path": f"/metadata/crash/{n}", "actions": [503]}
-        status, _, answer = call(node, "POST", "/v1/faults", rule_spec)
-        assert status == 201, answer
+        answer = admin(node).add_fault(rule_spec)
         added.append(answer["id"])
         with acked.lock:
             acked.faults_added.add(answer["id"])
 
     def event(n: int) -> None:
-        status, _, answer = call(
-            node, "POST", "/v1/events", {"type": "Reboot", "vms": [DEFAULT_VM]}
-        )
-        assert status == 201, answer
+        answer = admin(node).schedule_event({"type": "Reboot", "vms": [DEFAULT_VM]})
         with acked.lock:
             acked.scheduled.add(answer["eventId"])
         reply = approve_as_guest(node, answer["eventId"])  # as the VM, on the guest plane
@@ -147,7 +140,7 @@ def node_on(store_url: str, tmp_path: Path) -> ServerProcess:
 def test_kill_9_during_every_kind_of_change(store_url: str, tmp_path: Path) -> None:
     node = node_on(store_url, tmp_path)
     for vm in range(PATCHED):
-        ok(node, "POST", "/v1/vms", new_vm(f"crash-{vm}", address(vm, 0), tags={"seq": "0"}))
+        admin(node).create_vm(new_vm(f"crash-{vm}", address(vm, 0), tags={"seq": "0"}))
     acked = Acknowledged()
     stop = threading.Event()
     running = streams(node, acked, stop)
@@ -173,23 +166,18 @@ def test_kill_9_during_every_kind_of_change(store_url: str, tmp_path: Path) -> N
     node = node_on(store_url, tmp_path)
     try:
         for vm in range(PATCHED):
-            stored = ok(node, "GET", f"/v1/vms/crash-{vm}")
+            stored = admin(node).vm(f"crash-{vm}")
             seq = int(stored_tags(stored)["seq"])
             # The last acknowledged patch, or the one in flight when the node died.
             assert seq in (acked.patched[vm], acked.patched[vm] + 1), (vm, seq, acked.patched)
             ips = stored["network"]["interface"][0]["ipv4"]["ipAddress"]
             assert [ip["privateIpAddress"] for ip in ips] == [address(vm, seq)]  # whole
-            names = {
-                i.get("name")
-                for i in ok(node, "GET", f"/v1/vms/crash-{vm}/identities")["userAssigned"]
-            }
+            names = {i.get("name") for i in admin(node).identities(f"crash-{vm}")["userAssigned"]}
             assert acked.identities[vm] <= names, acked.identities[vm] - names
-        rules = {rule["id"] for rule in ok(node, "GET", "/v1/faults")["faults"]}
+        rules = {rule["id"] for rule in admin(node).faults()}
         assert acked.faults_added - acked.faults_removed - {acked.fault_removing} <= rules
         assert not acked.faults_removed & rules
-        events = {
-            e["eventId"]: e["status"] for e in ok(node, "GET", "/v1/events?all=true")["events"]
-        }
+        events = {e["eventId"]: e["status"] for e in admin(node).events(everything=True)["events"]}
         assert acked.scheduled <= set(events), acked.scheduled - set(events)
         assert all(events[e] == "Started" for e in acked.approved), acked.approved
         assert acked.approved and acked.faults_removed  # every kind was acknowledged
@@ -203,7 +191,7 @@ def test_kill_9_during_every_kind_of_change(store_url: str, tmp_path: Path) -> N
         finally:
             store.close()
         for vm in range(PATCHED):
-            seq = int(stored_tags(ok(node, "GET", f"/v1/vms/crash-{vm}"))["seq"])
+            seq = int(stored_tags(admin(node).vm(f"crash-{vm}"))["seq"])
             assert fleet.by_address[address(vm, seq)].name == f"crash-{vm}"
     finally:
         node.stop()
@@ -215,8 +203,15 @@ def test_writers_on_two_nodes_lose_nothing(postgres: pg.Postgres, tmp_path: Path
     url = postgres.new_database()
     nodes = [node_on(url, tmp_path / name) for name in ("a", "b")]
     try:
-        ok(nodes[0], "POST", "/v1/vms", new_vm("shared"))
-        within(5.0, lambda: call(nodes[1], "GET", "/v1/vms/shared")[0] == 200, "shared on b")
+        admin(nodes[0]).create_vm(new_vm("shared"))
+
+        def found_on_b() -> bool:
+            try:
+                return bool(admin(nodes[1]).vm("shared"))
+            except AdminError:
+                return False
+
+        within(5.0, found_on_b, "shared on b")
         added: dict[str, set[str]] = {"a": set(), "b": set()}
         created: dict[str, str] = {}
         lock = threading.Lock()
@@ -225,18 +220,17 @@ def test_writers_on_two_nodes_lose_nothing(postgres: pg.Postgres, tmp_path: Path
         def adder(node: ServerProcess, key: str) -> Stream:
             def step(n: int) -> None:
                 name = f"{key}{n}"
-                status, _, answer = call(node, "POST", "/v1/vms/shared/identities", {"name": name})
-                assert status == 201, answer
+                admin(node).add_identity("shared", {"name": name})
                 with lock:
                     added[key].add(name)
                 # The same address, asked for by both nodes at once: one of them gets it.
-                status, _, answer = call(
-                    node, "POST", "/v1/vms", new_vm(f"{key}-{n}", f"10.70.0.{n % 200 + 1}")
-                )
-                assert status in (201, 409), answer
-                if status == 201:
-                    with lock:
-                        created[answer["compute"]["vmId"]] = f"{key}-{n}"
+                try:
+                    vm = admin(node).create_vm(new_vm(f"{key}-{n}", f"10.70.0.{n % 200 + 1}"))
+                except AdminError as exc:
+                    assert exc.status == 409, exc
+                    return
+                with lock:
+                    created[vm["compute"]["vmId"]] = f"{key}-{n}"
 
             return Stream(f"adder-{key}", step, stop)
 
@@ -253,9 +247,7 @@ def test_writers_on_two_nodes_lose_nothing(postgres: pg.Postgres, tmp_path: Path
             store.close()
         assert {vm_id: fleet.vms[vm_id].name for vm_id in created} == created
         for node in nodes:
-            names = {
-                i.get("name") for i in ok(node, "GET", "/v1/vms/shared/identities")["userAssigned"]
-            }
+            names = {i.get("name") for i in admin(node).identities("shared")["userAssigned"]}
             assert added["a"] | added["b"] <= names, (added["a"] | added["b"]) - names
     finally:
         for node in nodes:
@@ -327,14 +319,14 @@ def test_postgres_stopped_under_load(
     postgres: pg.Postgres, outage_node: tuple[ServerProcess, str]
 ) -> None:
     node, url = outage_node
-    ok(node, "PATCH", f"/v1/vms/{DEFAULT_VM}", {"compute": {"tags": {"seq": "0"}}})
+    client = admin(node)
+    client.patch_vm(DEFAULT_VM, {"compute": {"tags": {"seq": "0"}}})
     pending = [
-        ok(node, "POST", "/v1/events", {"type": "Freeze", "vms": [DEFAULT_VM]})["eventId"]
-        for _ in range(2)
+        client.schedule_event({"type": "Freeze", "vms": [DEFAULT_VM]})["eventId"] for _ in range(2)
     ]
     stop = threading.Event()
     seen: list[tuple[float, int, bytes, str]] = []  # (when, status, body, what)
-    writes: list[tuple[float, float, int, Any, int]] = []  # (sent, answered, status, answer, seq)
+    writes: list[tuple[float, float, int, str, int]] = []  # (sent, answered, status, code, seq)
     lock = threading.Lock()
 
     def reader(what: str, target: str) -> Stream:
@@ -348,11 +340,13 @@ def test_postgres_stopped_under_load(
 
     def writer(n: int) -> None:
         sent = time.monotonic()
-        status, _, answer = call(
-            node, "PATCH", f"/v1/vms/{DEFAULT_VM}", {"compute": {"tags": {"seq": str(n + 1)}}}
-        )
+        try:
+            client.patch_vm(DEFAULT_VM, {"compute": {"tags": {"seq": str(n + 1)}}})
+            status, code = 200, ""
+        except AdminError as exc:
+            status, code = exc.status, exc.code
         with lock:
-            writes.append((sent, time.monotonic(), status, answer, n + 1))
+            writes.append((sent, time.monotonic(), status, code, n + 1))
         time.sleep(0.01)
 
     token = (
@@ -372,22 +366,19 @@ def test_postgres_stopped_under_load(
     postgres.stop()
     stopped = time.monotonic()
     try:
-        within(
-            5.0, lambda: ok(node, "GET", "/v1/status")["storeReachable"] is False, "outage noticed"
-        )
+        within(5.0, lambda: client.status()["storeReachable"] is False, "outage noticed")
         time.sleep(1.0)  # the load goes on against the stopped database
         # Writes of every kind are refused, and say why; the guest's approval too.
-        for method, path, body in (
-            ("POST", "/v1/vms", new_vm("during", "10.71.0.1")),
-            ("PATCH", f"/v1/vms/{DEFAULT_VM}", {"compute": {"zone": "3"}}),
-            ("POST", f"/v1/vms/{DEFAULT_VM}/identities", {"name": "during"}),
-            ("POST", "/v1/faults", {"actions": [503]}),
-            ("POST", "/v1/events", {"type": "Reboot", "vms": [DEFAULT_VM]}),
-            ("POST", "/v1/keys/rotate", None),
+        for write in (
+            lambda: client.create_vm(new_vm("during", "10.71.0.1")),
+            lambda: client.patch_vm(DEFAULT_VM, {"compute": {"zone": "3"}}),
+            lambda: client.add_identity(DEFAULT_VM, {"name": "during"}),
+            lambda: client.add_fault({"actions": [503]}),
+            lambda: client.schedule_event({"type": "Reboot", "vms": [DEFAULT_VM]}),
+            client.rotate_keys,
         ):
-            status, _, answer = call(node, method, path, body)
-            assert status == 503, (method, path, status, answer)
-            assert answer["error"]["code"] == "store_unavailable", answer
+            error = refused(write)
+            assert (error.status, error.code) == (503, "store_unavailable"), str(error)
         reply = approve_as_guest(node, pending[0])
         assert reply.status == 503, reply
         assert reply.body == b'{ "error": "Service unavailable. Please retry later" }'
@@ -398,15 +389,13 @@ def test_postgres_stopped_under_load(
     # this node has even noticed the database is back.
     elsewhere = PostgresStore(url)
     try:
-        vm_id = ok(node, "GET", f"/v1/vms/{DEFAULT_VM}")["compute"]["vmId"]
+        vm_id = client.vm(DEFAULT_VM)["compute"]["vmId"]
         elsewhere.transact(
             lambda txn: patch_vm(txn, vm_id, {"compute": {"tags": {"elsewhere": "yes"}}})
         )
     finally:
         elsewhere.close()
-    within(
-        10.0, lambda: ok(node, "GET", "/v1/status")["storeReachable"] is True, "the store is back"
-    )
+    within(10.0, lambda: client.status()["storeReachable"] is True, "the store is back")
     within(
         5.0,
         lambda: tags(get(node.port, TAGS).body).get("elsewhere") == "yes",
@@ -434,17 +423,17 @@ def test_postgres_stopped_under_load(
         values = [int(tags(body)["seq"]) for _, _, body, w in seen if w == what]
         assert values == sorted(values)
     # Writes: 200, or 503 store_unavailable while the database was away; nothing else.
-    for sent, answered, status, answer, _ in writes:
+    for sent, answered, status, code, _ in writes:
         if status != 200:
-            assert (status, answer["error"]["code"]) == (503, "store_unavailable"), answer
+            assert (status, code) == (503, "store_unavailable"), (status, code)
         if stopped + 0.1 < sent and answered < restarting:
-            assert status == 503, (sent - stopped, answer)
-    refused = [w for w in writes if w[2] == 503]
-    assert len(refused) >= 20, len(refused)  # the writer kept writing through the outage
+            assert status == 503, (sent - stopped, code)
+    unavailable = [w for w in writes if w[2] == 503]
+    assert len(unavailable) >= 20, len(unavailable)  # the writer kept writing through the outage
     assert any(status == 200 and sent > restarting for sent, _, status, _, _ in writes)
     assert tags(get(node.port, TAGS).body)["elsewhere"] == "yes"
     # The refused writes left no trace; the guest's approval works again.
-    assert call(node, "GET", "/v1/vms/during")[0] == 404
+    assert refused(lambda: client.vm("during")).status == 404
     assert approve_as_guest(node, pending[1]).status == 200
     assert "store unreachable" in "".join(node.output)
     assert "reachable again" in "".join(node.output)

@@ -18,7 +18,6 @@ import socket
 import struct
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pytest
 import yaml
 
 from azimds.serving.limits import MAX_CONNECTIONS_PER_CLIENT
-from tests.admin.client import new_vm
+from tests.admin.support import admin, new_vm
 from tests.conftest import ServerProcess
 
 ATTACKERS = [f"127.0.33.{10 + n}" for n in range(5)]
@@ -122,8 +121,7 @@ def connect(node: ServerProcess, source: str) -> socket.socket:
 
 
 def metric(node: ServerProcess, name: str) -> float:
-    with urllib.request.urlopen(f"{node.admin_url}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    text = admin(node).metrics()
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert match, (name, text)
     return float(match[1])

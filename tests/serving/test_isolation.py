@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import (
 from azimds.admin import api as admin_api
 from azimds.admin.client import AdminClient
 from azimds.admin.public import CA_PATHS
-from tests.admin.client import call, new_vm
+from tests.admin.support import admin, new_vm
 from tests.conftest import Server, ServerProcess, ServerThread
 from tests.guest.attested.test_ca_lifecycle import views
 from tests.http import get, send_raw
@@ -54,26 +54,17 @@ RESOURCE = "https://vault.azure.net"
 # --- the namespace host's control plane (its Unix socket) --------------------------------
 
 
-def admin(host: Host, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One control-plane request over the host's socket, with its token."""
+def host_admin(host: Host) -> AdminClient:
+    """The host's control plane, over its socket, with its token."""
     token = (host.state_dir / "admin-token").read_text().strip()
-    client = AdminClient(f"unix:{host.admin_socket}", token, timeout=15)
-    payload = None if body is None else json.dumps(body).encode()
-    status, data = client.send(method, path, payload, "application/json" if payload else "")
-    return status, json.loads(data) if data else None
-
-
-def must_admin(host: Host, method: str, path: str, body: Any = None) -> Any:
-    status, answer = admin(host, method, path, body)
-    assert 200 <= status < 300, (method, path, status, answer)
-    return answer
+    return AdminClient(f"unix:{host.admin_socket}", token, timeout=15)
 
 
 def no_limits(host: Host) -> None:
     """These tests ask faster than 5 a second from one VM: lift the VMs' own limits."""
     off = {"rate": 0, "identityRate": 0, "identityConcurrency": 0}
     for vm in host.vms.values():
-        must_admin(host, "PATCH", f"/v1/vms/{vm.name}", {"limits": off})
+        host_admin(host).patch_vm(vm.name, {"limits": off})
 
 
 def guest(vm: GuestVM, url: str, *options: str) -> tuple[int, str]:
@@ -93,9 +84,7 @@ def approve(vm: GuestVM, *event_ids: str) -> tuple[int, str]:
 
 
 def event_statuses(host: Host) -> dict[str, str]:
-    return {
-        e["eventId"]: e["status"] for e in must_admin(host, "GET", "/v1/events?all=true")["events"]
-    }
+    return {e["eventId"]: e["status"] for e in host_admin(host).events(everything=True)["events"]}
 
 
 # --- VM to VM -----------------------------------------------------------------------------
@@ -105,9 +94,9 @@ def test_a_vm_gets_no_token_of_another_vms_identities(host: Host) -> None:
     a, b = host.vms["a"], host.vms["b"]
     no_limits(host)
     for vm in (a, b):
-        must_admin(host, "PUT", f"/v1/vms/{vm.name}/identities/system", {})
-    must_admin(host, "POST", f"/v1/vms/{b.name}/identities", {"name": "b-app"})
-    identities = must_admin(host, "GET", f"/v1/vms/{b.name}/identities")
+        host_admin(host).enable_system_identity(vm.name)
+    host_admin(host).add_identity(b.name, {"name": "b-app"})
+    identities = host_admin(host).identities(b.name)
     b_system, (b_user,) = identities["systemAssigned"], identities["userAssigned"]
 
     # b's own identities work from b: each id below is valid, and b's tokens are now cached.
@@ -135,7 +124,7 @@ def test_a_vm_gets_no_token_of_another_vms_identities(host: Host) -> None:
     # a's own token names a's identity, never b's.
     status, body = guest(a, f"{TOKEN}&resource={RESOURCE}")
     assert status == 200, body
-    a_system = must_admin(host, "GET", f"/v1/vms/{a.name}/identities")["systemAssigned"]
+    a_system = host_admin(host).identities(a.name)["systemAssigned"]
     assert json.loads(body)["client_id"] == a_system["clientId"]
     for secret in (b_system["clientId"], b_user["clientId"], b.vm_id, b.name):
         assert secret not in body and secret not in decoded_jwt(json.loads(body)["access_token"])
@@ -154,9 +143,7 @@ def test_a_vm_neither_sees_nor_approves_another_vms_events(host: Host) -> None:
     no_limits(host)
 
     def schedule(*vms: GuestVM) -> str:
-        answer = must_admin(
-            host, "POST", "/v1/events", {"type": "Reboot", "vms": [v.name for v in vms]}
-        )
+        answer = host_admin(host).schedule_event({"type": "Reboot", "vms": [v.name for v in vms]})
         return str(answer["eventId"])
 
     own, theirs, shared = schedule(a), schedule(b), schedule(b, c)
@@ -231,8 +218,8 @@ def test_the_guest_listener_serves_no_control_plane_route(host: Host) -> None:
         status, body = curl_in(a.netns, f"http://{IMDS}{path}", "-X", "POST", "-d", "{}")
         assert status in (404, 405), (path, status, body)
     for vm in host.vms.values():  # nothing was created by those requests
-        assert must_admin(host, "GET", f"/v1/vms/{vm.name}")["compute"]["name"] == vm.name
-    assert len(must_admin(host, "GET", "/v1/vms")["vms"]) == 3
+        assert host_admin(host).vm(vm.name)["compute"]["name"] == vm.name
+    assert len(host_admin(host).vms()["vms"]) == 3
 
 
 # --- the control plane's token ---------------------------------------------------------
@@ -249,8 +236,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 def openapi_operations(node: ServerThread) -> list[tuple[str, str, bool]]:
     """(METHOD, path template, needs a token) for every operation /openapi.json lists."""
-    status, _, spec = call(node, "GET", "/openapi.json", token=None)
-    assert status == 200
+    spec = AdminClient(node.admin_url, "").openapi()
     default = spec.get("security")
     operations = []
     for path, item in spec["paths"].items():
@@ -274,33 +260,29 @@ def concrete(node: ServerThread, template: str) -> str:
 
 
 def node_event(node: ServerThread) -> str:
-    events = call(node, "GET", "/v1/events")[2]["events"]
+    events = admin(node).events()["events"]
     if not events:
-        events = [call(node, "POST", "/v1/events", {"type": "Reboot", "vms": ["examplevmname"]})[2]]
+        events = [admin(node).schedule_event({"type": "Reboot", "vms": ["examplevmname"]})]
     return str(events[0]["eventId"])
 
 
 def node_fault(node: ServerThread) -> str:
-    faults = call(node, "GET", "/v1/faults")[2]["faults"]
+    faults = admin(node).faults()
     if not faults:
-        faults = [
-            call(node, "POST", "/v1/faults", {"path": "/metadata/nothing", "actions": [503]})[2]
-        ]
+        faults = [admin(node).add_fault({"path": "/metadata/nothing", "actions": [503]})]
     return str(faults[0]["id"])
 
 
 def everything(node: ServerThread) -> dict[str, Any]:
     """What a request that got through would change."""
+    client = admin(node)
     return {
-        path: call(node, "GET", path)[2]
-        for path in (
-            "/v1/vms",
-            "/v1/vms/examplevmname",
-            "/v1/events?all=true",
-            "/v1/faults",
-            "/v1/keys",
-            "/v1/clock",
-        )
+        "vms": client.vms(),
+        "vm": client.vm("examplevmname"),
+        "events": client.events(everything=True),
+        "faults": client.faults(),
+        "keys": client.signing_keys(),
+        "clock": client.clock(),
     }
 
 
@@ -321,7 +303,7 @@ def test_every_route_of_the_app_is_in_openapi(node: ServerThread) -> None:
 
 
 def test_every_authenticated_route_refuses_missing_and_wrong_tokens(node: ServerThread) -> None:
-    call(node, "POST", "/v1/vms/examplevmname/identities", {"name": "isolation-app"})
+    admin(node).add_identity("examplevmname", {"name": "isolation-app"})
     operations = [(m, concrete(node, p)) for m, p, needs in openapi_operations(node) if needs]
     assert len(operations) >= 25, operations
     before = everything(node)
@@ -353,7 +335,7 @@ def test_every_authenticated_route_refuses_missing_and_wrong_tokens(node: Server
     public = [(m, concrete(node, p)) for m, p, needs in openapi_operations(node) if not needs]
     for method, path in public:
         assert raw_call(node, method, path, {}, None)[0] == 200, path
-    assert call(node, "GET", "/v1/status")[0] == 200
+    admin(node).status()
 
 
 def raw_call(
@@ -509,21 +491,14 @@ def session(node: Server) -> dict[str, bytes]:
     def keep(where: str, body: Any) -> None:
         answers[where] = body if isinstance(body, bytes) else json.dumps(body).encode()
 
+    client = admin(node)
     for n in range(2):
-        status, _, rotated = call(node, "POST", "/v1/keys/rotate")
-        assert status == 200, rotated
-        keep(f"POST /v1/keys/rotate {n}", rotated)
-    status, _, added = call(node, "POST", "/v1/vms/examplevmname/identities", {"name": "app"})
-    assert status == 201, added
+        keep(f"POST /v1/keys/rotate {n}", client.rotate_keys())
+    added = client.add_identity("examplevmname", {"name": "app"})
     keep("POST identity", added)
-    status, _, created = call(
-        node, "POST", "/v1/vms", new_vm("east", "10.77.0.1", location="eastus")
-    )
-    assert status == 201, created  # a second location: a second attestation leaf
-    keep("POST /v1/vms", created)
-    keep(
-        "POST /v1/events", call(node, "POST", "/v1/events", {"type": "Freeze", "vms": ["east"]})[2]
-    )
+    # A second location: a second attestation leaf.
+    keep("POST /v1/vms", client.create_vm(new_vm("east", "10.77.0.1", location="eastus")))
+    keep("POST /v1/events", client.schedule_event({"type": "Freeze", "vms": ["east"]}))
     token = f"/metadata/identity/oauth2/token?api-version=2018-02-01&resource={RESOURCE}"
     for target in (
         "/metadata/instance?api-version=2021-02-01",
@@ -559,7 +534,7 @@ def session(node: Server) -> dict[str, bytes]:
             status, body = raw_call(node, "GET", path, authorization, None)
             assert status == 200, (path, status, body)
             keep(f"GET {template}", body)
-    keep("GET /v1/requests", call(node, "GET", "/v1/requests?limit=10000")[2])
+    keep("GET /v1/requests", {"requests": client.requests(limit=10000)})
     return answers
 
 
@@ -574,7 +549,7 @@ def test_state_files_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     try:
-        call(process, "POST", "/v1/vms", new_vm("writes-the-wal", "10.78.0.1"))
+        admin(process).create_vm(new_vm("writes-the-wal", "10.78.0.1"))
         names = {path.name for path in state.iterdir()}
         assert {"admin-token", "admin.json", "azimds.db", "azimds.db-wal", "azimds.db-shm"} <= names
         assert state.stat().st_mode & 0o777 == 0o700

@@ -26,13 +26,14 @@ from typing import Any
 
 import pytest
 
+from azimds.admin.client import AdminError
 from azimds.guest import errors
 from azimds.guest.events import MAX_BODY
 from azimds.guest.query import MAX_QUERY_LENGTH, MAX_QUERY_PARAMETERS
 from azimds.serving import asgi
 from azimds.serving import listeners as serving
 from azimds.serving.limits import MAX_CONNECTIONS, MAX_REQUEST_HEAD
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import ServerProcess
 from tests.http import get
 from tests.serving.raw_http import (
@@ -628,19 +629,16 @@ def test_expect_100_continue_on_http_1_0_is_ignored(node: Node) -> None:
 @pytest.fixture
 def event(node: Node) -> Iterator[str]:
     """A Reboot event for the default VM, Scheduled; canceled afterwards."""
-    status, _, answer = call(
-        node.process, "POST", "/v1/events", {"type": "Reboot", "vms": ["examplevmname"]}
-    )
-    assert status == 201, answer
-    event_id = str(answer["eventId"])
+    client = admin(node.process)
+    event_id = client.schedule_event({"type": "Reboot", "vms": ["examplevmname"]})["eventId"]
     yield event_id
-    call(node.process, "DELETE", f"/v1/events/{event_id}")
+    with contextlib.suppress(AdminError):  # the test may have started it: then it stays
+        client.cancel_event(event_id)
 
 
 def event_status(node: Node, event_id: str) -> str:
-    status, _, answer = call(node.process, "GET", "/v1/events?all=true")
-    assert status == 200, answer
-    return next(str(e["status"]) for e in answer["events"] if e["eventId"] == event_id)
+    events = admin(node.process).events(everything=True)["events"]
+    return next(e["status"] for e in events if e["eventId"] == event_id)
 
 
 def approval(event_id: str) -> bytes:

@@ -24,7 +24,7 @@ from azimds.guest import errors
 from azimds.serving import listeners as serving
 from azimds.serving import protocol
 from azimds.serving.exchange import Exchange
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import ServerProcess
 from tests.http import get
 from tests.serving.raw_http import (
@@ -321,15 +321,12 @@ def test_bare_lf_line_ends_get_the_servers_400(node: Node, raw: bytes) -> None:
 @contextlib.contextmanager
 def one_reset(node: Node) -> Iterator[None]:
     """A fault rule that resets the next instance request's connection, removed after."""
-    status, _, rule = call(
-        node.process, "POST", "/v1/faults",
-        {"path": "/metadata/instance", "actions": ["reset"], "count": 1},
-    )  # fmt: skip
-    assert status == 201, rule
+    client = admin(node.process)
+    rule = client.add_fault({"path": "/metadata/instance", "actions": ["reset"], "count": 1})
     try:
         yield
     finally:
-        call(node.process, "DELETE", f"/v1/faults/{rule['id']}")
+        client.remove_fault(rule["id"])
 
 
 def test_a_reset_fault_is_a_tcp_reset(node: Node) -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from azimds.admin.client import AdminClient, AdminError
 from azimds.cli.common import client, control_plane_options, main
 
 
@@ -14,16 +13,6 @@ from azimds.cli.common import client, control_plane_options, main
 @control_plane_options
 def ca(state_dir: Path | None, admin: str | None, token: str | None) -> None:
     """The CA that signs attested documents (root -> intermediate -> per-location leaf)."""
-
-
-def _fetch(admin: AdminClient, path: str) -> bytes:
-    try:
-        status, body = admin.send("GET", path)
-    except AdminError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if status != 200:
-        raise click.ClickException(f"{path}: {status} {body.decode('utf-8', 'replace')}")
-    return body
 
 
 @ca.command("export")
@@ -38,6 +27,6 @@ def ca_export(ctx: click.Context, directory: Path) -> None:
     admin = client(ctx)
     directory.mkdir(parents=True, exist_ok=True)
     for name in ("root", "intermediate"):
-        (directory / f"{name}.pem").write_bytes(_fetch(admin, f"/attestation/{name}.pem"))
-        (directory / f"{name}.der").write_bytes(_fetch(admin, f"/attestation/{name}.cer"))
+        (directory / f"{name}.pem").write_bytes(admin.ca_certificate(name, "pem"))
+        (directory / f"{name}.der").write_bytes(admin.ca_certificate(name, "der"))
     click.echo(f"wrote root.pem, root.der, intermediate.pem, intermediate.der to {directory}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -30,7 +31,18 @@ def seconds_of(text: str) -> float:
     return value * UNITS[unit]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The ``azimds`` group: a refusal of the control plane is the command's error, printed
+    as ``Error: STATUS CODE: MESSAGE (FIELD)``, exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="azimds")
 def main() -> None:
     """azimds: the Azure Instance Metadata Service (IMDS), implemented in Python.
@@ -110,6 +122,7 @@ def local_guest_url(ctx: click.Context) -> str | None:
 
 
 def client(ctx: click.Context) -> AdminClient:
+    """The control plane of the node the options (or the state directory) name."""
     options = _options(ctx)
     url, token = options.get("admin"), options.get("token")
     if not url or not token:
@@ -118,11 +131,32 @@ def client(ctx: click.Context) -> AdminClient:
     return AdminClient(str(url), str(token))
 
 
-def call(ctx: click.Context, method: str, path: str, body: Any = None, **kw: Any) -> Any:
-    try:
-        return client(ctx).request(method, path, body, **kw)
-    except AdminError as exc:
-        raise click.ClickException(str(exc)) from exc
+def key_command(
+    group: click.Group,
+    name: str,
+    metavar: str,
+    help: str,
+    act: Callable[[AdminClient, str], object],
+    done: str,
+) -> None:
+    """Add ``group name KEY``: do ``act`` to one VM or event, then say ``done``
+    (``{}`` is the key), as ``azimds vm rm web-1`` does."""
+
+    @group.command(name, help=help)
+    @click.argument("key", metavar=metavar)
+    @click.pass_context
+    def command(ctx: click.Context, key: str) -> None:
+        act(client(ctx), key)
+        click.echo(done.format(key))
+
+
+# A listing's --json: the control plane's answer as it came, instead of a table.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def show(answer: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print a control-plane answer: as JSON with ``--json``, else as ``render`` writes it."""
+    click.echo(json.dumps(answer, indent=2) if as_json else render(answer))
 
 
 def read_document(source: str) -> Any:

@@ -8,12 +8,16 @@ from typing import Any
 
 import click
 
+from azimds.admin.client import AdminClient, Event, Events
 from azimds.cli.common import (
-    call,
+    client,
     control_plane_options,
+    json_option,
+    key_command,
     main,
     read_document,
     seconds_of,
+    show,
     table,
 )
 
@@ -33,7 +37,7 @@ def events(state_dir: Path | None, admin: str | None, token: str | None) -> None
     """
 
 
-def _print(events_: list[dict[str, Any]]) -> None:
+def _table(events_: list[Event]) -> str:
     rows = [
         [
             e["eventId"],
@@ -45,21 +49,20 @@ def _print(events_: list[dict[str, Any]]) -> None:
         ]
         for e in events_
     ]
-    click.echo(table(rows, ["EVENT ID", "TYPE", "STATUS", "VMS", "NOT BEFORE", "DURATION"]))
+    return table(rows, ["EVENT ID", "TYPE", "STATUS", "VMS", "NOT BEFORE", "DURATION"])
 
 
 @events.command("list")
 @click.option("--all", "everything", is_flag=True, help="Also completed and canceled events.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @click.pass_context
 def events_list(ctx: click.Context, everything: bool, as_json: bool) -> None:
     """List events (pending, scheduled, started), with the event clock's time."""
-    answer = call(ctx, "GET", "/v1/events" + ("?all=true" if everything else ""))
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-        return
-    click.echo(f"event clock: {answer['now']}")
-    _print(answer["events"])
+    show(client(ctx).events(everything), as_json, _listing)
+
+
+def _listing(answer: Events) -> str:
+    return f"event clock: {answer['now']}\n{_table(answer['events'])}"
 
 
 @events.command("schedule")
@@ -113,7 +116,7 @@ def events_schedule(
             body[key] = value
     if unplanned:
         body["unplanned"] = True
-    event = call(ctx, "POST", "/v1/events", body)
+    event = client(ctx).schedule_event(body)
     if as_json:
         click.echo(json.dumps(event, indent=2))
     else:
@@ -121,13 +124,14 @@ def events_schedule(
         click.echo(f"scheduled {event['type']} {event['eventId']} ({when})")
 
 
-@events.command("cancel")
-@click.argument("event_id", metavar="EVENT_ID")
-@click.pass_context
-def events_cancel(ctx: click.Context, event_id: str) -> None:
-    """Cancel a pending or scheduled event, as the platform does."""
-    call(ctx, "DELETE", f"/v1/events/{event_id}")
-    click.echo(f"canceled {event_id}")
+key_command(
+    events,
+    "cancel",
+    "EVENT_ID",
+    "Cancel a pending or scheduled event, as the platform does.",
+    AdminClient.cancel_event,
+    "canceled {}",
+)
 
 
 @events.command("approve")
@@ -135,7 +139,7 @@ def events_cancel(ctx: click.Context, event_id: str) -> None:
 @click.pass_context
 def events_approve(ctx: click.Context, event_id: str) -> None:
     """Approve (start) an event, as one of its VMs would."""
-    event = call(ctx, "POST", f"/v1/events/{event_id}/approve")
+    event = client(ctx).approve_event(event_id)
     click.echo(f"{event_id} is {event['status']}")
 
 
@@ -144,15 +148,14 @@ def events_approve(ctx: click.Context, event_id: str) -> None:
 @click.pass_context
 def events_advance(ctx: click.Context, duration: str) -> None:
     """Move the event clock forward (90, 15m, 2h); what falls due happens at once."""
-    answer = call(ctx, "POST", "/v1/clock/advance", {"seconds": seconds_of(duration)})
-    click.echo(f"event clock: {answer['now']}")
+    click.echo(f"event clock: {client(ctx).advance_clock(seconds_of(duration))}")
 
 
 @events.command("clock")
 @click.pass_context
 def events_clock(ctx: click.Context) -> None:
     """Show the event clock: its time, and whether it runs or is manual."""
-    answer = call(ctx, "GET", "/v1/clock")
+    answer = client(ctx).clock()
     scale = "manual" if answer["mode"] == "manual" else f"x{answer['scale']:g}"
     click.echo(f"event clock: {answer['now']} ({scale})")
 
@@ -175,5 +178,4 @@ def events_scenario(ctx: click.Context, source: str) -> None:
     for entry in entries:
         if isinstance(entry, dict) and isinstance(entry.get("after"), str):
             entry["after"] = seconds_of(entry["after"])
-    answer = call(ctx, "POST", "/v1/events/scenario", {"events": entries})
-    _print(answer["events"])
+    click.echo(_table(client(ctx).run_scenario(entries)))

@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from azimds.cli.common import call, control_plane_options, main, seconds_of, table
+from azimds.cli.common import (
+    client,
+    control_plane_options,
+    json_option,
+    main,
+    seconds_of,
+    show,
+    table,
+)
 
 
 @main.group()
@@ -68,15 +76,11 @@ HEADER = ["ID", "VM", "METHOD", "PATH", "ACTIONS", "P", "FIRED", "UNTIL", "ACTIV
 
 
 @faults.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @click.pass_context
 def faults_list(ctx: click.Context, as_json: bool) -> None:
     """List fault rules, oldest first (the first that fires wins), with firings on this node."""
-    rules = call(ctx, "GET", "/v1/faults")["faults"]
-    if as_json:
-        click.echo(json.dumps(rules, indent=2))
-    else:
-        click.echo(table([_row(rule) for rule in rules], HEADER))
+    show(client(ctx).faults(), as_json, lambda rules: table([_row(r) for r in rules], HEADER))
 
 
 @faults.command("add")
@@ -122,7 +126,7 @@ def faults_add(
         body["from"] = f"+{start:g}"
     if lasting is not None:
         body["until"] = f"+{start + seconds_of(lasting):g}"
-    rule = call(ctx, "POST", "/v1/faults", body)
+    rule = client(ctx).add_fault(body)
     if as_json:
         click.echo(json.dumps(rule, indent=2))
     else:
@@ -134,8 +138,9 @@ def faults_add(
 @click.pass_context
 def faults_remove(ctx: click.Context, rule_ids: tuple[str, ...]) -> None:
     """Remove fault rules by id."""
+    admin = client(ctx)
     for rule_id in rule_ids:
-        call(ctx, "DELETE", f"/v1/faults/{rule_id}")
+        admin.remove_fault(rule_id)
         click.echo(f"removed {rule_id}")
 
 
@@ -143,5 +148,4 @@ def faults_remove(ctx: click.Context, rule_ids: tuple[str, ...]) -> None:
 @click.pass_context
 def faults_clear(ctx: click.Context) -> None:
     """Remove every fault rule (a fleet file's come back when it is applied again)."""
-    answer = call(ctx, "DELETE", "/v1/faults")
-    click.echo(f"removed {answer['removed']} fault rule(s)")
+    click.echo(f"removed {client(ctx).clear_faults()} fault rule(s)")

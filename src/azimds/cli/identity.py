@@ -12,7 +12,17 @@ from urllib.parse import urlencode, urlsplit
 import click
 import jwt
 
-from azimds.cli.common import call, control_plane_options, local_guest_url, main, table
+from azimds.admin.client import AdminClient, Identities
+from azimds.cli.common import (
+    client,
+    control_plane_options,
+    json_option,
+    key_command,
+    local_guest_url,
+    main,
+    show,
+    table,
+)
 
 TOKEN_API_VERSION = "2018-02-01"  # what azure-identity and msal send
 
@@ -34,14 +44,14 @@ def identity(state_dir: Path | None, admin: str | None, token: str | None) -> No
 
 @identity.command("list")
 @click.argument("vm_key", metavar="VM")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @click.pass_context
 def identity_list(ctx: click.Context, vm_key: str, as_json: bool) -> None:
     """List a VM's identities: kind, name, client id, object id, tenant, resource id."""
-    answer = call(ctx, "GET", f"/v1/vms/{vm_key}/identities")
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-        return
+    show(client(ctx).identities(vm_key), as_json, _identity_table)
+
+
+def _identity_table(answer: Identities) -> str:
     rows = []
     system = answer["systemAssigned"]
     if system["enabled"]:
@@ -59,7 +69,7 @@ def identity_list(ctx: click.Context, vm_key: str, as_json: bool) -> None:
                 user["resourceId"],
             ]
         )
-    click.echo(table(rows, ["KIND", "NAME", "CLIENT ID", "OBJECT ID", "TENANT", "RESOURCE ID"]))
+    return table(rows, ["KIND", "NAME", "CLIENT ID", "OBJECT ID", "TENANT", "RESOURCE ID"])
 
 
 @identity.command("add")
@@ -77,7 +87,7 @@ def identity_add(ctx: click.Context, /, vm_key: str, **given: str | None) -> Non
     spec = {names[key]: value for key, value in given.items() if value}
     if not spec:
         raise click.UsageError("give at least --name or --client-id")
-    added = call(ctx, "POST", f"/v1/vms/{vm_key}/identities", spec)
+    added = client(ctx).add_identity(vm_key, spec)
     click.echo(f"assigned identity {added['name']} (client id {added['clientId']}) to {vm_key}")
 
 
@@ -87,7 +97,7 @@ def identity_add(ctx: click.Context, /, vm_key: str, **given: str | None) -> Non
 @click.pass_context
 def identity_rm(ctx: click.Context, vm_key: str, identity_key: str) -> None:
     """Unassign a user-assigned identity (by name, client id or object id)."""
-    call(ctx, "DELETE", f"/v1/vms/{vm_key}/identities/{identity_key}")
+    client(ctx).remove_identity(vm_key, identity_key)
     click.echo(f"unassigned identity {identity_key} from {vm_key}")
 
 
@@ -110,17 +120,18 @@ def identity_enable(
         for k, v in (("clientId", client_id), ("objectId", object_id), ("tenantId", tenant_id))
         if v
     }
-    system = call(ctx, "PUT", f"/v1/vms/{vm_key}/identities/system", body)
+    system = client(ctx).enable_system_identity(vm_key, body)
     click.echo(f"system-assigned identity of {vm_key} on (client id {system['clientId']})")
 
 
-@identity.command("disable")
-@click.argument("vm_key", metavar="VM")
-@click.pass_context
-def identity_disable(ctx: click.Context, vm_key: str) -> None:
-    """Turn off the VM's system-assigned identity."""
-    call(ctx, "DELETE", f"/v1/vms/{vm_key}/identities/system")
-    click.echo(f"system-assigned identity of {vm_key} off")
+key_command(
+    identity,
+    "disable",
+    "VM",
+    "Turn off the VM's system-assigned identity.",
+    AdminClient.disable_system_identity,
+    "system-assigned identity of {} off",
+)
 
 
 def _fetch_token(url: str, params: dict[str, str]) -> tuple[int, Any]:
@@ -215,7 +226,7 @@ def keys(state_dir: Path | None, admin: str | None, token: str | None) -> None:
 @click.pass_context
 def keys_list(ctx: click.Context) -> None:
     """List the signing keys: kid, active, created, and when a rotated-out key retires."""
-    answer = call(ctx, "GET", "/v1/keys")
+    signing_keys = client(ctx).signing_keys()
 
     def when(stamp: int | None) -> str:
         return (
@@ -224,7 +235,7 @@ def keys_list(ctx: click.Context) -> None:
 
     rows = [
         [k["kid"], "yes" if k["active"] else "no", when(k["created"]), when(k["retires"])]
-        for k in answer["keys"]
+        for k in signing_keys
     ]
     click.echo(table(rows, ["KID", "ACTIVE", "CREATED", "RETIRES"]))
 
@@ -233,6 +244,6 @@ def keys_list(ctx: click.Context) -> None:
 @click.pass_context
 def keys_rotate(ctx: click.Context) -> None:
     """Sign new tokens with a new key; the old one stays published until its tokens expire."""
-    answer = call(ctx, "POST", "/v1/keys/rotate")
+    answer = client(ctx).rotate_keys()
     overlap = answer["overlap"]
     click.echo(f"new signing key {answer['kid']}; the previous one stays published {overlap} s")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from azimds.cli.common import call, control_plane_options, main
+from azimds.cli.common import client, control_plane_options, main
 
 POLL_INTERVAL = 0.5  # seconds between reads while following
 
@@ -42,9 +42,9 @@ def logs(
     """Show the guest requests the node answered (its last 10,000): time, VM, method,
     path, status (0: a fault sent no answer), latency, request id, and the fault rule that
     fired, if one did."""
+    node = client(ctx)
     while True:
-        entries = call(ctx, "GET", f"/v1/requests?since={since}")["requests"]
-        for entry in entries:
+        for entry in node.requests(since):
             click.echo(json.dumps(entry) if as_json else _line(entry))
             since = entry["sequence"]
         if not follow:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from azimds.cli.common import main
-from azimds.cli.serve import settings_options
+from azimds.cli.serve import config_option, settings_options
 from azimds.config.settings import SETTINGS, ConfigError, load
 from azimds.host import sandbox
 from azimds.host.link_local import ADDRESS, PORT
@@ -44,14 +44,7 @@ def serve_args(config_file: Path | None, flags: dict[str, Any]) -> list[str]:
 
 
 @main.command(context_settings={"allow_interspersed_args": False})
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="AZIMDS_CONFIG",
-    help="YAML or JSON file with settings and the default VM (vm:); see "
-    "docs/configuration.md. [env: AZIMDS_CONFIG]",
-)
+@config_option
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path, file_okay=False),

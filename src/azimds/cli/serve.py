@@ -90,8 +90,8 @@ def configure(
     return load(config_file, flags, environ)
 
 
-@main.command()
-@click.option(
+# `azimds serve`'s and `azimds run`'s --config.
+config_option = click.option(
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -99,6 +99,10 @@ def configure(
     help="YAML or JSON file with settings and the default VM (vm:); see "
     "docs/configuration.md. [env: AZIMDS_CONFIG]",
 )
+
+
+@main.command()
+@config_option
 @settings_options()
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Serve the guest plane (the IMDS API) and the control plane until Ctrl+C or SIGTERM.

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import http.client
-import json
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import click
 
-from azimds.admin.client import AdminClient, AdminError
+from azimds.admin.client import AdminClient, AdminError, Status
 from azimds.cli.common import (
-    call,
+    client,
     control_plane_options,
     main,
     seconds_of,
+    show,
     state_dir_of,
     state_dir_option,
 )
@@ -50,11 +49,11 @@ def _not_ready(where: Path) -> str | None:
         return f"no node has written {admin_file}"
     url = found["url"]
     try:
-        status, _ = AdminClient(url, found["token"], PROBE_TIMEOUT).send("GET", "/healthz")
+        AdminClient(url, found["token"], PROBE_TIMEOUT).health()
     except AdminError as exc:
+        if exc.status:
+            return f"the control plane at {url} answers /healthz with {exc.status}"
         return f"{exc} (from {admin_file})"
-    if status != 200:
-        return f"the control plane at {url} answers /healthz with {status}"
     if not found["guest"]:
         return f"{admin_file} names no guest URL"
     guest = found["guest"][0]
@@ -115,7 +114,7 @@ def _duration(seconds: float) -> str:
     return " ".join([*shown, f"{whole % 60}s"])
 
 
-def _report(status: dict[str, Any]) -> str:
+def _report(status: Status) -> str:
     reachable = "reachable" if status["storeReachable"] else "UNREACHABLE"
     lines = [f"azimds {status['version']} (pid {status['pid']}), up {_duration(status['uptime'])}"]
     lines += [f"  guest plane    {url}" for url in status["guest"]]
@@ -140,5 +139,4 @@ def status(
 ) -> None:
     """Show the local node: version, pid, uptime, its listeners, its store (reachable?) and
     the revision it serves, its VMs. Exits 1 when no node answers."""
-    answer = call(ctx, "GET", "/v1/status")
-    click.echo(json.dumps(answer, indent=2) if as_json else _report(answer))
+    show(client(ctx).status(), as_json, _report)

@@ -8,7 +8,17 @@ from typing import Any
 
 import click
 
-from azimds.cli.common import call, control_plane_options, main, read_document, table
+from azimds.admin.client import AdminClient, VMList
+from azimds.cli.common import (
+    client,
+    control_plane_options,
+    json_option,
+    key_command,
+    main,
+    read_document,
+    show,
+    table,
+)
 from azimds.fleet.vm import patch_description
 
 
@@ -30,19 +40,19 @@ def vm(state_dir: Path | None, admin: str | None, token: str | None) -> None:
 
 
 @vm.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @click.pass_context
 def vm_list(ctx: click.Context, as_json: bool) -> None:
     """List the VMs: name, vmId, private addresses, location, size."""
-    answer = call(ctx, "GET", "/v1/vms")
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-        return
+    show(client(ctx).vms(), as_json, _vm_table)
+
+
+def _vm_table(answer: VMList) -> str:
     rows = [
         [v["name"], v["vmId"], ",".join(v["addresses"]) or "-", v["location"], v["vmSize"]]
         for v in answer["vms"]
     ]
-    click.echo(table(rows, ["NAME", "VMID", "ADDRESSES", "LOCATION", "SIZE"]))
+    return table(rows, ["NAME", "VMID", "ADDRESSES", "LOCATION", "SIZE"])
 
 
 @vm.command("show")
@@ -50,7 +60,7 @@ def vm_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def vm_show(ctx: click.Context, vm_key: str) -> None:
     """Print a VM's complete description (JSON), by vmId or name."""
-    click.echo(json.dumps(call(ctx, "GET", f"/v1/vms/{vm_key}"), indent=2))
+    click.echo(json.dumps(client(ctx).vm(vm_key), indent=2))
 
 
 def _assignments(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -107,7 +117,7 @@ def vm_add(
     if ips:
         addresses = [{"privateIpAddress": ip, "publicIpAddress": ""} for ip in ips]
         patch.setdefault("network", {})["interface"] = [{"ipv4": {"ipAddress": addresses}}]
-    answer = call(ctx, "POST", "/v1/vms", patch_description(description, patch))
+    answer = client(ctx).create_vm(patch_description(description, patch))
     if as_json:
         click.echo(json.dumps(answer, indent=2))
     else:
@@ -133,15 +143,10 @@ def vm_patch(ctx: click.Context, vm_key: str, source: str) -> None:
 
 
 def _merge_patch(ctx: click.Context, vm_key: str, patch: Any) -> None:
-    content_type = "application/merge-patch+json"
-    answer = call(ctx, "PATCH", f"/v1/vms/{vm_key}", patch, content_type=content_type)
+    answer = client(ctx).patch_vm(vm_key, patch)
     click.echo(f"changed VM {answer['compute']['name']} (vmId {answer['compute']['vmId']})")
 
 
-@vm.command("rm")
-@click.argument("vm_key", metavar="VM")
-@click.pass_context
-def vm_rm(ctx: click.Context, vm_key: str) -> None:
-    """Remove a VM (by vmId or name)."""
-    call(ctx, "DELETE", f"/v1/vms/{vm_key}")
-    click.echo(f"removed VM {vm_key}")
+key_command(
+    vm, "rm", "VM", "Remove a VM (by vmId or name).", AdminClient.delete_vm, "removed VM {}"
+)

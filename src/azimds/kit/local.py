@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from azimds.admin.client import AdminClient
+from azimds.admin.client import AdminClient, AdminError, Event, Identities
 from azimds.client.protocol import SDK_ENDPOINT_ENV
 from azimds.config.settings import SETTING, load, unknown_setting
 from azimds.fleet.attestation_certs import CA_KIND, LEAF_KIND
@@ -70,8 +70,15 @@ class _Reused:
         return "127.0.0.1:0"
 
 
-class KitError(RuntimeError):
-    """The node could not start, or a handle's request was refused."""
+class KitError(AdminError, RuntimeError):
+    """The node could not start, or a handle's request was refused (then ``status``,
+    ``code``, ``message`` and ``field`` are the control plane's)."""
+
+
+class _KitClient(AdminClient):
+    """The client, raising ``KitError`` as the kit's handles always have."""
+
+    error = KitError
 
 
 class LocalIMDS:
@@ -159,42 +166,35 @@ class LocalIMDS:
 
     # --- the control plane ------------------------------------------------------------
 
+    @property
+    def admin(self) -> AdminClient:
+        """The node's control-plane client (``azimds.admin.client``); refusals raise
+        ``KitError``."""
+        return _KitClient(self.admin_url, self.token)
+
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """One control-plane request (docs: ``GET /openapi.json``); the decoded answer."""
-        from azimds.admin.client import AdminError
-
-        try:
-            return AdminClient(self.admin_url, self.token).request(method, path, body)
-        except AdminError as exc:
-            raise KitError(str(exc)) from exc
+        return self.admin.request(method, path, body)
 
     def create_vm(self, description: Mapping[str, Any]) -> VMHandle:
         """Add a VM (a complete description: what is not given is empty, as on IMDS)."""
-        created = self.call("POST", "/v1/vms", dict(description))
-        return VMHandle(self, created["compute"]["vmId"])
+        return VMHandle(self, self.admin.create_vm(description)["compute"]["vmId"])
 
     def vm_named(self, key: str) -> VMHandle:
         """A handle on another VM, by name or vmId."""
-        return VMHandle(self, self.call("GET", f"/v1/vms/{_quote(key)}")["compute"]["vmId"])
+        return VMHandle(self, self.admin.vm(key)["compute"]["vmId"])
 
     def requests(self, since: int = 0) -> list[dict[str, Any]]:
         """The guest requests answered so far (after sequence ``since``), oldest first."""
-        answer: list[dict[str, Any]] = self.call("GET", f"/v1/requests?since={since}")["requests"]
-        return answer
+        return self.admin.requests(since)
 
     def jwks(self) -> dict[str, Any]:
         """The keys tokens are signed with, as relying services fetch them."""
-        answer: dict[str, Any] = self.call("GET", "/discovery/keys")
-        return answer
+        return self.admin.jwks()
 
     def certificate(self, which: str = "root") -> bytes:
         """The attestation CA's ``root`` or ``intermediate`` certificate, PEM."""
-        status, body = AdminClient(self.admin_url, self.token).send(
-            "GET", f"/attestation/{which}.pem"
-        )
-        if status != 200:
-            raise KitError(f"no {which} certificate: {status}")
-        return body
+        return self.admin.ca_certificate(which)
 
 
 class VMHandle:
@@ -204,41 +204,35 @@ class VMHandle:
         self._node, self.vm_id = node, vm_id
 
     def description(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._node.call("GET", f"/v1/vms/{self.vm_id}")
-        return answer
+        return self._node.admin.vm(self.vm_id)
 
     def patch(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         """A JSON merge patch of the description: ``{"compute": {"tags": {"env": "ci"}}}``.
         Guests see the change as soon as this returns."""
-        answer: dict[str, Any] = self._node.call("PATCH", f"/v1/vms/{self.vm_id}", dict(changes))
-        return answer
+        return self._node.admin.patch_vm(self.vm_id, dict(changes))
 
     def replace(self, description: Mapping[str, Any]) -> dict[str, Any]:
-        answer: dict[str, Any] = self._node.call("PUT", f"/v1/vms/{self.vm_id}", dict(description))
-        return answer
+        return self._node.admin.replace_vm(self.vm_id, description)
 
     def delete(self) -> None:
-        self._node.call("DELETE", f"/v1/vms/{self.vm_id}")
+        self._node.admin.delete_vm(self.vm_id)
 
-    def identities(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._node.call("GET", f"/v1/vms/{self.vm_id}/identities")
-        return answer
+    def identities(self) -> Identities:
+        return self._node.admin.identities(self.vm_id)
 
     def add_identity(self, name: str, **ids: str) -> dict[str, Any]:
         """Assign a user-assigned identity (clientId, objectId... derived where not given)."""
-        answer: dict[str, Any] = self._node.call(
-            "POST", f"/v1/vms/{self.vm_id}/identities", {"name": name, **ids}
-        )
-        return answer
+        return self._node.admin.add_identity(self.vm_id, {"name": name, **ids})
 
     def remove_identity(self, key: str) -> None:
         """Unassign a user-assigned identity by client id, object id, name or resource id."""
-        self._node.call("DELETE", f"/v1/vms/{self.vm_id}/identities/{_quote(key)}")
+        self._node.admin.remove_identity(self.vm_id, key)
 
     def system_identity(self, enabled: bool = True) -> None:
-        self._node.call(
-            "PUT" if enabled else "DELETE", f"/v1/vms/{self.vm_id}/identities/system", {}
-        )
+        if enabled:
+            self._node.admin.enable_system_identity(self.vm_id)
+        else:
+            self._node.admin.disable_system_identity(self.vm_id)
 
 
 class EventsHandle:
@@ -247,33 +241,25 @@ class EventsHandle:
     def __init__(self, node: LocalIMDS) -> None:
         self._node = node
 
-    def schedule(self, type: str, vms: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    def schedule(self, type: str, vms: list[str] | None = None, **fields: Any) -> Event:
         """Schedule an event (``type``: Freeze, Reboot, Redeploy, Preempt, Terminate) for
         ``vms`` (names or vmIds; default the default VM). ``fields``: notBefore, after,
         duration, description, source, unplanned (docs/events.md)."""
         targets = vms if vms is not None else [self._node.vm.vm_id]
-        answer: dict[str, Any] = self._node.call(
-            "POST", "/v1/events", {"type": type, "vms": targets, **fields}
-        )
-        return answer
+        return self._node.admin.schedule_event({"type": type, "vms": targets, **fields})
 
-    def list(self, everything: bool = False) -> list[dict[str, Any]]:
-        answer = self._node.call("GET", "/v1/events" + ("?all=true" if everything else ""))
-        events: list[dict[str, Any]] = answer["events"]
-        return events
+    def list(self, everything: bool = False) -> list[Event]:
+        return self._node.admin.events(everything)["events"]
 
-    def approve(self, event_id: str) -> dict[str, Any]:
-        answer: dict[str, Any] = self._node.call("POST", f"/v1/events/{event_id}/approve")
-        return answer
+    def approve(self, event_id: str) -> Event:
+        return self._node.admin.approve_event(event_id)
 
     def cancel(self, event_id: str) -> None:
-        self._node.call("DELETE", f"/v1/events/{event_id}")
+        self._node.admin.cancel_event(event_id)
 
     def advance(self, seconds: float) -> str:
         """Move the event clock forward; what falls due happens. Returns the clock's time."""
-        answer = self._node.call("POST", "/v1/clock/advance", {"seconds": seconds})
-        now: str = answer["now"]
-        return now
+        return self._node.admin.advance_clock(seconds)
 
 
 class FaultsHandle:
@@ -289,19 +275,16 @@ class FaultsHandle:
         body: dict[str, Any] = {_wire_name(key): value for key, value in rule.items()}
         if actions:
             body["actions"] = [dict(a) if isinstance(a, Mapping) else a for a in actions]
-        answer: dict[str, Any] = self._node.call("POST", "/v1/faults", body)
-        return answer
+        return self._node.admin.add_fault(body)
 
     def list(self) -> list[dict[str, Any]]:
-        rules: list[dict[str, Any]] = self._node.call("GET", "/v1/faults")["faults"]
-        return rules
+        return self._node.admin.faults()
 
     def remove(self, rule_id: str) -> None:
-        self._node.call("DELETE", f"/v1/faults/{rule_id}")
+        self._node.admin.remove_fault(rule_id)
 
     def clear(self) -> int:
-        removed: int = self._node.call("DELETE", "/v1/faults")["removed"]
-        return removed
+        return self._node.admin.clear_faults()
 
 
 def _wire_name(key: str) -> str:
@@ -316,7 +299,3 @@ def _flag(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def _quote(text: str) -> str:
-    return urllib.parse.quote(text, safe="")

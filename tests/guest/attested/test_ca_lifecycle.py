@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import ServerProcess, ServerThread
 from tests.guest.attested.tools import (
     DEFAULT_VM_ID,
@@ -47,8 +47,8 @@ def aia(certificate: x509.Certificate) -> list[str]:
 
 def snapshot(server: ServerThread) -> dict[str, bytes]:
     return {
-        "root": admin_get(server, "/attestation/root.cer"),
-        "intermediate": admin_get(server, "/attestation/intermediate.cer"),
+        "root": admin(server).ca_certificate("root", "der"),
+        "intermediate": admin(server).ca_certificate("intermediate", "der"),
         "leaf": served_leaf(server.port).public_bytes(Encoding.DER),
     }
 
@@ -177,10 +177,14 @@ def test_private_keys_never_leave_the_node(process: ServerProcess):
         "/openapi.json",
     ):
         answers[path] = admin_get(process, path)
-    for path in ("/v1/status", "/v1/vms", f"/v1/vms/{DEFAULT_VM_ID}", "/v1/keys"):
-        status, _, body = call(process, "GET", path)
-        assert status == 200, (path, body)
-        answers[path] = json.dumps(body).encode()
+    client = admin(process)
+    for name, answer in (
+        ("status", client.status()),
+        ("vms", client.vms()),
+        ("vm", client.vm(DEFAULT_VM_ID)),
+        ("keys", client.signing_keys()),
+    ):
+        answers[name] = json.dumps(answer).encode()
     for target in (
         f"{DOCUMENT}?api-version=2020-09-01",
         "/metadata/instance?api-version=2021-02-01",

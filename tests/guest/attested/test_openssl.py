@@ -18,11 +18,11 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 
+from tests.admin.support import admin
 from tests.conftest import ServerThread
 from tests.guest.attested.tools import (
     DEFAULT_VM_ID,
     DOCUMENT,
-    admin_get,
     bash,
     ca_export,
     config_server,
@@ -187,7 +187,7 @@ def test_aia_curl_fetched_the_intermediate_from_the_control_plane(
         aia_uri(docs.directory / "signer.pem") == f"{server.admin_url}/attestation/intermediate.cer"
     )
     fetched = (docs.directory / "intermediate.cer").read_bytes()
-    assert fetched == admin_get(server, "/attestation/intermediate.cer")
+    assert fetched == admin(server).ca_certificate("intermediate", "der")
     intermediate = x509.load_der_x509_certificate(fetched)  # DER, as AIA fetchers expect
     constraints = intermediate.extensions.get_extension_for_class(x509.BasicConstraints).value
     assert constraints.ca
@@ -265,8 +265,8 @@ def test_ca_export_writes_the_root_and_intermediate(server: ServerThread, export
         der = (exported / f"{name}.der").read_bytes()
         assert pem.startswith(b"-----BEGIN CERTIFICATE-----")
         assert x509.load_pem_x509_certificate(pem) == x509.load_der_x509_certificate(der)
-        assert der == admin_get(server, f"/attestation/{name}.cer")
-        assert pem == admin_get(server, f"/attestation/{name}.pem")
+        assert der == admin(server).ca_certificate(name, "der")
+        assert pem == admin(server).ca_certificate(name, "pem")
     root = x509.load_pem_x509_certificate((exported / "root.pem").read_bytes())
     assert root.subject == root.issuer
     root.verify_directly_issued_by(root)

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import Server
 from tests.http import Reply, get, send_raw
 
@@ -99,28 +99,20 @@ def approve_as_guest(node: Server, event_id: str, source: str | None = None) -> 
 def schedule(node: Server, **spec: Any) -> dict[str, Any]:
     """POST /v1/events (201 asserted); ``vms`` defaults to the default VM."""
     spec.setdefault("vms", [DEFAULT_VM])
-    status, _, answer = call(node, "POST", "/v1/events", spec)
-    assert status == 201, answer
-    return answer  # type: ignore[no-any-return]
+    return dict(admin(node).schedule_event(spec))
 
 
 def advance(node: Server, seconds: float) -> str:
-    status, _, answer = call(node, "POST", "/v1/clock/advance", {"seconds": seconds})
-    assert status == 200, answer
-    return str(answer["now"])
+    return admin(node).advance_clock(seconds)
 
 
 def clock(node: Server) -> dict[str, Any]:
-    status, _, answer = call(node, "GET", "/v1/clock")
-    assert status == 200, answer
-    return answer  # type: ignore[no-any-return]
+    return dict(admin(node).clock())
 
 
 def all_events(node: Server) -> dict[str, dict[str, Any]]:
     """Every event the control plane knows, completed and canceled too, by eventId."""
-    status, _, answer = call(node, "GET", "/v1/events?all=true")
-    assert status == 200, answer
-    return {e["eventId"]: e for e in answer["events"]}
+    return {e["eventId"]: dict(e) for e in admin(node).events(everything=True)["events"]}
 
 
 def status_of(node: Server, event_id: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.admin.client import call, new_vm
+from tests.admin.support import admin, new_vm
 from tests.conftest import ServerThread
 from tests.guest.events.support import (
     MANUAL,
@@ -195,7 +195,5 @@ def test_approval_without_metadata_header_is_the_400_and_changes_nothing(
 
 def test_approval_through_the_control_plane(fleet: ServerThread) -> None:
     event_id = schedule(fleet, type="Reboot", vms=["vm-a", "vm-b"])["eventId"]
-    status, _, answer = call(fleet, "POST", f"/v1/events/{event_id}/approve")
-    assert status == 200, answer
-    assert answer["status"] == "Started"
+    assert admin(fleet).approve_event(event_id)["status"] == "Started"
     assert shown(fleet, A) == shown(fleet, B) == {event_id: "Started"}

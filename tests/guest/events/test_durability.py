@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import ServerThread
 from tests.guest.events.support import (
     DEFAULT_VM,
@@ -29,7 +29,7 @@ from tests.waiting import within
 def test_events_and_the_manual_clock_survive_a_restart_sqlite(tmp_path: Path) -> None:
     node = ServerThread("--clock", "manual", state_dir=tmp_path)
     try:
-        assert "sqlite" in call(node, "GET", "/v1/status")[2]["store"]
+        assert "sqlite" in admin(node).status()["store"]
         advance(node, 3600)  # the clock is now an hour ahead of real time
         waiting = schedule(node, type="Reboot", notBefore="+7200")["eventId"]
         started = schedule(node, type="Reboot", unplanned=True)["eventId"]

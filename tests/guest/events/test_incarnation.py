@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.admin.client import call, new_vm
+from tests.admin.support import admin, new_vm
 from tests.conftest import ServerThread
 from tests.guest.events.support import (
     MANUAL,
@@ -85,7 +85,7 @@ def test_incarnation_rises_on_each_change_of_the_vms_own_list_only(pair: ServerT
 
     redeploy = schedule(pair, type="Redeploy", vms=["vm-a"])["eventId"]
     watch.step(A, "Redeploy scheduled for vm-a")
-    assert call(pair, "DELETE", f"/v1/events/{redeploy}")[0] == 204
+    admin(pair).cancel_event(redeploy)
     watch.step(A, "Redeploy canceled")
     assert shown(pair, A) == {}
     assert status_of(pair, redeploy) == "Canceled"
@@ -107,6 +107,6 @@ def test_canceling_an_event_that_never_appeared_changes_nothing(node: ServerThre
     before = document(node)
     pending = schedule(node, type="Reboot", after=600)
     assert document(node) == before
-    assert call(node, "DELETE", f"/v1/events/{pending['eventId']}")[0] == 204
+    admin(node).cancel_event(pending["eventId"])
     assert document(node) == before
     assert incarnation(node) == before["DocumentIncarnation"]

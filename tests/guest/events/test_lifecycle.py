@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.admin.client import call, new_vm
+from tests.admin.support import admin, new_vm, refused
 from tests.conftest import ServerThread
 from tests.guest.events.support import (
     DEFAULT_VM,
@@ -53,7 +53,7 @@ def test_a_reboot_starts_at_not_before_and_lingers_600_s_with_unknown_duration(
     advance(node, 1)
     assert document(node)["Events"] == []
     assert status_of(node, event_id) == "Completed"
-    assert event_id not in {e["eventId"] for e in call(node, "GET", "/v1/events")[2]["events"]}
+    assert event_id not in {e["eventId"] for e in admin(node).events()["events"]}
 
 
 def test_a_5_second_freeze_ends_5_seconds_after_it_starts(node: ServerThread) -> None:
@@ -82,38 +82,33 @@ def test_one_big_step_applies_every_transition_that_fell_in_between(node: Server
 def test_platform_cancellation_removes_a_scheduled_event(node: ServerThread) -> None:
     event_id = schedule(node, type="Reboot")["eventId"]
     before = incarnation(node)
-    status, _, _ = call(node, "DELETE", f"/v1/events/{event_id}")
-    assert status == 204
+    admin(node).cancel_event(event_id)
     assert document(node)["Events"] == []
     assert incarnation(node) > before
     assert status_of(node, event_id) == "Canceled"
     advance(node, 900)  # its NotBefore passes: it does not come back
     assert document(node)["Events"] == []
     assert status_of(node, event_id) == "Canceled"
-    assert call(node, "DELETE", f"/v1/events/{event_id}")[0] == 409
+    assert refused(admin(node).cancel_event, event_id).status == 409
 
 
 def test_a_started_event_cannot_be_canceled_409(node: ServerThread) -> None:
     event_id = schedule(node, type="Reboot")["eventId"]
     assert approve_as_guest(node, event_id).status == 200
-    status, _, answer = call(node, "DELETE", f"/v1/events/{event_id}")
-    assert status == 409, answer
-    assert answer["error"]["code"] == "conflict"
+    error = refused(admin(node).cancel_event, event_id)
+    assert (error.status, error.code) == (409, "conflict"), error
     assert shown(node) == {event_id: "Started"}
 
 
 def test_canceling_an_unknown_event_is_404(node: ServerThread) -> None:
-    status, _, answer = call(node, "DELETE", "/v1/events/00000000-0000-0000-0000-000000000000")
-    assert status == 404, answer
+    error = refused(admin(node).cancel_event, "00000000-0000-0000-0000-000000000000")
+    assert error.status == 404, error
 
 
 def test_an_unplanned_failure_appears_started_at_once_and_lingers_600_s(
     node: ServerThread,
 ) -> None:
-    status, _, event = call(
-        node, "POST", "/v1/events", {"type": "Reboot", "vms": [DEFAULT_VM], "unplanned": True}
-    )
-    assert status == 201, event
+    event = admin(node).schedule_event({"type": "Reboot", "vms": [DEFAULT_VM], "unplanned": True})
     assert event["status"] == "Started"
     (listed,) = document(node)["Events"]
     assert listed == {
@@ -135,9 +130,8 @@ def test_an_unplanned_failure_appears_started_at_once_and_lingers_600_s(
 
 def test_an_unplanned_failure_is_a_reboot(node: ServerThread) -> None:
     spec = {"type": "Freeze", "vms": [DEFAULT_VM], "unplanned": True}
-    status, _, answer = call(node, "POST", "/v1/events", spec)
-    assert status == 400, answer
-    assert answer["error"]["field"] == "unplanned"
+    error = refused(admin(node).schedule_event, spec)
+    assert (error.status, error.field) == (400, "unplanned"), error
     assert document(node)["Events"] == []
 
 
@@ -160,9 +154,8 @@ def test_minimum_notice_is_enforced_and_is_the_default(
 ) -> None:
     before = document(notices)
     spec = {"type": kind, "vms": [DEFAULT_VM], "notBefore": f"+{notice - 1}"}
-    status, _, answer = call(notices, "POST", "/v1/events", spec)
-    assert status == 400, answer
-    assert answer["error"]["field"] == "notBefore"
+    error = refused(admin(notices).schedule_event, spec)
+    assert (error.status, error.field) == (400, "notBefore"), error
     assert document(notices) == before  # nothing was scheduled
 
     exact = schedule(notices, type=kind, notBefore=f"+{notice}")
@@ -177,9 +170,8 @@ def test_a_reboot_60_s_ahead_is_refused_a_preempt_30_s_ahead_is_fine(
     notices: ServerThread,
 ) -> None:
     spec = {"type": "Reboot", "vms": [DEFAULT_VM], "notBefore": "+60"}
-    status, _, answer = call(notices, "POST", "/v1/events", spec)
-    assert status == 400, answer
-    assert answer["error"]["field"] == "notBefore"
+    error = refused(admin(notices).schedule_event, spec)
+    assert (error.status, error.field) == (400, "notBefore"), error
     assert schedule(notices, type="Preempt", notBefore="+30")["status"] == "Scheduled"
 
 
@@ -187,14 +179,13 @@ def test_terminate_notice_300_lowers_terminates_minimum_only() -> None:
     process = ServerThread(*MANUAL, "--terminate-notice", "300")
     try:
         spec = {"type": "Terminate", "vms": [DEFAULT_VM], "notBefore": "+299"}
-        status, _, answer = call(process, "POST", "/v1/events", spec)
-        assert status == 400, answer
-        assert answer["error"]["field"] == "notBefore"
+        error = refused(admin(process).schedule_event, spec)
+        assert (error.status, error.field) == (400, "notBefore"), error
         assert schedule(process, type="Terminate", notBefore="+300")["status"] == "Scheduled"
         default = schedule(process, type="Terminate")
         assert (iso(default["notBefore"]) - iso(default["appearsAt"])).total_seconds() == 300
         spec = {"type": "Redeploy", "vms": [DEFAULT_VM], "notBefore": "+300"}
-        assert call(process, "POST", "/v1/events", spec)[0] == 400  # still 600 s
+        assert refused(admin(process).schedule_event, spec).status == 400  # still 600 s
     finally:
         process.stop()
 
@@ -216,12 +207,12 @@ def test_terminate_notice_outside_300_to_900_is_refused_at_start(
 
 
 def vm_names(node: ServerThread) -> list[str]:
-    return sorted(vm["name"] for vm in call(node, "GET", "/v1/vms")[2]["vms"])
+    return sorted(vm["name"] for vm in admin(node).vms()["vms"])
 
 
 def test_a_completed_preempt_deallocates_its_vm_gone_from_the_fleet(node: ServerThread) -> None:
-    assert call(node, "POST", "/v1/vms", new_vm("spot-1", "10.7.0.4"))[0] == 201
-    assert call(node, "POST", "/v1/vms", new_vm("steady-1", "10.7.0.5"))[0] == 201
+    admin(node).create_vm(new_vm("spot-1", "10.7.0.4"))
+    admin(node).create_vm(new_vm("steady-1", "10.7.0.5"))
     preempt = schedule(node, type="Preempt", vms=["spot-1"])["eventId"]  # NotBefore +30
     reboot = schedule(node, type="Reboot", vms=["steady-1"], notBefore="+900")["eventId"]
     advance(node, 30)
@@ -232,7 +223,7 @@ def test_a_completed_preempt_deallocates_its_vm_gone_from_the_fleet(node: Server
     assert status_of(node, reboot) == "Completed"
     # The Preempt's VM is deallocated: gone; the rebooted VM stays.
     assert vm_names(node) == [DEFAULT_VM, "steady-1"]
-    assert call(node, "GET", "/v1/vms/spot-1")[0] == 404
+    assert refused(admin(node).vm, "spot-1").status == 404
 
 
 def test_a_completed_preempt_of_the_default_vm_in_single_mode_leaves_guests_403(

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.admin.client import call
+from tests.admin.support import admin, refused
 from tests.conftest import ServerThread
 from tests.guest.events.support import (
     DEFAULT_VM,
@@ -38,9 +38,7 @@ def test_a_scenario_entry_stays_invisible_until_the_clock_passes_its_after(
             {"after": 600, "type": "Reboot", "vms": [DEFAULT_VM]},
         ]
     }
-    status, _, answer = call(node, "POST", "/v1/events/scenario", scenario)
-    assert status == 201, answer
-    freeze, reboot = answer["events"]
+    freeze, reboot = admin(node).run_scenario(scenario["events"])
     assert (freeze["type"], freeze["status"]) == ("Freeze", "Scheduled")
     assert (reboot["type"], reboot["status"]) == ("Reboot", "Pending")
     assert iso(reboot["appearsAt"]) - t0 == dt.timedelta(seconds=600)
@@ -65,10 +63,10 @@ def test_an_invalid_scenario_schedules_nothing_and_names_the_entry(node: ServerT
             {"after": 60, "type": "Reboot", "vms": [DEFAULT_VM], "notBefore": "+60"},
         ]
     }
-    status, _, answer = call(node, "POST", "/v1/events/scenario", scenario)
-    assert status == 400, answer
+    error = refused(lambda: admin(node).run_scenario(scenario["events"]))
+    assert error.status == 400, error
     assert all_events(node) == {}  # all or nothing
-    assert answer["error"]["field"] == "events[1].notBefore"
+    assert error.field == "events[1].notBefore"
 
 
 # --- the CLI ----------------------------------------------------------------------------
@@ -175,7 +173,6 @@ def test_time_scale_60_runs_the_event_clock_60_times_faster() -> None:
 def test_the_clock_only_moves_forward(node: ServerThread) -> None:
     before = clock(node)
     for seconds in (-1, "60", None, True):
-        status, _, answer = call(node, "POST", "/v1/clock/advance", {"seconds": seconds})
-        assert status == 400, answer
-        assert answer["error"]["field"] == "seconds"
+        error = refused(admin(node).advance_clock, seconds)
+        assert (error.status, error.field) == (400, "seconds"), error
     assert clock(node) == before

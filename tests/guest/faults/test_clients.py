@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import msal
 import pytest
 import requests
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import ServerThread
 
 MANAGEMENT = "https://management.azure.com/.default"
 
 
 @pytest.fixture
-def env(faulty: ServerThread, sdk_env: pytest.MonkeyPatch) -> ServerThread:
-    sdk_env.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{faulty.port}")
-    return faulty
+def env(node: ServerThread, sdk_env: pytest.MonkeyPatch) -> Iterator[ServerThread]:
+    sdk_env.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{node.port}")
+    yield node
+    admin(node).clear_faults()
 
 
 def token_requests(node: ServerThread, since: int) -> list[tuple[int, bool]]:
     """(status, a fault fired) of each token request after ``since``."""
-    log = call(node, "GET", f"/v1/requests?since={since}")[2]["requests"]
+    log = admin(node).requests(since)
     return [(e["status"], e["fault"] is not None) for e in log if e["category"] == "identity"]
 
 
 def last_sequence(node: ServerThread) -> int:
-    log = call(node, "GET", "/v1/requests")[2]["requests"]
-    return log[-1]["sequence"] if log else 0
+    log = admin(node).requests()
+    return int(log[-1]["sequence"]) if log else 0
 
 
 def test_azure_identity_retries_through_410_410_200(env: ServerThread) -> None:
-    call(env, "POST", "/v1/faults", {"path": "/metadata/identity", "actions": [410, 410]})
+    admin(env).add_fault({"path": "/metadata/identity", "actions": [410, 410]})
     since = last_sequence(env)
     with ManagedIdentityCredential() as credential:
         token = credential.get_token(MANAGEMENT)
@@ -42,7 +45,7 @@ def test_azure_identity_retries_through_410_410_200(env: ServerThread) -> None:
 def test_default_credential_gets_through_a_503(env: ServerThread) -> None:
     """In a chain, azure-identity 1.27 probes with a full token request (Metadata header and
     all, no retry): a 503 there still says "IMDS is here", and the next request is served."""
-    call(env, "POST", "/v1/faults", {"path": "/metadata/identity", "actions": [503], "count": 1})
+    admin(env).add_fault({"path": "/metadata/identity", "actions": [503], "count": 1})
     since = last_sequence(env)
     with DefaultAzureCredential(
         exclude_environment_credential=True,
@@ -61,7 +64,7 @@ def test_default_credential_gets_through_a_503(env: ServerThread) -> None:
 
 def test_msal_reports_the_failure_as_the_service_words_it(env: ServerThread) -> None:
     """msal does not retry a 500; it hands the body's error and description to its caller."""
-    call(env, "POST", "/v1/faults", {"path": "/metadata/identity", "actions": [500], "count": 1})
+    admin(env).add_fault({"path": "/metadata/identity", "actions": [500], "count": 1})
     with requests.Session() as session:
         identity = msal.SystemAssignedManagedIdentity()
         client = msal.ManagedIdentityClient(identity, http_client=session)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.admin.client import call
+from tests.admin.support import admin, refused
 from tests.conftest import ServerThread, node_fixture
 from tests.http import get
 
@@ -29,13 +29,11 @@ node = node_fixture("--store", "memory:", scope="module")
 @pytest.fixture(autouse=True)
 def no_rules_left(node: ServerThread) -> Iterator[None]:
     yield
-    call(node, "DELETE", "/v1/faults")
+    admin(node).clear_faults()
 
 
 def add(node: ServerThread, rule: dict[str, Any]) -> dict[str, Any]:
-    status, _, answer = call(node, "POST", "/v1/faults", rule)
-    assert status == 201, answer
-    return answer  # type: ignore[no-any-return]
+    return admin(node).add_fault(rule)
 
 
 def statuses(node: ServerThread, target: str, times: int) -> list[int]:
@@ -46,7 +44,7 @@ def test_a_script_runs_once_then_answers_normally(node: ServerThread) -> None:
     rule = add(node, {"actions": [410, 410]})
     assert rule["count"] == 2 and rule["remaining"] == 2 and rule["active"]
     assert statuses(node, LEAF, 3) == [410, 410, 200]
-    _, _, shown = call(node, "GET", f"/v1/faults/{rule['id']}")
+    shown = admin(node).fault(rule["id"])
     assert (shown["fired"], shown["remaining"], shown["active"]) == (2, 0, False)
 
 
@@ -97,11 +95,11 @@ def test_rules_match_path_method_and_vm(node: ServerThread) -> None:
     add(node, {"path": "/metadata/identity", "actions": [503]})
     assert get(node.port, LEAF).status == 200
     assert get(node.port, TOKEN).status == 503
-    call(node, "DELETE", "/v1/faults")
+    admin(node).clear_faults()
 
     add(node, {"method": "POST", "actions": [500]})
     assert get(node.port, LEAF).status == 200
-    call(node, "DELETE", "/v1/faults")
+    admin(node).clear_faults()
 
     add(node, {"vm": VM_NAME, "path": "/METADATA/Instance", "actions": [500]})
     assert get(node.port, LEAF).status == 500  # by name; paths compare case-insensitively
@@ -120,7 +118,7 @@ def test_requests_that_fail_a_check_are_answered_as_usual(node: ServerThread) ->
 def test_probability_zero_never_fires_and_one_always_does(node: ServerThread) -> None:
     never = add(node, {"actions": [500], "probability": 0})
     assert statuses(node, LEAF, 5) == [200] * 5
-    call(node, "DELETE", f"/v1/faults/{never['id']}")
+    admin(node).remove_fault(never["id"])
     add(node, {"actions": [500], "probability": 1})
     assert statuses(node, LEAF, 5) == [500] * 5
 
@@ -139,8 +137,7 @@ def test_time_windows(node: ServerThread) -> None:
     assert get(node.port, LEAF).status == 410
     time.sleep(1.6)
     assert get(node.port, LEAF).status == 200
-    _, _, shown = call(node, "GET", f"/v1/faults/{rule['id']}")
-    assert shown["active"] is False
+    assert admin(node).fault(rule["id"])["active"] is False
 
 
 def test_the_first_rule_that_fires_wins(node: ServerThread) -> None:
@@ -190,8 +187,7 @@ def test_a_hang_lasts_until_the_client_gives_up(node: ServerThread) -> None:
     assert time.monotonic() - started >= 1.0
     assert get(node.port, LEAF).status == 200  # other requests were never held up
     time.sleep(0.2)  # the hung request ends when its client is gone
-    _, _, log = call(node, "GET", "/v1/requests")
-    hung = [entry for entry in log["requests"] if entry["fault"]]
+    hung = [entry for entry in admin(node).requests() if entry["fault"]]
     assert hung[-1]["status"] == 0 and hung[-1]["latencyMs"] >= 1000
 
 
@@ -208,16 +204,15 @@ def test_a_hung_request_does_not_block_others_on_the_same_node(node: ServerThrea
 
 def test_the_log_and_metrics_name_what_fired(node: ServerThread) -> None:
     rule = add(node, {"actions": [503, "reset"]})
-    _, _, before = call(node, "GET", "/v1/requests")
-    last = before["requests"][-1]["sequence"] if before["requests"] else 0
+    before = admin(node).requests()
+    last = before[-1]["sequence"] if before else 0
     assert get(node.port, LEAF).status == 503
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{node.port}{LEAF}", headers={"Metadata": "true"}, timeout=5)
     assert get(node.port, LEAF).status == 200
-    _, _, log = call(node, "GET", f"/v1/requests?since={last}")
-    shown = [(entry["status"], entry["fault"]) for entry in log["requests"]]
+    shown = [(entry["status"], entry["fault"]) for entry in admin(node).requests(last)]
     assert shown == [(503, rule["id"]), (0, rule["id"]), (200, None)]
-    page = requests.get(f"{node.admin_url}/metrics", timeout=5).text
+    page = admin(node).metrics()
     assert 'azimds_faults_total{action="503"} ' in page
     assert 'azimds_faults_total{action="reset"} ' in page
 
@@ -239,23 +234,23 @@ def test_bad_rules_are_refused_with_the_field(node: ServerThread) -> None:
         ({"vm": "no-such-vm"}, 404, "vm"),
     ]
     for rule, status, field in cases:
-        got, _, answer = call(node, "POST", "/v1/faults", rule)
-        assert got == status, (rule, answer)
-        assert answer["error"].get("field", "") == field, (rule, answer)
-    assert call(node, "GET", "/v1/faults")[2] == {"faults": []}
+        error = refused(admin(node).add_fault, rule)
+        assert (error.status, error.field) == (status, field), (rule, error)
+    assert admin(node).faults() == []
 
 
 def test_rules_are_listed_and_removed_one_by_one(node: ServerThread) -> None:
     first = add(node, {"actions": [410]})
     second = add(node, {"actions": [429], "retryAfter": 3})
-    _, _, listed = call(node, "GET", "/v1/faults")
-    assert [rule["id"] for rule in listed["faults"]] == [first["id"], second["id"]]
-    assert listed["faults"][1]["actions"] == [{"status": 429, "retryAfter": 3}]
-    assert call(node, "DELETE", f"/v1/faults/{first['id']}")[0] == 204
-    assert call(node, "DELETE", f"/v1/faults/{first['id']}")[0] == 404
-    assert call(node, "GET", f"/v1/faults/{first['id']}")[0] == 404
+    client = admin(node)
+    listed = client.faults()
+    assert [rule["id"] for rule in listed] == [first["id"], second["id"]]
+    assert listed[1]["actions"] == [{"status": 429, "retryAfter": 3}]
+    client.remove_fault(first["id"])
+    assert refused(client.remove_fault, first["id"]).status == 404
+    assert refused(client.fault, first["id"]).status == 404
     assert get(node.port, LEAF).status == 429
-    assert call(node, "DELETE", "/v1/faults")[2] == {"removed": 1}
+    assert client.clear_faults() == 1
     assert get(node.port, LEAF).status == 200
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import ServerThread
 from tests.http import get
 
@@ -31,7 +31,7 @@ def test_declared_rules_fire_and_keep_their_id_across_restarts(tmp_path: Path) -
     state = tmp_path / "state"
     node = ServerThread("--fleet", str(fleet), state_dir=state)
     try:
-        (rule,) = call(node, "GET", "/v1/faults")[2]["faults"]
+        (rule,) = admin(node).faults()
         assert rule["vm"] == "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
         assert rule["source"].startswith("fleet-file:")
         assert [get(node.port, LEAF).status for _ in range(2)] == [503, 200]
@@ -39,7 +39,7 @@ def test_declared_rules_fire_and_keep_their_id_across_restarts(tmp_path: Path) -
         node.stop()
     node = ServerThread("--fleet", str(fleet), state_dir=state)
     try:
-        (again,) = call(node, "GET", "/v1/faults")[2]["faults"]
+        (again,) = admin(node).faults()
         assert again["id"] == rule["id"]
         assert again["fired"] == 0  # firings are counted per node run: the script starts again
     finally:
@@ -51,19 +51,19 @@ def test_a_watched_file_replaces_its_rules(tmp_path: Path) -> None:
     write(fleet, "  - {actions: [410]}")
     node = ServerThread("--fleet", str(fleet), "--watch", "--store", "memory:")
     try:
-        added = call(node, "POST", "/v1/faults", {"actions": [500], "path": "/metadata/versions"})
+        added = admin(node).add_fault({"actions": [500], "path": "/metadata/versions"})
         assert get(node.port, LEAF).status == 410
         write(fleet, "  - {actions: [429], retryAfter: 3}")
         deadline = time.monotonic() + 10
         while get(node.port, LEAF).status != 429:
             assert time.monotonic() < deadline, "the changed fleet file was not applied"
             time.sleep(0.1)
-        rules = call(node, "GET", "/v1/faults")[2]["faults"]
+        rules = admin(node).faults()
         assert [r["actions"] for r in rules] == [
             [{"status": 500}],
             [{"status": 429, "retryAfter": 3}],
         ]
-        assert rules[0]["id"] == added[2]["id"]  # the control plane's rule is left alone
+        assert rules[0]["id"] == added["id"]  # the control plane's rule is left alone
     finally:
         node.stop()
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 
-from tests.admin.client import call
+from tests.admin.support import admin
 from tests.conftest import Server
 from tests.http import Reply, get
 
@@ -72,9 +72,7 @@ def new_guid() -> str:
 
 
 def system_identity(node: Server) -> Expected:
-    status, _, section = call(node, "GET", f"/v1/vms/{VM}/identities")
-    assert status == 200, section
-    system = section["systemAssigned"]
+    system = admin(node).identities(VM)["systemAssigned"]
     assert system["enabled"] is True
     # The VM's resource id as the VM itself sees it in IMDS.
     reply = get(
@@ -88,16 +86,14 @@ def add_user_identity(node: Server, name: str, client_id: str | None = None) -> 
     body: dict[str, str] = {"name": name}
     if client_id is not None:
         body["clientId"] = client_id
-    status, _, added = call(node, "POST", f"/v1/vms/{VM}/identities", body)
-    assert status == 201, added
+    added = admin(node).add_identity(VM, body)
     assert added["name"] == name
     assert added["resourceId"].endswith(f"/userAssignedIdentities/{name}")
     return Expected(added["clientId"], added["objectId"], added["tenantId"], added["resourceId"])
 
 
 def disable_system_identity(node: Server) -> None:
-    status, _, body = call(node, "DELETE", f"/v1/vms/{VM}/identities/system")
-    assert status == 204, body
+    admin(node).disable_system_identity(VM)
 
 
 def token_reply(port: int, query: str, path: str = TOKEN_PATH, **headers: str) -> Reply:

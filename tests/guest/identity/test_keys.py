@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import jwt
 from cryptography import x509
 
-from tests.admin.client import call
+from azimds.admin.client import AdminClient
+from tests.admin.support import admin, refused
 from tests.conftest import ServerThread, node_fixture
 from tests.guest.identity.support import (
     MANAGEMENT,
@@ -90,13 +91,10 @@ def test_rotation_publishes_both_keys_and_signs_with_the_new_one(node: ServerThr
     assert jwks_kids(keys_url) == [kid_a]
 
     # Rotation is an admin act: no token, no rotation.
-    refused, _, _ = call(node, "POST", "/v1/keys/rotate", token=None)
-    assert refused == 401
+    assert refused(AdminClient(node.admin_url, "").rotate_keys).status == 401
     assert jwks_kids(keys_url) == [kid_a]
 
-    status, _, rotated = call(node, "POST", "/v1/keys/rotate")
-    assert status == 200, rotated
-    kid_b = rotated["kid"]
+    kid_b = admin(node).rotate_keys()["kid"]
     assert kid_b != kid_a
     assert sorted(jwks_kids(keys_url)) == sorted([kid_a, kid_b])
 
@@ -109,9 +107,7 @@ def test_rotation_publishes_both_keys_and_signs_with_the_new_one(node: ServerThr
     # The old token still verifies: a service that cached it keeps accepting it.
     old_claims = check_token(old["access_token"], MANAGEMENT, system)[1]
 
-    status, _, listing = call(node, "GET", "/v1/keys")
-    assert status == 200
-    by_kid = {key["kid"]: key for key in listing["keys"]}
+    by_kid = {key["kid"]: key for key in admin(node).signing_keys()}
     assert set(by_kid) == {kid_a, kid_b}
     assert by_kid[kid_b]["active"] is True
     assert by_kid[kid_b]["retires"] is None
@@ -124,8 +120,7 @@ def test_rotation_publishes_both_keys_and_signs_with_the_new_one(node: ServerThr
 def test_rotation_reaches_user_assigned_identities(node: ServerThread) -> None:
     app = add_user_identity(node, "app")
     before = token_json(node.port, f"{API}&resource={VAULT}&client_id={app.client_id}")
-    status, _, rotated = call(node, "POST", "/v1/keys/rotate")
-    assert status == 200
+    rotated = admin(node).rotate_keys()
     after = token_json(
         node.port, f"{API}&resource={VAULT}&client_id={app.client_id}&bypass_cache=true"
     )
@@ -136,7 +131,7 @@ def test_rotation_reaches_user_assigned_identities(node: ServerThread) -> None:
 def test_jwks_certificates_match_the_keys(node: ServerThread) -> None:
     # Verifiers that use x5c (or match x5t to a certificate) must find the same key.
     tenant = system_identity(node).tenant_id
-    call(node, "POST", "/v1/keys/rotate")
+    admin(node).rotate_keys()
     answer = token_json(node.port, f"{API}&resource={MANAGEMENT}")
     keys = json.loads(fetch(jwks_url(node, tenant))[1])["keys"]
     assert len(keys) == 2
@@ -198,8 +193,7 @@ def test_rotation_survives_a_restart() -> None:
     try:
         tenant = system_identity(first).tenant_id
         kid_a = jwks_kids(jwks_url(first, tenant))[0]
-        status, _, rotated = call(first, "POST", "/v1/keys/rotate")
-        assert status == 200
+        rotated = admin(first).rotate_keys()
     finally:
         first.stop()
     second = ServerThread(state_dir=state_dir)
