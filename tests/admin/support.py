@@ -11,7 +11,7 @@ from azimds.admin.client import AdminClient, AdminError
 
 
 class Node(Protocol):
-    """A node under test (a ``ServerThread``, a ``ServerProcess``, a ``LocalIMDS``): where its control plane is."""
+    """A node under test (``ServerThread``, ``ServerProcess``, ``LocalIMDS``): its control plane."""
 
     admin_url: str
     token: str

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ServerProcess
+from tests.admin.support import admin
+from tests.conftest import ServerProcess, ServerThread
 from tests.http import get
 
 
@@ -68,7 +70,10 @@ def test_port_in_use_is_a_clear_error(server: ServerProcess, tmp_path: Path) -> 
     # Its own state directory: the default one's lock may be held by a node of the user's.
     result = azimds("serve", "--state-dir", str(tmp_path), "--listen", f"127.0.0.1:{server.port}")
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{server.port}: the port is in use" in result.stderr
+    assert (
+        f"Error: --listen: cannot listen on 127.0.0.1:{server.port}: the port is in use. "
+        "Fix: give another --listen HOST:PORT (port 0 picks a free one)"
+    ) in result.stderr
 
 
 def test_the_control_plane_on_the_guest_planes_port_is_a_clear_error(tmp_path: Path) -> None:
@@ -82,7 +87,10 @@ def test_the_control_plane_on_the_guest_planes_port_is_a_clear_error(tmp_path: P
         "--listen", f"127.0.0.1:{port}", "--admin-listen", f"0.0.0.0:{port}",
     )  # fmt: skip
     assert result.returncode == 1
-    assert f"cannot listen on 0.0.0.0:{port}: the port is in use" in result.stderr
+    assert (
+        f"Error: --admin-listen: cannot listen on 0.0.0.0:{port}: the port is in use. "
+        "Fix: give another --admin-listen HOST:PORT"
+    ) in result.stderr
     assert "listening on" not in result.stdout
 
 
@@ -98,3 +106,33 @@ def test_sigterm_stops_cleanly() -> None:
     process = ServerProcess()
     process.proc.send_signal(signal.SIGTERM)
     assert process.stop() == 0
+
+
+def test_node_options_come_before_or_after_the_subcommand(server: ServerThread) -> None:
+    """`azimds vm list --state-dir DIR` as well as `azimds vm --state-dir DIR list`."""
+    where = str(server.state_dir)
+    after = azimds("vm", "list", "--state-dir", where)
+    before = azimds("vm", "--state-dir", where, "list")
+    assert after.returncode == before.returncode == 0, after.stderr + before.stderr
+    assert after.stdout == before.stdout
+    assert "examplevmname" in after.stdout
+
+
+def test_keys_list_json_is_the_control_planes_answer(server: ServerThread) -> None:
+    listed = azimds("keys", "list", "--json", "--state-dir", str(server.state_dir))
+    assert listed.returncode == 0, listed.stderr
+    keys = json.loads(listed.stdout)
+    assert [key["kid"] for key in keys] == [key["kid"] for key in admin(server).signing_keys()]
+
+
+def test_a_wrong_token_is_told_where_the_token_lives(server: ServerThread, tmp_path: Path) -> None:
+    result = azimds(
+        "vm", "list", "--admin", server.admin_url, "--token", "wrong",
+        "--state-dir", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: 401 unauthorized: send Authorization: Bearer <token>. The token is --token, "
+        f"AZIMDS_ADMIN_TOKEN, or the node's admin-token file: {tmp_path / 'admin-token'} here"
+        " (--state-dir names another)"
+    )

@@ -39,7 +39,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AdminError as exc:
-            raise click.ClickException(str(exc)) from exc
+            hint = ""
+            if exc.status == 401:
+                hint = (
+                    ". The token is --token, AZIMDS_ADMIN_TOKEN, or the node's admin-token file:"
+                    f" {state_dir_of(ctx) / 'admin-token'} here (--state-dir names another)"
+                )
+            raise click.ClickException(f"{exc}{hint}") from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,12 +85,42 @@ def control_plane_options(group: Callable[..., Any]) -> Callable[..., Any]:
     return state_dir_option(group)
 
 
+NODE_OPTIONS = ("state_dir", "admin", "token")
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None and param.name:
+        ctx.meta.setdefault(f"azimds.{param.name}", value)
+
+
+def options_anywhere(group: click.Group) -> None:
+    """Let the node options of ``group`` (``--state-dir``, ``--admin``, ``--token``) come
+    after its subcommand too, as in ``azimds vm list --state-dir DIR``: every subcommand
+    gets a copy, which hands its value to ``_options`` through the context's meta."""
+    shared = [p for p in group.params if p.name in NODE_OPTIONS]
+    for command in group.commands.values():
+        names = {p.name for p in command.params}
+        for option in shared:
+            if option.name not in names and isinstance(option, click.Option):
+                copy = click.Option(
+                    option.opts,
+                    type=option.type,
+                    metavar=option.metavar,
+                    help=option.help,
+                    expose_value=False,
+                    callback=_remember,
+                )
+                command.params.append(copy)
+
+
 def _options(ctx: click.Context) -> dict[str, Any]:
-    """The control-plane options given to any enclosing group."""
-    found: dict[str, Any] = {}
+    """The control-plane options given to the command or any enclosing group."""
+    found: dict[str, Any] = {
+        key: ctx.meta[f"azimds.{key}"] for key in NODE_OPTIONS if f"azimds.{key}" in ctx.meta
+    }
     context: click.Context | None = ctx
     while context is not None:
-        for key in ("state_dir", "admin", "token"):
+        for key in NODE_OPTIONS:
             if found.get(key) is None and context.params.get(key) is not None:
                 found[key] = context.params[key]
         context = context.parent

@@ -223,21 +223,24 @@ def keys(state_dir: Path | None, admin: str | None, token: str | None) -> None:
 
 
 @keys.command("list")
+@json_option
 @click.pass_context
-def keys_list(ctx: click.Context) -> None:
+def keys_list(ctx: click.Context, as_json: bool) -> None:
     """List the signing keys: kid, active, created, and when a rotated-out key retires."""
-    signing_keys = client(ctx).signing_keys()
 
     def when(stamp: int | None) -> str:
         return (
             "-" if stamp is None else f"{dt.datetime.fromtimestamp(stamp, dt.UTC):%Y-%m-%d %H:%M}"
         )
 
-    rows = [
-        [k["kid"], "yes" if k["active"] else "no", when(k["created"]), when(k["retires"])]
-        for k in signing_keys
-    ]
-    click.echo(table(rows, ["KID", "ACTIVE", "CREATED", "RETIRES"]))
+    def render(signing_keys: list[Any]) -> str:
+        rows = [
+            [k["kid"], "yes" if k["active"] else "no", when(k["created"]), when(k["retires"])]
+            for k in signing_keys
+        ]
+        return table(rows, ["KID", "ACTIVE", "CREATED", "RETIRES"])
+
+    show(client(ctx).signing_keys(), as_json, render)
 
 
 @keys.command("rotate")

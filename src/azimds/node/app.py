@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from azimds.admin.api import AdminAPI
 from azimds.admin.core import Observed
@@ -51,6 +53,7 @@ from azimds.serving import protocol
 from azimds.store import Store, StoreUnavailable, Transaction, open_store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Declarations are grouped by where they come from, host included, so hosts sharing one
 # database each keep their own config's VM (and fleet file's VMs: ``fleet_file_source``).
@@ -185,6 +188,20 @@ async def _open_store(config: Config, stop: asyncio.Event) -> Store | None:
         relaying.cancel()
 
 
+def _claimed(setting: str, claim: Callable[[str, int], T], host: str, port: int) -> T:
+    """``claim(host, port)``, its refusal naming the setting that asked for the address."""
+    try:
+        return claim(host, port)
+    except server.ListenError as exc:
+        fix = ""
+        if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.EADDRINUSE:
+            fix = (
+                f". Fix: give another {setting} HOST:PORT (port 0 picks a free one), or stop"
+                " what holds it (`azimds status` names a node's listeners)"
+            )
+        raise server.ListenError(f"{setting}: {exc}{fix}") from exc
+
+
 async def _serve(
     config: Config,
     on_ready: Callable[[Ready], None] | None,
@@ -194,17 +211,17 @@ async def _serve(
     # The guest plane's sockets are held from here on, so that nothing (the control plane's
     # claim among them) can take their ports before they are served.
     listeners = {}
-    for host, port in config.listen:
-        sock = server.claim_listener(host, port)
-        listeners[host, sock.getsockname()[1]] = sock
-    guest_addresses = list(listeners)
-    admin_host, admin_port = config.admin_listen
     try:
-        admin_port = server.claim(admin_host, admin_port)
+        for host, port in config.listen:
+            sock = _claimed("--listen", server.claim_listener, host, port)
+            listeners[host, sock.getsockname()[1]] = sock
+        admin_host, admin_port = config.admin_listen
+        admin_port = _claimed("--admin-listen", server.claim, admin_host, admin_port)
     except server.ListenError:
         for sock in listeners.values():
             sock.close()
         raise
+    guest_addresses = list(listeners)
 
     admin_url = _http_url(admin_host, admin_port)
     if store is None:  # the test kit brings a memory store that already holds signing keys
