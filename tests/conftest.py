@@ -8,7 +8,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -127,7 +127,14 @@ class ServerProcess:
     """``azimds serve`` in a child process on a free loopback port, as a user would run it:
     for tests of what only a process shows (signals, crashes, exit codes, printed text)."""
 
-    def __init__(self, *args: str, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        state_dir: Path | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_line`` sees each line the node prints before it serves (its start-up log)."""
+        self._on_line = on_line
         env = {**_environment(), "PYTHONUNBUFFERED": "1"}
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="azimds-test-"))
         command = [sys.executable, "-m", "azimds", "serve"]
@@ -163,6 +170,8 @@ class ServerProcess:
         lines = []
         for line in self.proc.stdout:
             lines.append(line)
+            if self._on_line is not None:
+                self._on_line(line)
             if "Ctrl+C" in line:
                 break
         else:

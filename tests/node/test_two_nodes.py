@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -170,13 +169,16 @@ def test_a_node_started_before_its_database_waits_for_it(postgres: Postgres) -> 
     """Started while PostgreSQL is down (a host booting), a node retries instead of exiting,
     logging each retry without the password, and serves once the database is up."""
     url = postgres.new_database().replace("azimds@", "azimds:s3cret-pw@", 1)
+    retries = 0
+
+    def back_after_two_retries(line: str) -> None:
+        nonlocal retries
+        retries += "retrying in" in line
+        if retries == 2:
+            postgres.start()
+
     with postgres.outage():
-        back = threading.Timer(2.5, postgres.start)  # retries at 0.5 s, 1 s and 2 s by then
-        back.start()
-        try:
-            node = ServerProcess("--store", url)  # returns once it serves
-        finally:
-            back.join()
+        node = ServerProcess("--store", url, on_line=back_after_two_retries)  # once it serves
     try:
         reply = get(node.port, NAME)
         assert (reply.status, reply.body) == (200, DEFAULT_VM_NAME)

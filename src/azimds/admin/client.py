@@ -180,8 +180,16 @@ class AdminClient:
         sent |= headers or {}
         connection = self._connection()
         try:
-            connection.request(method, path, body=body, headers=sent)
-            response = connection.getresponse()
+            try:
+                connection.request(method, path, body=body, headers=sent)
+                response = connection.getresponse()
+            except (BrokenPipeError, ConnectionResetError):
+                # Answered before the body was all sent (a 413), and closed: the answer
+                # may still wait in the socket, as curl would read it.
+                if connection.sock is None:
+                    raise
+                response = http.client.HTTPResponse(connection.sock, method=method)
+                response.begin()
             data = response.read()
         except (OSError, http.client.HTTPException) as exc:  # none, or no whole answer
             raise self.error(f"cannot reach the control plane at {self.url}: {exc}") from exc
