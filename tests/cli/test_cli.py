@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -136,3 +137,27 @@ def test_a_wrong_token_is_told_where_the_token_lives(server: ServerThread, tmp_p
         f"AZIMDS_ADMIN_TOKEN, or the node's admin-token file: {tmp_path / 'admin-token'} here"
         " (--state-dir names another)"
     )
+
+
+def test_config_prints_each_setting_with_where_it_comes_from(tmp_path: Path) -> None:
+    config = tmp_path / "vm.yaml"
+    config.write_text("clock: manual\n")
+    environment = {**os.environ, "AZIMDS_STORE": "postgresql://azimds:s3cret@db/azimds"}
+    command = [sys.executable, "-m", "azimds", "config", "--config", str(config), "--json"]
+    result = subprocess.run(
+        [*command, "--listen", "0.0.0.0:16925"],
+        capture_output=True, text=True, timeout=30, env=environment,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {row["setting"]: (row["value"], row["from"]) for row in json.loads(result.stdout)}
+    assert rows["listen"] == ("0.0.0.0:16925", "--listen")
+    assert rows["store"] == ("postgresql://azimds:***@db/azimds", "AZIMDS_STORE")
+    assert rows["clock"] == ("manual", str(config))
+    assert rows["log_level"] == ("info", "defaults")
+    assert "s3cret" not in result.stdout
+
+
+def test_config_refuses_what_serve_refuses() -> None:
+    result = azimds("config", "--listen", "nonsense")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: invalid configuration in --listen: listen: 'nonsense'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -14,11 +15,12 @@ import uvloop
 from azimds import __version__
 from azimds.cli.common import main
 from azimds.client.protocol import SDK_ENDPOINT_ENV
-from azimds.config.settings import SETTINGS, Config, ConfigError, Setting, load
-from azimds.host import link_local
+from azimds.config.settings import SETTINGS, Config, ConfigError, Setting, effective, load
+from azimds.host import link_local, state
 from azimds.host.state import StateDirInUse
 from azimds.serving.listeners import ListenError
 from azimds.store import StoreError
+from azimds.store.postgres import redact
 
 log = logging.getLogger("azimds")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -85,9 +87,7 @@ def configure(
 ) -> Config:
     """The node's configuration from ``serve``'s options as click parsed them (the tests
     run nodes in process from the same command lines). Raises ``ConfigError``."""
-    if flags.get("watch") is not None:
-        flags = {**flags, "watch": "true" if flags["watch"] else "false"}
-    return load(config_file, flags, environ)
+    return load(config_file, _file_flags(flags), environ)
 
 
 # `azimds serve`'s and `azimds run`'s --config.
@@ -140,3 +140,55 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     ) as exc:
         raise click.ClickException(str(exc)) from exc
     log.info("stopped")
+
+
+@main.command("config")
+@config_option
+@settings_options()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def show_config(config_file: Path | None, as_json: bool, **flags: Any) -> None:
+    """Print the configuration `azimds serve` would run with these options: every setting,
+    its value and where it comes from (flag, environment variable, config file, defaults).
+
+    Takes serve's options, so a command line can be checked before it is run:
+
+    \b
+      azimds config --config vm.yaml --listen 0.0.0.0:16925
+      AZIMDS_STORE=postgresql://azimds@db/azimds azimds config --json
+
+    Passwords in the store's URL are shown as ***; the VM of the config file is not shown
+    (`azimds vm show` shows it once served).
+    """
+    try:
+        configure(config_file, flags)
+        picked = effective(config_file, _file_flags(flags))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = [
+        {"setting": s.name, "value": _shown(s, value), "from": source}
+        for s, value, source in picked
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(row["setting"]) for row in rows)
+    value_width = max(len(str(row["value"])) for row in rows)
+    for row in rows:
+        click.echo(f"{row['setting']:<{width}}  {row['value']!s:<{value_width}}  {row['from']}")
+
+
+def _file_flags(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags as ``configure`` hands them to ``load``."""
+    if flags.get("watch") is not None:
+        return {**flags, "watch": "true" if flags["watch"] else "false"}
+    return flags
+
+
+def _shown(setting: Setting, value: Any) -> Any:
+    if value is None and setting.name == "state_dir":
+        return str(state.default_state_dir())
+    if value is None:
+        return "(the control plane's URL)" if setting.name == "public_url" else ""
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return redact(str(value)) if setting.name == "store" else value

@@ -515,6 +515,20 @@ class _Given:
         return Path(str(value)).expanduser() if value else None
 
 
+def effective(
+    config_file: Path | None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[tuple[Setting, Any, str]]:
+    """Every setting's value and where it comes from (a flag, a variable, the file, the
+    defaults), as ``load`` picks them; ``azimds config`` prints it. Call ``load`` first to
+    refuse what it would refuse."""
+    data = read_file(config_file, FILE_KEYS, "") if config_file is not None else {}
+    source = str(config_file) if config_file is not None else "defaults"
+    given = _Given(flags or {}, os.environ if environ is None else environ, data, source)
+    return [(setting, *given.pick(setting.name)) for setting in SETTINGS]
+
+
 def load(
     config_file: Path | None,
     flags: Mapping[str, Any] | None = None,
