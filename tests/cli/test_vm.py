@@ -93,6 +93,18 @@ def test_set_adds_and_removes_single_tags(node: ServerThread) -> None:
     assert reply.body == b"baz:bash;env:dev"
 
 
+def test_set_replaces_a_list_given_as_json(node: ServerThread) -> None:
+    """A merge patch replaces a list whole; `:=` gives the new list as JSON."""
+    public_keys = [{"path": "/home/azureuser/.ssh/authorized_keys", "keyData": "ssh-rsa AAAAB3 me"}]
+    changed = azimds(node, "set", "examplevmname", f"compute.publicKeys:={json.dumps(public_keys)}")
+    assert changed.returncode == 0, changed.stderr
+    reply = get(node.port, "/metadata/instance/compute/publicKeys?api-version=2021-02-01")
+    assert json.loads(reply.body) == public_keys
+    not_json = azimds(node, "set", "examplevmname", "compute.publicKeys:=[")
+    assert not_json.returncode == 2
+    assert "the value after := is not JSON" in not_json.stderr
+
+
 def test_errors_are_clear(node: ServerThread, tmp_path: Path) -> None:
     missing = azimds(node, "show", "no-such-vm")
     assert missing.returncode == 1

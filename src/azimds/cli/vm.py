@@ -64,10 +64,20 @@ def vm_show(ctx: click.Context, vm_key: str) -> None:
 
 
 def _assignments(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``compute.location=westus`` ... -> a nested merge patch; ``PATH=null`` removes."""
+    """``compute.location=westus`` ... -> a nested merge patch; ``PATH=null`` removes;
+    ``PATH:=JSON`` sets a JSON value (a list, which a merge patch replaces whole)."""
     patch: dict[str, Any] = {}
     for pair in pairs:
-        path, sep, value = pair.partition("=")
+        path, sep, text = pair.partition("=")
+        value: Any = text
+        if path.endswith(":"):
+            path = path[:-1]
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise click.BadParameter(
+                    f"'{pair}': the value after := is not JSON ({exc})"
+                ) from exc
         if not sep or not path:
             raise click.BadParameter(f"'{pair}' is not PATH=VALUE (e.g. compute.location=westus)")
         node = patch
@@ -129,7 +139,17 @@ def vm_add(
 @click.argument("assignments", nargs=-1, required=True, metavar="PATH=VALUE...")
 @click.pass_context
 def vm_set(ctx: click.Context, vm_key: str, assignments: tuple[str, ...]) -> None:
-    """Set fields of a VM: `compute.location=westus`; `PATH=null` empties a field."""
+    """Set fields of a VM: `compute.location=westus`; `PATH=null` empties a field.
+
+    A list (NICs, their addresses, publicKeys, tagsList) is replaced whole, as JSON Merge
+    Patch (RFC 7396) replaces arrays: give the new list as JSON after `:=`, or write the
+    change to a file for `azimds vm patch`. Examples:
+
+    \b
+      azimds vm set web-1 compute.location=westeurope compute.tags.env=dev
+      azimds vm set web-1 'network.interface:=[{"ipv4": {"ipAddress":
+          [{"privateIpAddress": "10.0.0.5"}]}}]'
+    """
     _merge_patch(ctx, vm_key, _assignments(assignments))
 
 
