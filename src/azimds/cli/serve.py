@@ -20,7 +20,7 @@ from azimds.host import link_local, state
 from azimds.host.state import StateDirInUse
 from azimds.serving.listeners import ListenError
 from azimds.store import StoreError
-from azimds.store.postgres import redact
+from azimds.store.base import redact
 
 log = logging.getLogger("azimds")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -8,6 +8,7 @@ from has been committed durably (SQLite with synchronous=FULL, PostgreSQL with f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -80,3 +81,9 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def redact(url: str) -> str:
+    """The URL without its password (user:password@ or ?password=), for messages and logs."""
+    url = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from azimds.store.base import StoreError, StoreUnavailable
+from azimds.store.base import StoreError, StoreUnavailable, redact
 from azimds.store.sql import SQLStore
 
 try:
@@ -62,12 +62,6 @@ def worth_retrying(exc: psycopg.OperationalError) -> bool:
     return any(words in message for words in UNREACHABLE) and not any(
         words in message for words in REFUSED
     )
-
-
-def redact(url: str) -> str:
-    """The URL without its password (user:password@ or ?password=), for messages and logs."""
-    url = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 class PostgresStore(SQLStore):
