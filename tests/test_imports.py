@@ -2,7 +2,7 @@
 and the store import nothing of the planes, the node or the tools built on them.
 
 The node builds itself out of the planes, so they see it only through the small protocols they
-declare (``admin/core.Node``, ``guest/events.Writer``); nothing but the CLI and the kit imports
+declare (``admin/core.NodeView``, ``guest/events.Writer``); nothing but the CLI and the kit imports
 ``node``.
 """
 

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 
 from azimds.admin import events, faults, identities, keys, metrics, public, vms
-from azimds.admin.core import ApiError, Control, Endpoint, Node, Observed
+from azimds.admin.core import ApiError, Control, Endpoint, NodeView, Observed
 from azimds.guest.endpoint import Services
 from azimds.guest.faults import Faults
 from azimds.guest.identity import TokenSettings
@@ -44,7 +44,7 @@ ROUTES: tuple[Endpoint, ...] = (
 class AdminAPI:
     def __init__(
         self,
-        node: Node,
+        node: NodeView,
         token: str,
         caller_mode: str,
         tokens: TokenSettings,

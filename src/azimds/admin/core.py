@@ -124,7 +124,7 @@ class Observed:
     clients: Clients
 
 
-class Node(Protocol):
+class NodeView(Protocol):
     """What the control plane needs of its node (``node/follower.Node``), which builds it: the
     node depends on the control plane, never the other way round."""
 
@@ -143,7 +143,7 @@ class Node(Protocol):
 class Control:
     """What the handlers of every resource are called with: the node and its settings."""
 
-    node: Node
+    node: NodeView
     caller_mode: str
     tokens: TokenSettings
     url: str  # where this control plane is reached (for jwks_uri)
