@@ -80,6 +80,7 @@ class ServerThread:
             raise
         self.port = started.guest[0][1]
         self.admin_url = started.admin
+        self.wireserver = started.wireserver  # category -> (host, port), where served
         self.token = started.token_file.read_text().strip()
         self.pid = os.getpid()
         # As ServerProcess's wait for the server: tests count this first request.

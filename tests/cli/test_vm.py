@@ -30,7 +30,7 @@ def test_list_is_a_readable_table(node: ServerThread) -> None:
     result = azimds(node, "list")
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["NAME", "VMID", "ADDRESSES", "LOCATION", "SIZE"]
+    assert header.split() == ["NAME", "VMID", "ADDRESSES", "LOCATION", "SIZE", "STATE"]
     assert any(
         row.split()[:2] == ["examplevmname", "02aab8a4-74ef-476e-8182-f6d2ba4166a6"] for row in rows
     )

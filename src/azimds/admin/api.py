@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, compile_path
 
-from azimds.admin import events, faults, identities, keys, metrics, public, vms
+from azimds.admin import events, faults, identities, keys, metrics, provisioning, public, vms
 from azimds.admin.core import ApiError, Control, Endpoint, NodeView, Observed
 from azimds.guest.endpoint import Services
 from azimds.guest.faults import Faults
@@ -33,6 +33,7 @@ from azimds.serving.protocol import Clients
 ROUTES: tuple[Endpoint, ...] = (
     *vms.ROUTES,
     *identities.ROUTES,
+    *provisioning.ROUTES,
     *events.ROUTES,
     *faults.ROUTES,
     *metrics.ROUTES,

@@ -76,11 +76,18 @@ class VMSummary(TypedDict):
     addresses: list[str]
     location: str
     vmSize: str
+    provisioning: str  # the provisioning state
 
 
 class VMList(TypedDict):
     revision: int
     vms: list[VMSummary]
+
+
+class Provisioning(TypedDict):
+    state: str  # not_provisioned, provisioning, ready, failed
+    incarnation: int
+    reports: list[dict[str, Any]]
 
 
 class Identities(TypedDict):
@@ -258,6 +265,15 @@ class AdminClient:
 
     def delete_vm(self, key: str) -> None:
         self._checked("DELETE", f"/v1/vms/{_segment(key)}")
+
+    def provisioning(self, key: str) -> Provisioning:
+        """A VM's provisioning state: state, incarnation, the agents' reports."""
+        return cast(Provisioning, self.request("GET", f"/v1/vms/{_segment(key)}/provisioning"))
+
+    def reset_provisioning(self, key: str) -> Provisioning:
+        """Make a VM not provisioned again, with a new incarnation."""
+        path = f"/v1/vms/{_segment(key)}/provisioning/reset"
+        return cast(Provisioning, self.request("POST", path))
 
     # --- managed identities --------------------------------------------------------------
 

@@ -94,7 +94,8 @@ VM_SUMMARY = Schema(
     {
         "type": "object",
         "properties": {k: {"type": "string"} for k in ("vmId", "name", "location", "vmSize")}
-        | {"addresses": {"type": "array", "items": {"type": "string"}}},
+        | {"addresses": {"type": "array", "items": {"type": "string"}}}
+        | {"provisioning": {"type": "string", "description": "The provisioning state"}},
     },
 )
 VM_LIST = Schema(
@@ -138,7 +139,8 @@ async def list_vms(control: Control, request: Request) -> Response:
     """List VMs."""
     fleet = control.node.served
     vms = sorted(fleet.vms.values(), key=lambda vm: (vm.name, vm.vm_id))
-    return JSONResponse({"revision": fleet.revision, "vms": [summary(vm) for vm in vms]})
+    shown = [summary(vm) | {"provisioning": fleet.provisioning_of(vm.vm_id).state} for vm in vms]
+    return JSONResponse({"revision": fleet.revision, "vms": shown})
 
 
 @ROUTES.add("POST", "/v1/vms", Reply(201, "Created", VM_SCHEMA), body=VM_SCHEMA, errors=(409,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +44,23 @@ def vm(state_dir: Path | None, admin: str | None, token: str | None) -> None:
 @json_option
 @click.pass_context
 def vm_list(ctx: click.Context, as_json: bool) -> None:
-    """List the VMs: name, vmId, private addresses, location, size."""
+    """List the VMs: name, vmId, private addresses, location, size, provisioning state."""
     show(client(ctx).vms(), as_json, _vm_table)
 
 
 def _vm_table(answer: VMList) -> str:
     rows = [
-        [v["name"], v["vmId"], ",".join(v["addresses"]) or "-", v["location"], v["vmSize"]]
+        [
+            v["name"],
+            v["vmId"],
+            ",".join(v["addresses"]) or "-",
+            v["location"],
+            v["vmSize"],
+            v["provisioning"],
+        ]
         for v in answer["vms"]
     ]
-    return table(rows, ["NAME", "VMID", "ADDRESSES", "LOCATION", "SIZE"])
+    return table(rows, ["NAME", "VMID", "ADDRESSES", "LOCATION", "SIZE", "STATE"])
 
 
 @vm.command("show")
@@ -165,6 +173,40 @@ def vm_patch(ctx: click.Context, vm_key: str, source: str) -> None:
 def _merge_patch(ctx: click.Context, vm_key: str, patch: Any) -> None:
     answer = client(ctx).patch_vm(vm_key, patch)
     click.echo(f"changed VM {answer['compute']['name']} (vmId {answer['compute']['vmId']})")
+
+
+WAIT_INTERVAL = 0.25  # seconds between looks at the state
+
+
+@vm.command("wait")
+@click.argument("vm_key", metavar="VM")
+@click.option("--ready", is_flag=True, required=True, help="Wait until the VM reports Ready.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+    help="Seconds to wait.",
+)  # fmt: skip
+@click.pass_context
+def vm_wait(ctx: click.Context, vm_key: str, ready: bool, timeout: float) -> None:
+    """Wait until a VM's agents report it provisioned (for CI): exit 0 once Ready, 1 with the
+    agent's description when it reports ProvisioningFailed, or when time runs out."""
+    admin = client(ctx)
+    deadline = time.monotonic() + timeout
+    while True:
+        state = admin.provisioning(vm_key)
+        if state["state"] == "ready":
+            click.echo(f"VM {vm_key} is ready (incarnation {state['incarnation']})")
+            return
+        if state["state"] == "failed":
+            failed = [r for r in state["reports"] if r["substatus"] == "ProvisioningFailed"]
+            said = failed[-1]["description"] if failed else ""
+            raise click.ClickException(
+                f"VM {vm_key} failed to provision: {said or '(no description)'}"
+            )
+        if time.monotonic() >= deadline:
+            raise click.ClickException(
+                f"VM {vm_key} is not ready after {timeout:g} s (state {state['state']})"
+            )
+        time.sleep(min(WAIT_INTERVAL, max(0.0, deadline - time.monotonic())))
 
 
 key_command(

@@ -92,6 +92,22 @@ SETTINGS: tuple[Setting, ...] = (
         "a Unix socket. Never the guest's address.",
     ),
     Setting(
+        "wireserver_listen",
+        "--wireserver-listen",
+        "AZIMDS_WIRESERVER_LISTEN",
+        "",
+        "Address the WireServer (goal state, health reports; Azure's 168.63.129.16:80) listens "
+        "on, HOST:PORT; none: not served. Callers are identified as on the guest plane.",
+    ),
+    Setting(
+        "hostplugin_listen",
+        "--hostplugin-listen",
+        "AZIMDS_HOSTPLUGIN_LISTEN",
+        "",
+        "Address the WireServer's host GA plugin (Azure's 168.63.129.16:32526) listens on, "
+        "HOST:PORT; none: not served.",
+    ),
+    Setting(
         "caller_mode",
         "--caller-mode",
         "AZIMDS_CALLER_MODE",
@@ -318,6 +334,8 @@ class Config:
     request_timeout: float = REQUEST_TIMEOUT  # seconds to send a head, and again a body
     connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT  # guest connections per address
     ready_file: Path | None = None  # written once serving, removed on stop
+    wireserver_listen: Address | None = None  # None: the WireServer is not served
+    hostplugin_listen: Address | None = None  # None: its host plugin is not served
 
 
 def parse_listen(text: str, source: str, where: str = "listen", unix: bool = False) -> Address:
@@ -552,6 +570,14 @@ def load(
             "give the control plane its own address",
         )
 
+    wire: dict[str, Address | None] = {}
+    for name in ("wireserver_listen", "hostplugin_listen"):
+        value, where = given.pick(name)
+        address = parse_listen(str(value), where, name) if value else None
+        if address is not None and address[1] != 0 and address in (*listen, admin, *wire.values()):
+            raise ConfigError(where, name, "is another listener's address", "give it its own")
+        wire[name] = address
+
     caller_mode = given.choice("caller_mode")
     watch = given.switch("watch")
     fleet_file = given.path("fleet")
@@ -627,4 +653,6 @@ def load(
         request_timeout=given.number("request_timeout"),
         connections_per_client=int(given.number("connections_per_client")),
         ready_file=ready_file,
+        wireserver_listen=wire["wireserver_listen"],
+        hostplugin_listen=wire["hostplugin_listen"],
     )

@@ -16,6 +16,7 @@ from azimds.fleet.attestation_certs import CA_KIND, LEAF_KIND, leaf_key_of
 from azimds.fleet.clock import CLOCK_SETTING, ClockState
 from azimds.fleet.events import EVENT_KIND, Event
 from azimds.fleet.faults import FAULT_KIND, FaultRule
+from azimds.fleet.provisioning import PROVISIONING_KIND, Provisioning
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.signing_keys import ACTIVE_SETTING, KEY_KIND
 from azimds.fleet.vm import VM, VM_KIND, build_vm
@@ -41,6 +42,7 @@ class Fleet:
     events: Mapping[str, Event] = field(default_factory=dict)  # by EventId, every status
     clock: ClockState = field(default_factory=ClockState)
     faults: tuple[FaultRule, ...] = ()  # oldest first: the first that fires wins
+    provisioning: Mapping[str, Provisioning] = field(default_factory=dict)  # by vmId
 
     def events_of(self, vm_id: str) -> list[Event]:
         """Every event (any status) that affects the VM, oldest first."""
@@ -57,6 +59,10 @@ class Fleet:
             leaf_key_of(vm.document["compute"]["location"], vm.document["compute"]["azEnvironment"])
             for vm in self.vms.values()
         }
+
+    def provisioning_of(self, vm_id: str) -> Provisioning:
+        """The VM's provisioning state (never provisioned if it has none)."""
+        return self.provisioning.get(vm_id) or Provisioning()
 
     @property
     def jwt_key(self) -> JwtKey | None:
@@ -83,6 +89,7 @@ class Fleet:
         ca, leaves = dict(self.ca), dict(self.leaves)
         events, clock = dict(self.events), self.clock
         faults = {rule.id: rule for rule in self.faults}
+        provisioning = dict(self.provisioning)
         for record in records:
             if record.kind == VM_KIND:
                 vms.pop(record.id, None)
@@ -112,6 +119,10 @@ class Fleet:
                 faults.pop(record.id, None)
                 if not record.deleted:
                     faults[record.id] = FaultRule.from_body(record.body)
+            elif record.kind == PROVISIONING_KIND:
+                provisioning.pop(record.id, None)
+                if not record.deleted:
+                    provisioning[record.id] = Provisioning.from_json(record.body)
             elif record.kind in (CA_KIND, LEAF_KIND):
                 signers = ca if record.kind == CA_KIND else leaves
                 signers.pop(record.id, None)
@@ -129,6 +140,7 @@ class Fleet:
             events=events,
             clock=clock,
             faults=tuple(sorted(faults.values(), key=lambda rule: (rule.created, rule.id))),
+            provisioning=provisioning,
         )
 
 

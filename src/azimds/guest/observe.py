@@ -74,14 +74,15 @@ class Entry:
         }
 
 
-Row = tuple[float, str, str, Request, Sent, float]  # time, vmId, client, request, sent, latency
+# time, vmId, client, request, sent, latency, category ("": IMDS's, from the path)
+Row = tuple[float, str, str, Request, Sent, float, str]
 
 
 def _entry(sequence: int, row: Row) -> Entry:
-    when, vm, client, (method, path, query, _, _), (status, request_id, fault), latency = row
+    when, vm, client, (method, path, query, _, _), (status, request_id, fault), latency, of = row
     return Entry(
         sequence, when, vm, peer_host(client), method, path, query, status, latency,
-        category_of(path), request_id, fault,
+        of or category_of(path), request_id, fault,
     )  # fmt: skip
 
 
@@ -96,11 +97,14 @@ class Recorder:
         self._categories: dict[str, str] = {}  # paths repeat: classify each once
         self._access_log = access_log
 
-    def record(self, vm: str, client: str, request: Request, sent: Sent, latency: float) -> None:
+    def record(
+        self, vm: str, client: str, request: Request, sent: Sent, latency: float, category: str = ""
+    ) -> None:
         """Note one request: ``vm`` its VM's id ("" for none), ``client`` the peer as
-        ``host:port``, ``latency`` in seconds."""
+        ``host:port``, ``latency`` in seconds; ``category`` for another service's requests
+        (the WireServer's), else IMDS's category of the path."""
         fresh = self._fresh
-        fresh.append((time.time(), vm, client, request, sent, latency))
+        fresh.append((time.time(), vm, client, request, sent, latency, category))
         if len(fresh) >= FOLD_BATCH:
             self._fold()
 
@@ -113,7 +117,7 @@ class Recorder:
         for row in fresh:
             path = row[3][1]
             latency = row[5]
-            category = categories.get(path)
+            category = row[6] or categories.get(path)
             if category is None:
                 if len(categories) > REQUEST_LOG_SIZE:
                     categories.clear()

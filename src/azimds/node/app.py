@@ -2,7 +2,8 @@
 by the CLI (``azimds serve``) and the test kit (``kit/local.py``), by nothing else.
 
 A node is: the store, the fleet snapshot it follows (``follower.py``), the guest plane on every
-``listen`` address, the control plane on its own address, and its background services: the
+``listen`` address (and the WireServer and its host plugin on theirs, if given), the control
+plane on its own address, and its background services: the
 scheduled-events engine (``events_engine.py``), the attestation certificate upkeep
 (``certificates.py``) and, with ``--watch``, the fleet-file watcher (``fleet_file.py``).
 """
@@ -51,6 +52,7 @@ from azimds.node.follower import Node
 from azimds.serving import listeners as server
 from azimds.serving import protocol
 from azimds.store import Store, StoreUnavailable, Transaction, open_store
+from azimds.wireserver.app import HOSTPLUGIN, WIRESERVER, WireApp
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +72,8 @@ class Ready:
     fleet: Fleet
     token_file: Path
     store: str  # the store's URL, password hidden
+    # Where the WireServer and its host plugin are served, if they are (by category).
+    wireserver: dict[str, tuple[str, int]]
 
 
 def declare(config: Config, store: Store) -> int:
@@ -211,17 +215,25 @@ async def _serve(
     # The guest plane's sockets are held from here on, so that nothing (the control plane's
     # claim among them) can take their ports before they are served.
     listeners = {}
+    wire_listeners: dict[str, tuple[str, int]] = {}  # category -> address
+    wire = ((WIRESERVER, config.wireserver_listen), (HOSTPLUGIN, config.hostplugin_listen))
     try:
         for host, port in config.listen:
             sock = _claimed("--listen", server.claim_listener, host, port)
             listeners[host, sock.getsockname()[1]] = sock
+        for category, address in wire:
+            if address is not None:
+                flag = f"--{category}-listen"
+                sock = _claimed(flag, server.claim_listener, *address)
+                wire_listeners[category] = (address[0], sock.getsockname()[1])
+                listeners[wire_listeners[category]] = sock
         admin_host, admin_port = config.admin_listen
         admin_port = _claimed("--admin-listen", server.claim, admin_host, admin_port)
     except server.ListenError:
         for sock in listeners.values():
             sock.close()
         raise
-    guest_addresses = list(listeners)
+    guest_addresses = [address for address in listeners if address not in wire_listeners.values()]
 
     admin_url = _http_url(admin_host, admin_port)
     if store is None:  # the test kit brings a memory store that already holds signing keys
@@ -247,6 +259,13 @@ async def _serve(
         clients = protocol.Clients(config.connections_per_client)
         guest = GuestApp(Fleet(), MODES[config.caller_mode](), services, limiter, recorder, faults)
         node.on_fleet(guest.replace_fleet)
+        callers = MODES[config.caller_mode]()
+        apps = {
+            address: WireApp(category, Fleet(), callers, node, recorder)
+            for category, address in wire_listeners.items()
+        }
+        for wire_app in apps.values():
+            node.on_fleet(wire_app.replace_fleet)
         certificates = CertificateUpkeep(node, f"{public}{INTERMEDIATE_PATH}")
         node.on_fleet(certificates.check)
         fleet = await node.start()
@@ -276,6 +295,7 @@ async def _serve(
                 started,
                 config.request_timeout,
                 clients,
+                apps,
             )
         )
         ready = asyncio.create_task(started.wait())
@@ -294,7 +314,9 @@ async def _serve(
             watcher = asyncio.create_task(watch_fleet_file(config.fleet_file, node, stop))
         if on_ready is not None:
             token_file = config.state_dir / state.TOKEN_FILE
-            on_ready(Ready(guest_addresses, admin_url, fleet, token_file, store.url))
+            on_ready(
+                Ready(guest_addresses, admin_url, fleet, token_file, store.url, wire_listeners)
+            )
         await serving
         if watcher is not None:
             await watcher

@@ -162,6 +162,7 @@ async def serve(
     started: asyncio.Event | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
     clients: protocol.Clients | None = None,
+    apps: Mapping[tuple[str, int], App] | None = None,
 ) -> None:
     """Serve the guest plane's app on each of ``listeners`` (``claim_listener``) and the
     control plane's on ``control_address`` (``claim``) until ``stop`` is set. ``started`` is
@@ -170,15 +171,23 @@ async def serve(
 
     ``request_timeout``: seconds a client has to send a request's head (from connecting, or
     from the previous answer on a kept-alive connection) and again its body.
-    ``clients``: the guest plane's clients, shared by its listeners (``protocol.Clients``)."""
+    ``clients``: the guest plane's clients, shared by its listeners (``protocol.Clients``).
+    ``apps``: another app for some of the listeners (the WireServer's), by their address."""
     connections = connection_limit(len(listeners) + 1)
     clients = clients if clients is not None else protocol.Clients()
     stopping = asyncio.Event()  # ``stop``, or a listener that failed
     tasks = [
         asyncio.create_task(
-            protocol.serve(guest, sock, stopping, request_timeout, connections, clients)
+            protocol.serve(
+                (apps or {}).get(address, guest),
+                sock,
+                stopping,
+                request_timeout,
+                connections,
+                clients,
+            )
         )
-        for sock in listeners.values()
+        for address, sock in listeners.items()
     ]
     control_host, control_port = control_address
     tasks.append(
