@@ -15,10 +15,10 @@ import azimds
 
 ROOT = Path(azimds.__file__).parent
 PACKAGES = ("serving", "node", "host", "config", "guest", "fleet", "store", "signing", "admin")
-PACKAGES += ("cli", "kit", "client")
+PACKAGES += ("cli", "kit", "client", "wireserver")
 # The model and its storage sit at the bottom: they know no plane, no node, no tool.
 FOUNDATIONS = ("fleet", "signing", "store")
-ABOVE_THEM = ("guest", "admin", "serving", "node", "cli", "kit")
+ABOVE_THEM = ("guest", "wireserver", "admin", "serving", "node", "cli", "kit")
 
 
 def _package_of(module: str) -> str | None:
