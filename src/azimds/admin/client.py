@@ -275,6 +275,12 @@ class AdminClient:
         path = f"/v1/vms/{_segment(key)}/provisioning/reset"
         return cast(Provisioning, self.request("POST", path))
 
+    def media(self, key: str, form: Literal["iso", "xml"] = "iso") -> bytes:
+        """The VM's provisioning media: the CD-ROM image (``iso``) or its ovf-env.xml
+        (``xml``). It holds the VM's admin password, if it has one."""
+        suffix = {"iso": "", "xml": "/ovf-env.xml"}[form]
+        return self._checked("GET", f"/v1/vms/{_segment(key)}/media{suffix}").body
+
     # --- managed identities --------------------------------------------------------------
 
     def identities(self, vm: str) -> Identities:

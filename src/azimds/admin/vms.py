@@ -113,6 +113,13 @@ MERGE_PATCH = Body({"type": "object"}, media=("application/merge-patch+json", "a
 ROUTES = Routes(VM_PARAMETER)
 
 
+def shown(vm: VM) -> dict[str, Any]:
+    """A VM's description as the control plane shows it: its secrets masked (``***``)."""
+    description = vm.description()
+    description.update(schema.masked(schema.INSTANCE, vm.document))
+    return description
+
+
 def summary(vm: VM) -> dict[str, Any]:
     compute = vm.document["compute"]
     return {
@@ -148,16 +155,14 @@ async def create(control: Control, request: Request) -> Response:
     """Create a VM (fields not given are empty; vmId generated if absent)."""
     body = await read_json(request)
     vm = await control.write(lambda txn: create_vm(txn, body))
-    return JSONResponse(
-        vm.description(), status_code=201, headers={"Location": f"/v1/vms/{vm.vm_id}"}
-    )
+    return JSONResponse(shown(vm), status_code=201, headers={"Location": f"/v1/vms/{vm.vm_id}"})
 
 
 @ROUTES.add("GET", "/v1/vms/{vm}", Reply(200, "The VM", VM_SCHEMA), errors=(404,))
 async def show(control: Control, request: Request) -> Response:
     """A VM's complete description."""
     vm = await control.resolve(request)
-    return JSONResponse(vm.description())
+    return JSONResponse(shown(vm))
 
 
 @ROUTES.add(
@@ -179,7 +184,7 @@ async def show(control: Control, request: Request) -> Response:
 async def change(control: Control, request: Request) -> Response:
     """Replace (PUT) or merge-patch (PATCH) the VM the path names."""
     vm = await change_vm(control, request, replace_vm if request.method == "PUT" else patch_vm)
-    return JSONResponse(vm.description())
+    return JSONResponse(shown(vm))
 
 
 @ROUTES.add("DELETE", "/v1/vms/{vm}", Reply(204, "Removed"), errors=(404,))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -21,6 +21,7 @@ from azimds.cli.common import (
     table,
 )
 from azimds.fleet.vm import patch_description
+from azimds.host.state import write_private
 
 
 @main.group()
@@ -212,3 +213,32 @@ def vm_wait(ctx: click.Context, vm_key: str, ready: bool, timeout: float) -> Non
 key_command(
     vm, "rm", "VM", "Remove a VM (by vmId or name).", AdminClient.delete_vm, "removed VM {}"
 )
+
+
+@vm.command("media")
+@click.argument("vm_key", metavar="VM")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write it (owner-only: it may hold the admin password).",
+)
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["iso", "xml"]),
+    default="iso",
+    show_default=True,
+    help="iso: a CD-ROM image (ISO 9660 + UDF) holding ovf-env.xml; xml: ovf-env.xml alone.",
+)
+@click.pass_context
+def vm_media(ctx: click.Context, vm_key: str, output: Path, form: Literal["iso", "xml"]) -> None:
+    """Write a VM's provisioning media, as Azure attaches it at first boot.
+
+    ovf-env.xml carries the admin user, password, SSH keys, host name and custom data that
+    cloud-init, WALinuxAgent and azure-init read (docs/provisioning-media.md). Attach the
+    image as a CD-ROM, e.g. QEMU's `-drive file=media.iso,media=cdrom,if=ide`.
+    """
+    write_private(output, client(ctx).media(vm_key, form))
+    click.echo(f"wrote {output}")

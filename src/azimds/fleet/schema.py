@@ -1,12 +1,14 @@
 """The instance document's schema: every field, its type, and the api-version that introduced it.
 
 This is the reference's field tables (section 3, "Schema") as data, the one place that decides
-which field a client sees at which api-version. Three operations use it:
+which field a client sees at which api-version. These operations use it:
 
 - ``normalize`` turns user input (config, fleet file, admin API) into a complete document:
   unknown fields are refused with a suggestion, scalars become strings, absent fields are ``""``.
 - ``shape`` cuts a complete document down to what one api-version shows.
 - ``default`` gives the empty value of a node.
+- ``masked`` hides the secrets (the admin password) of a complete document, for the control
+  plane; ``shape`` never shows them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Field:
     stored: bool = True
     # A leaf's value when missing or empty: Azure's zero value where it has one.
     zero: str = ""
+    # A secret (the admin password): stored, never served by IMDS, masked by the control plane.
+    secret: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ SchemaNode = Union[Leaf, Arr, Obj]  # noqa: UP007
 
 STRING = Leaf()
 BOOLEAN = Leaf(boolean=True)
+MASK = "***"  # what the control plane shows of a secret that is set
 
 
 def leaves(since: str, *names: str) -> dict[str, Field]:
@@ -192,6 +197,8 @@ COMPUTE = Obj(
             "2020-07-15",
             **leaves("2020-07-15", "adminUsername", "computerName"),
             **leaves("2020-10-01", "disablePasswordAuthentication"),
+            # Only for the provisioning media's UserPassword (fleet/ovf.py), as on Azure.
+            adminPassword=Field("2020-07-15", STRING, secret=True),
         ),
         **leaves("2020-09-01", "licenseType"),
         **leaves("2020-12-01", "evictionPolicy", "priority"),
@@ -308,6 +315,12 @@ def normalize(node: SchemaNode, value: Any, where: str) -> Any:
     result = {}
     for name, f in fields.items():
         given = normalize(f.node, value[name], f"{where}.{name}") if name in value else ""
+        if f.secret and given == MASK:
+            raise DocumentError(
+                f"{where}.{name}",
+                f"'{MASK}' is how the control plane shows a secret, not a value",
+                "give the value itself (a merge patch that leaves the field out keeps it)",
+            )
         result[name] = _field_default(f) if given == "" else given
     return result
 
@@ -327,12 +340,25 @@ def shape(node: SchemaNode, value: Any, version: str) -> Any:
         return [shape(node.item, item, version) for item in value]
     shaped = {}
     for name, f in node.fields.items():
-        if f.since > version:
+        if f.since > version or f.secret:
             continue
         served = value[name] if f.served is None else f.served(value)
         if not (f.omit_if_empty and served == ""):
             shaped[name] = shape(f.node, served, version)
     return shaped
+
+
+def masked(node: SchemaNode, value: Any) -> Any:
+    """A normalized document with each secret that is set shown as ``MASK``."""
+    if isinstance(node, Leaf):
+        return value
+    if isinstance(node, Arr):
+        return [masked(node.item, item) for item in value]
+    shown = {}
+    for name, item in value.items():
+        f = node.fields[name]
+        shown[name] = MASK if f.secret and item else masked(f.node, item)
+    return shown
 
 
 def json_schema(node: SchemaNode) -> dict[str, Any]:
@@ -349,7 +375,9 @@ def json_schema(node: SchemaNode) -> dict[str, Any]:
         "properties": {
             name: {
                 **json_schema(f.node),
-                "description": f"IMDS shows it from api-version {f.since}",
+                "description": "a secret: never served by IMDS nor shown by the control plane"
+                if f.secret
+                else f"IMDS shows it from api-version {f.since}",
             }
             for name, f in node.fields.items()
         },

@@ -67,12 +67,12 @@ def locked(state_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` atomically to an owner-only file."""
+def write_private(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (UTF-8, or bytes as they are) atomically to an owner-only file."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(text.encode() if isinstance(text, str) else text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
