@@ -2,10 +2,11 @@
 
 The routes live with their resource (``vms``, ``identities``, ``provisioning``, ``media``,
 ``events``, ``faults``, ``keys``, ``metrics``, ``public``); ``ROUTES`` is their one table,
-which the Starlette app serves and ``openapi`` describes. Every route needs the node's bearer token but those declared public
-(``/metrics`` and the routes of ``public``; the OpenAPI document's ``info`` lists them).
-Writes go to the store in one transaction through ``fleet.operations``; the answer waits until
-this node serves the change, so a guest request sent after it sees the new data.
+which the Starlette app serves and ``openapi`` describes. Every route needs the node's bearer
+token but those declared public (``/metrics`` and the routes of ``public``; the OpenAPI
+document's ``info`` lists them). Writes go to the store in one transaction through the node's
+one write path; the answer waits until this node serves the change, so a guest request sent
+after it sees the new data.
 """
 
 from __future__ import annotations
