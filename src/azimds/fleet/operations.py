@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from azimds.errors import Problem
+from azimds.fleet.provisioning import PROVISIONING_KIND
 from azimds.fleet.schema import DocumentError
 from azimds.fleet.snapshot import DEFAULT_VM_SETTING, SETTING_KIND, vm_from_record
 from azimds.fleet.vm import VM, VM_KIND, build_vm, patch_description
@@ -134,6 +135,8 @@ def delete_vm(txn: Transaction, vm_id: str) -> VM:
     for address in previous.addresses:
         txn.delete(ADDRESS_KIND, address)
     txn.delete(VM_KIND, vm_id)
+    # A VM created again with this vmId is a new VM: not provisioned, incarnation 1.
+    txn.delete(PROVISIONING_KIND, vm_id)
     return previous
 
 
