@@ -6,7 +6,16 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import ApiError, Body, Control, Parameter, Reply, Routes, Schema, read_json
+from azimds.admin.core import (
+    ApiError,
+    Body,
+    Control,
+    DocumentedReply,
+    Parameter,
+    Routes,
+    Schema,
+    read_json,
+)
 from azimds.admin.vms import VM_PARAMETER, change_vm
 from azimds.fleet.operations import add_user_identity, remove_user_identity, set_system_identity
 
@@ -51,7 +60,9 @@ IDENTITY_PARAMETER = Parameter(
 ROUTES = Routes(VM_PARAMETER, IDENTITY_PARAMETER)
 
 
-@ROUTES.add("GET", "/v1/vms/{vm}/identities", Reply(200, "Identities", IDENTITIES), errors=(404,))
+@ROUTES.add(
+    "GET", "/v1/vms/{vm}/identities", DocumentedReply(200, "Identities", IDENTITIES), errors=(404,)
+)
 async def list_identities(control: Control, request: Request) -> Response:
     """The VM's managed identities."""
     vm = await control.resolve(request)
@@ -61,7 +72,7 @@ async def list_identities(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "POST",
     "/v1/vms/{vm}/identities",
-    Reply(201, "Assigned", USER_IDENTITY),
+    DocumentedReply(201, "Assigned", USER_IDENTITY),
     body=USER_IDENTITY,
     errors=(404, 409),
 )
@@ -74,7 +85,7 @@ async def add_identity(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "PUT",
     "/v1/vms/{vm}/identities/system",
-    Reply(200, "On", SYSTEM_IDENTITY),
+    DocumentedReply(200, "On", SYSTEM_IDENTITY),
     body=Body(SYSTEM_IDENTITY_REQUEST, required=False),
     errors=(404,),
 )
@@ -88,7 +99,7 @@ async def enable_system(control: Control, request: Request) -> Response:
     return JSONResponse(vm.identity["systemAssigned"])
 
 
-@ROUTES.add("DELETE", "/v1/vms/{vm}/identities/system", Reply(204, "Off"), errors=(404,))
+@ROUTES.add("DELETE", "/v1/vms/{vm}/identities/system", DocumentedReply(204, "Off"), errors=(404,))
 async def disable_system(control: Control, request: Request) -> Response:
     """Turn the system-assigned identity off."""
     vm_id = (await control.resolve(request)).vm_id
@@ -97,7 +108,12 @@ async def disable_system(control: Control, request: Request) -> Response:
 
 
 # After .../identities/system: "system" names the system-assigned identity, not a user-assigned one.
-@ROUTES.add("DELETE", "/v1/vms/{vm}/identities/{identity}", Reply(204, "Unassigned"), errors=(404,))
+@ROUTES.add(
+    "DELETE",
+    "/v1/vms/{vm}/identities/{identity}",
+    DocumentedReply(204, "Unassigned"),
+    errors=(404,),
+)
 async def remove_identity(control: Control, request: Request) -> Response:
     """Unassign a user-assigned identity."""
     vm_id = (await control.resolve(request)).vm_id

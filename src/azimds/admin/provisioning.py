@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import Control, Reply, Routes, Schema
+from azimds.admin.core import Control, DocumentedReply, Routes, Schema
 from azimds.admin.vms import VM_PARAMETER
 from azimds.fleet.provisioning import STATES, reset
 
@@ -40,7 +40,10 @@ ROUTES = Routes(VM_PARAMETER)
 
 
 @ROUTES.add(
-    "GET", "/v1/vms/{vm}/provisioning", Reply(200, "The state", PROVISIONING), errors=(404,)
+    "GET",
+    "/v1/vms/{vm}/provisioning",
+    DocumentedReply(200, "The state", PROVISIONING),
+    errors=(404,),
 )
 async def show(control: Control, request: Request) -> Response:
     """A VM's provisioning state: state, incarnation, the agents' reports."""
@@ -51,7 +54,7 @@ async def show(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "POST",
     "/v1/vms/{vm}/provisioning/reset",
-    Reply(200, "Reset", PROVISIONING),
+    DocumentedReply(200, "Reset", PROVISIONING),
     errors=(404,),
 )
 async def reset_provisioning(control: Control, request: Request) -> Response:

@@ -14,9 +14,9 @@ from azimds.admin.core import (
     ERROR,
     ApiError,
     Control,
+    DocumentedReply,
     Endpoint,
     Parameter,
-    Reply,
     Routes,
     Schema,
 )
@@ -46,7 +46,7 @@ async def openapi(control: Control, request: Request) -> Response:
     return JSONResponse(document(control.routes))
 
 
-@ROUTES.add("GET", "/healthz", Reply(200, "The node runs", HEALTH), public=True)
+@ROUTES.add("GET", "/healthz", DocumentedReply(200, "The node runs", HEALTH), public=True)
 async def healthz(control: Control, request: Request) -> Response:
     """Liveness."""
     return JSONResponse({"status": "ok"})
@@ -70,10 +70,10 @@ ROUTES.extend(
         ca_certificate,
         f"The attestation {which} certificate ({form.upper()})",
         (
-            Reply(
+            DocumentedReply(
                 200, "Certificate", {"type": "string", "format": "binary"}, CERTIFICATE_MEDIA[form]
             ),
-            Reply(404, "The CA is not created yet", ERROR),
+            DocumentedReply(404, "The CA is not created yet", ERROR),
         ),
         public=True,
     )
@@ -81,11 +81,11 @@ ROUTES.extend(
 )
 
 
-@ROUTES.add("GET", "/discovery/keys", Reply(200, "JWKS", JWKS), public=True)
+@ROUTES.add("GET", "/discovery/keys", DocumentedReply(200, "JWKS", JWKS), public=True)
 @ROUTES.add(
     "GET",
     "/{tenant}/discovery/keys",
-    Reply(200, "JWKS", JWKS),
+    DocumentedReply(200, "JWKS", JWKS),
     public=True,
     summary="JWKS, as Azure AD serves it per tenant",
 )
@@ -99,7 +99,7 @@ async def jwks(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "GET",
     "/{tenant}/.well-known/openid-configuration",
-    Reply(200, "Discovery document", DISCOVERY),
+    DocumentedReply(200, "Discovery document", DISCOVERY),
     public=True,
 )
 async def openid_configuration(control: Control, request: Request) -> Response:

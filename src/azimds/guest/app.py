@@ -82,7 +82,7 @@ class GuestApp:
         self.faults.forget_others(fleet.faults)
 
     def handle(self, exchange: Exchange) -> Awaitable[None] | None:
-        """Answer a request: at once where the memo (or the rate limiter) can, returning
+        """EndpointAnswer a request: at once where the memo (or the rate limiter) can, returning
         None; else an awaitable the server runs, so a cached answer starts no task."""
         started = time.perf_counter()
         headers = exchange.headers

@@ -44,5 +44,5 @@ class ValidRequest:
 
 # What an endpoint gives back: an answer, or (for a change or a wait) a coroutine function
 # making one.
-Answer = Response | Callable[[], Awaitable[Response]]
-Endpoint = Callable[[ValidRequest], Answer]
+EndpointAnswer = Response | Callable[[], Awaitable[Response]]
+Endpoint = Callable[[ValidRequest], EndpointAnswer]

@@ -18,7 +18,7 @@ from azimds.fleet.scheduling import approve_events
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM
 from azimds.guest import errors
-from azimds.guest.endpoint import Answer, ValidRequest
+from azimds.guest.endpoint import EndpointAnswer, ValidRequest
 from azimds.guest.responses import Response, json_response, make
 from azimds.store.base import StoreError, Transaction
 
@@ -152,7 +152,7 @@ class EventsService:
         return EMPTY_OK if unknown is None else errors.unknown_event(unknown)
 
 
-def scheduled_events(request: ValidRequest) -> Answer:
+def scheduled_events(request: ValidRequest) -> EndpointAnswer:
     """``/metadata/scheduledevents``: GET the VM's events, POST approvals."""
     events = request.services.events
     fleet, vm, version = request.fleet, request.vm, request.version

@@ -56,7 +56,7 @@ def handle(
     services: Services = NO_SERVICES,
     body: bytes = b"",
 ) -> Outcome:
-    """Answer one guest request. ``metadata`` is the raw header value (None when absent);
+    """EndpointAnswer one guest request. ``metadata`` is the raw header value (None when absent);
     ``vm`` is the caller's VM, or why no VM matched the caller."""
     checked = check(method, path, query, metadata, forwarded, vm, fleet, services, body)
     return checked if isinstance(checked, Outcome) else run(*checked)

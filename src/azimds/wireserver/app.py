@@ -37,11 +37,11 @@ JSON = (("content-type", "application/json; charset=utf-8"),)
 HOSTPLUGIN_VERSIONS = b'["2015-09-01", "2016-02-01", "2015-08-01"]'
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
-Answer = tuple[int, ResponseHeaders, bytes]
+WireAnswer = tuple[int, ResponseHeaders, bytes]
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class WireRequest:
     """One identified request, as a handler gets it."""
 
     fleet: Fleet
@@ -59,11 +59,11 @@ class Call:
         return values[0] if values else ""
 
 
-Handler = Callable[["WireApp", Call], Awaitable[Answer]]
-EMPTY_OK: Answer = (200, (), b"")
-NOT_FOUND: Answer = (404, (), b"")
-REFUSED: Answer = (403, (), b"")  # an unknown caller (docs/behaviour.md)
-BAD_REQUEST: Answer = (400, (), b"")
+Handler = Callable[["WireApp", WireRequest], Awaitable[WireAnswer]]
+EMPTY_OK: WireAnswer = (200, (), b"")
+NOT_FOUND: WireAnswer = (404, (), b"")
+REFUSED: WireAnswer = (403, (), b"")  # an unknown caller (docs/behaviour.md)
+BAD_REQUEST: WireAnswer = (400, (), b"")
 
 
 class WireApp:
@@ -112,7 +112,7 @@ class WireApp:
         else:
             query = {k.lower(): v for k, v in parse_qsl(exchange.query_string)}
             handler = self.route(exchange.method, exchange.path.lower(), query.get("comp", ""))
-            call = Call(fleet, caller, exchange, query, body)
+            call = WireRequest(fleet, caller, exchange, query, body)
             status, headers, text = NOT_FOUND if handler is None else await handler(self, call)
         exchange.response_bytes(status, headers, text)
         self._record(vm_id, exchange, status, started)
@@ -125,7 +125,7 @@ class WireApp:
                 vm_id, exchange.client, request, (status, "", ""), latency, self.category
             )
 
-    async def report(self, call: Call, report: Report) -> Answer:
+    async def report(self, call: WireRequest, report: Report) -> WireAnswer:
         """Keep a health report in the VM's provisioning state; 200 once it is written."""
         vm_id = call.vm.vm_id
         try:
@@ -135,19 +135,19 @@ class WireApp:
         return EMPTY_OK
 
 
-async def versions(app: WireApp, call: Call) -> Answer:
+async def versions(app: WireApp, call: WireRequest) -> WireAnswer:
     """``GET /?comp=versions``: the protocol versions, 2012-11-30 preferred."""
     return 200, XML, documents.VERSIONS.encode()
 
 
-async def goal_state(app: WireApp, call: Call) -> Answer:
+async def goal_state(app: WireApp, call: WireRequest) -> WireAnswer:
     """``GET /machine/?comp=goalstate``, its URLs pointing where the agent reached us."""
     host = call.header("host")
     base = f"http://{host if _HOST.fullmatch(host) else DEFAULT_HOST}"
     return 200, XML, documents.goal_state(call.ids, base).encode()
 
 
-async def config(app: WireApp, call: Call) -> Answer:
+async def config(app: WireApp, call: WireRequest) -> WireAnswer:
     """``GET /machine/CONTAINER/INSTANCE?comp=config&type=...``: the documents it links."""
     ids = call.ids
     container = call.exchange.path.split("/")[2] if call.exchange.path.count("/") >= 3 else ""
@@ -162,7 +162,7 @@ async def config(app: WireApp, call: Call) -> Answer:
     return NOT_FOUND
 
 
-async def health(app: WireApp, call: Call) -> Answer:
+async def health(app: WireApp, call: WireRequest) -> WireAnswer:
     """``POST /machine?comp=health``: cloud-init's and waagent's health report."""
     parsed = documents.parse_health(call.body)
     ids = call.ids
@@ -180,7 +180,7 @@ async def health(app: WireApp, call: Call) -> Answer:
     return await app.report(call, report)
 
 
-async def azure_init_health(app: WireApp, call: Call) -> Answer:
+async def azure_init_health(app: WireApp, call: WireRequest) -> WireAnswer:
     """``POST /provisioning/health``: azure-init's JSON report."""
     try:
         sent = json.loads(call.body)
@@ -198,17 +198,17 @@ async def azure_init_health(app: WireApp, call: Call) -> Answer:
     return await app.report(call, report)
 
 
-async def accepted(app: WireApp, call: Call) -> Answer:
+async def accepted(app: WireApp, call: WireRequest) -> WireAnswer:
     """``POST /machine?comp=roleProperties``: waagent expects 202."""
     return 202, (), b""
 
 
-async def ignored(app: WireApp, call: Call) -> Answer:
+async def ignored(app: WireApp, call: WireRequest) -> WireAnswer:
     """Telemetry, HealthService, the host plugin's status and logs: taken, not kept."""
     return EMPTY_OK
 
 
-async def hostplugin_versions(app: WireApp, call: Call) -> Answer:
+async def hostplugin_versions(app: WireApp, call: WireRequest) -> WireAnswer:
     return 200, JSON, HOSTPLUGIN_VERSIONS
 
 
