@@ -22,17 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, compile_path
 
-from azimds.admin import (
-    events,
-    faults,
-    identities,
-    keys,
-    media,
-    metrics,
-    provisioning,
-    public,
-    vms,
-)
+from azimds.admin import events, faults, identities, keys, media, metrics, provisioning, public, vms
 from azimds.admin.core import ApiError, Control, Endpoint, NodeView, Observed
 from azimds.guest.endpoint import Services
 from azimds.guest.faults import Faults

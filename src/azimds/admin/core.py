@@ -200,7 +200,7 @@ class Body:
 
 
 @dataclass(frozen=True, slots=True)
-class DocumentedReply:
+class Returns:
     """One documented answer: its status, what it means and, when it has a body, its schema."""
 
     status: int
@@ -223,7 +223,7 @@ class Endpoint:
     path: str
     handler: Handler
     summary: str
-    replies: tuple[DocumentedReply, ...]
+    replies: tuple[Returns, ...]
     errors: tuple[int, ...] = ()
     body: Body | None = None
     parameters: tuple[Parameter, ...] = ()
@@ -251,7 +251,7 @@ class Routes(list[Endpoint]):
         self,
         method: str,
         path: str,
-        *replies: DocumentedReply,
+        *replies: Returns,
         errors: tuple[int, ...] = (),
         body: Body | Schema | Mapping[str, Any] | None = None,
         query: tuple[Parameter, ...] = (),

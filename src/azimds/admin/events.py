@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse, Response
 from azimds.admin.core import (
     ApiError,
     Control,
-    DocumentedReply,
     Parameter,
+    Returns,
     Routes,
     Schema,
     read_json,
@@ -131,7 +131,7 @@ async def _schedule(
     return await control.write(work)
 
 
-@ROUTES.add("GET", "/v1/events", DocumentedReply(200, "Events", EVENTS))
+@ROUTES.add("GET", "/v1/events", Returns(200, "Events", EVENTS))
 async def list_events(control: Control, request: Request) -> Response:
     """Scheduled events (add ?all=true for completed and canceled)."""
     events = sorted(control.node.served.events.values(), key=lambda e: (e.appears_at, e.id))
@@ -141,11 +141,7 @@ async def list_events(control: Control, request: Request) -> Response:
 
 
 @ROUTES.add(
-    "POST",
-    "/v1/events",
-    DocumentedReply(201, "Scheduled", EVENT),
-    body=EVENT_REQUEST,
-    errors=(404,),
+    "POST", "/v1/events", Returns(201, "Scheduled", EVENT), body=EVENT_REQUEST, errors=(404,)
 )
 async def post_event(control: Control, request: Request) -> Response:
     """Schedule an event."""
@@ -156,11 +152,7 @@ async def post_event(control: Control, request: Request) -> Response:
 
 
 @ROUTES.add(
-    "POST",
-    "/v1/events/scenario",
-    DocumentedReply(201, "Scheduled", EVENTS),
-    body=SCENARIO,
-    errors=(404,),
+    "POST", "/v1/events/scenario", Returns(201, "Scheduled", EVENTS), body=SCENARIO, errors=(404,)
 )
 async def run_scenario(control: Control, request: Request) -> Response:
     """Schedule a timed sequence of events (after: seconds from now)."""
@@ -174,7 +166,7 @@ async def run_scenario(control: Control, request: Request) -> Response:
     return JSONResponse({"events": [_json(e) for e in events]}, status_code=201)
 
 
-@ROUTES.add("DELETE", "/v1/events/{event}", DocumentedReply(204, "Canceled"), errors=(404, 409))
+@ROUTES.add("DELETE", "/v1/events/{event}", Returns(204, "Canceled"), errors=(404, 409))
 async def delete_event(control: Control, request: Request) -> Response:
     """Cancel a pending or scheduled event."""
     event_id = request.path_params["event"]
@@ -182,9 +174,7 @@ async def delete_event(control: Control, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@ROUTES.add(
-    "POST", "/v1/events/{event}/approve", DocumentedReply(200, "Started", EVENT), errors=(404,)
-)
+@ROUTES.add("POST", "/v1/events/{event}/approve", Returns(200, "Started", EVENT), errors=(404,))
 async def approve_event(control: Control, request: Request) -> Response:
     """Approve (start) an event, as one of its VMs would."""
     event_id = request.path_params["event"]
@@ -193,7 +183,7 @@ async def approve_event(control: Control, request: Request) -> Response:
     return JSONResponse(_json(event))
 
 
-@ROUTES.add("GET", "/v1/clock", DocumentedReply(200, "Clock", CLOCK))
+@ROUTES.add("GET", "/v1/clock", Returns(200, "Clock", CLOCK))
 async def show_clock(control: Control, request: Request) -> Response:
     """The event clock."""
     clock = control.node.served.clock
@@ -201,7 +191,7 @@ async def show_clock(control: Control, request: Request) -> Response:
     return JSONResponse({"now": _iso(_now(control)), "mode": mode, "scale": clock.scale})
 
 
-@ROUTES.add("POST", "/v1/clock/advance", DocumentedReply(200, "Advanced", CLOCK), body=ADVANCE)
+@ROUTES.add("POST", "/v1/clock/advance", Returns(200, "Advanced", CLOCK), body=ADVANCE)
 async def advance(control: Control, request: Request) -> Response:
     """Move the event clock forward; due transitions happen at once."""
     body = await read_json(request)

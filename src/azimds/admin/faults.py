@@ -7,15 +7,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import (
-    ApiError,
-    Control,
-    DocumentedReply,
-    Parameter,
-    Routes,
-    Schema,
-    read_json,
-)
+from azimds.admin.core import ApiError, Control, Parameter, Returns, Routes, Schema, read_json
 from azimds.fleet.faults import FaultError, add_fault, clear_faults, parse_rule, remove_fault
 
 ACTION = {
@@ -74,7 +66,7 @@ FAULT_PARAMETER = Parameter("fault", "The rule's id")
 ROUTES = Routes(FAULT_PARAMETER)
 
 
-@ROUTES.add("GET", "/v1/faults", DocumentedReply(200, "Rules", FAULTS))
+@ROUTES.add("GET", "/v1/faults", Returns(200, "Rules", FAULTS))
 async def list_faults(control: Control, request: Request) -> Response:
     """Fault rules, oldest first (the first that fires wins).
 
@@ -84,9 +76,7 @@ async def list_faults(control: Control, request: Request) -> Response:
     return JSONResponse({"faults": [faults.state(rule) for rule in control.node.served.faults]})
 
 
-@ROUTES.add(
-    "POST", "/v1/faults", DocumentedReply(201, "Added", FAULT), body=FAULT_REQUEST, errors=(404,)
-)
+@ROUTES.add("POST", "/v1/faults", Returns(201, "Added", FAULT), body=FAULT_REQUEST, errors=(404,))
 async def add(control: Control, request: Request) -> Response:
     """Add a fault rule."""
     spec = await read_json(request)
@@ -106,14 +96,14 @@ async def add(control: Control, request: Request) -> Response:
     return JSONResponse(control.observed.faults.state(added), status_code=201)
 
 
-@ROUTES.add("DELETE", "/v1/faults", DocumentedReply(200, "How many were removed", REMOVED))
+@ROUTES.add("DELETE", "/v1/faults", Returns(200, "How many were removed", REMOVED))
 async def clear(control: Control, request: Request) -> Response:
     """Remove every fault rule (the fleet file's return when it is applied again)."""
     removed = await control.write(clear_faults)
     return JSONResponse({"removed": removed})
 
 
-@ROUTES.add("GET", "/v1/faults/{fault}", DocumentedReply(200, "Rule", FAULT), errors=(404,))
+@ROUTES.add("GET", "/v1/faults/{fault}", Returns(200, "Rule", FAULT), errors=(404,))
 async def show(control: Control, request: Request) -> Response:
     """One fault rule."""
     rule_id = request.path_params["fault"]
@@ -123,7 +113,7 @@ async def show(control: Control, request: Request) -> Response:
     raise ApiError(404, "not_found", f"no fault rule {rule_id}")
 
 
-@ROUTES.add("DELETE", "/v1/faults/{fault}", DocumentedReply(204, "Removed"), errors=(404,))
+@ROUTES.add("DELETE", "/v1/faults/{fault}", Returns(204, "Removed"), errors=(404,))
 async def remove(control: Control, request: Request) -> Response:
     """Remove a fault rule."""
     rule_id = request.path_params["fault"]

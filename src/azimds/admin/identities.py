@@ -6,16 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import (
-    ApiError,
-    Body,
-    Control,
-    DocumentedReply,
-    Parameter,
-    Routes,
-    Schema,
-    read_json,
-)
+from azimds.admin.core import ApiError, Body, Control, Parameter, Returns, Routes, Schema, read_json
 from azimds.admin.vms import VM_PARAMETER, change_vm
 from azimds.fleet.operations import add_user_identity, remove_user_identity, set_system_identity
 
@@ -60,9 +51,7 @@ IDENTITY_PARAMETER = Parameter(
 ROUTES = Routes(VM_PARAMETER, IDENTITY_PARAMETER)
 
 
-@ROUTES.add(
-    "GET", "/v1/vms/{vm}/identities", DocumentedReply(200, "Identities", IDENTITIES), errors=(404,)
-)
+@ROUTES.add("GET", "/v1/vms/{vm}/identities", Returns(200, "Identities", IDENTITIES), errors=(404,))
 async def list_identities(control: Control, request: Request) -> Response:
     """The VM's managed identities."""
     vm = await control.resolve(request)
@@ -72,7 +61,7 @@ async def list_identities(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "POST",
     "/v1/vms/{vm}/identities",
-    DocumentedReply(201, "Assigned", USER_IDENTITY),
+    Returns(201, "Assigned", USER_IDENTITY),
     body=USER_IDENTITY,
     errors=(404, 409),
 )
@@ -85,7 +74,7 @@ async def add_identity(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "PUT",
     "/v1/vms/{vm}/identities/system",
-    DocumentedReply(200, "On", SYSTEM_IDENTITY),
+    Returns(200, "On", SYSTEM_IDENTITY),
     body=Body(SYSTEM_IDENTITY_REQUEST, required=False),
     errors=(404,),
 )
@@ -99,7 +88,7 @@ async def enable_system(control: Control, request: Request) -> Response:
     return JSONResponse(vm.identity["systemAssigned"])
 
 
-@ROUTES.add("DELETE", "/v1/vms/{vm}/identities/system", DocumentedReply(204, "Off"), errors=(404,))
+@ROUTES.add("DELETE", "/v1/vms/{vm}/identities/system", Returns(204, "Off"), errors=(404,))
 async def disable_system(control: Control, request: Request) -> Response:
     """Turn the system-assigned identity off."""
     vm_id = (await control.resolve(request)).vm_id
@@ -109,10 +98,7 @@ async def disable_system(control: Control, request: Request) -> Response:
 
 # After .../identities/system: "system" names the system-assigned identity, not a user-assigned one.
 @ROUTES.add(
-    "DELETE",
-    "/v1/vms/{vm}/identities/{identity}",
-    DocumentedReply(204, "Unassigned"),
-    errors=(404,),
+    "DELETE", "/v1/vms/{vm}/identities/{identity}", Returns(204, "Unassigned"), errors=(404,)
 )
 async def remove_identity(control: Control, request: Request) -> Response:
     """Unassign a user-assigned identity."""

@@ -7,7 +7,7 @@ import datetime as dt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import Control, DocumentedReply, Routes, Schema
+from azimds.admin.core import Control, Returns, Routes, Schema
 from azimds.fleet.signing_keys import rotate_jwt_key
 from azimds.guest.identity import TOKEN_REFRESH_MARGIN
 
@@ -19,7 +19,7 @@ ROTATED = Schema(
 ROUTES = Routes()
 
 
-@ROUTES.add("GET", "/v1/keys", DocumentedReply(200, "Keys", KEYS))
+@ROUTES.add("GET", "/v1/keys", Returns(200, "Keys", KEYS))
 async def list_keys(control: Control, request: Request) -> Response:
     """The token-signing keys (public facts only)."""
     fleet = control.node.served
@@ -35,7 +35,7 @@ async def list_keys(control: Control, request: Request) -> Response:
     return JSONResponse({"keys": keys})
 
 
-@ROUTES.add("POST", "/v1/keys/rotate", DocumentedReply(200, "Rotated", ROTATED))
+@ROUTES.add("POST", "/v1/keys/rotate", Returns(200, "Rotated", ROTATED))
 async def rotate(control: Control, request: Request) -> Response:
     """A new signing key; the old one stays published for the overlap.
 

@@ -12,7 +12,7 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from azimds.admin.core import Control, DocumentedReply, Routes
+from azimds.admin.core import Control, Returns, Routes
 from azimds.admin.vms import VM_PARAMETER
 from azimds.fleet.ovf import ISO_MEDIA, XML_MEDIA, iso_image, ovf_env
 
@@ -23,7 +23,7 @@ ROUTES = Routes(VM_PARAMETER)
 @ROUTES.add(
     "GET",
     "/v1/vms/{vm}/media",
-    DocumentedReply(200, "ISO 9660 + UDF image", BINARY, ISO_MEDIA),
+    Returns(200, "ISO 9660 + UDF image", BINARY, ISO_MEDIA),
     errors=(404,),
 )
 async def media(control: Control, request: Request) -> Response:
@@ -37,7 +37,7 @@ async def media(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "GET",
     "/v1/vms/{vm}/media/ovf-env.xml",
-    DocumentedReply(200, "ovf-env.xml", {"type": "string"}, XML_MEDIA),
+    Returns(200, "ovf-env.xml", {"type": "string"}, XML_MEDIA),
     errors=(404,),
 )
 async def media_ovf_env(control: Control, request: Request) -> Response:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from azimds import __version__
-from azimds.admin.core import ApiError, Control, DocumentedReply, Parameter, Routes, Schema
+from azimds.admin.core import ApiError, Control, Parameter, Returns, Routes, Schema
 from azimds.guest.observe import prometheus
 from azimds.store.base import StoreError
 
@@ -38,7 +38,7 @@ REQUESTS = Schema("Requests", {"type": "object", "properties": {"requests": {"ty
 ROUTES = Routes()
 
 
-@ROUTES.add("GET", "/v1/status", DocumentedReply(200, "Status", STATUS))
+@ROUTES.add("GET", "/v1/status", Returns(200, "Status", STATUS))
 async def status(control: Control, request: Request) -> Response:
     """The node: revision served, store, VM count, listeners, uptime, pid."""
     fleet = control.node.served
@@ -62,7 +62,7 @@ async def status(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "GET",
     "/v1/requests",
-    DocumentedReply(200, "Requests", REQUESTS),
+    Returns(200, "Requests", REQUESTS),
     errors=(400,),
     query=(Parameter("since", type="integer"), Parameter("limit", type="integer")),
 )
@@ -82,10 +82,7 @@ async def requests(control: Control, request: Request) -> Response:
 
 
 @ROUTES.add(
-    "GET",
-    "/metrics",
-    DocumentedReply(200, "Metrics, text format 0.0.4", TEXT, "text/plain"),
-    public=True,
+    "GET", "/metrics", Returns(200, "Metrics, text format 0.0.4", TEXT, "text/plain"), public=True
 )
 async def metrics(control: Control, request: Request) -> Response:
     """Prometheus metrics.

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from azimds import __version__
-from azimds.admin.core import ERROR, DocumentedReply, Endpoint, Parameter, Schema
+from azimds.admin.core import ERROR, Endpoint, Parameter, Returns, Schema
 
 REASONS = {
     400: "Invalid input",
@@ -64,7 +64,7 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             "required": endpoint.body.required,
             "content": {media: {"schema": endpoint.body.schema} for media in endpoint.body.media},
         }
-    errors = (DocumentedReply(status, REASONS[status], ERROR) for status in endpoint.statuses)
+    errors = (Returns(status, REASONS[status], ERROR) for status in endpoint.statuses)
     replies = [*endpoint.replies, *errors]
     operation["responses"] = {str(reply.status): _reply(reply) for reply in replies}
     return operation
@@ -79,7 +79,7 @@ def _parameter(parameter: Parameter) -> dict[str, Any]:
     return rendered | {"schema": {"type": parameter.type}}
 
 
-def _reply(reply: DocumentedReply) -> dict[str, Any]:
+def _reply(reply: Returns) -> dict[str, Any]:
     if reply.schema is None:
         return {"description": reply.description}
     return {"description": reply.description, "content": {reply.media: {"schema": reply.schema}}}

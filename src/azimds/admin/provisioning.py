@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import Control, DocumentedReply, Routes, Schema
+from azimds.admin.core import Control, Returns, Routes, Schema
 from azimds.admin.vms import VM_PARAMETER
 from azimds.fleet.provisioning import STATES, reset
 
@@ -40,10 +40,7 @@ ROUTES = Routes(VM_PARAMETER)
 
 
 @ROUTES.add(
-    "GET",
-    "/v1/vms/{vm}/provisioning",
-    DocumentedReply(200, "The state", PROVISIONING),
-    errors=(404,),
+    "GET", "/v1/vms/{vm}/provisioning", Returns(200, "The state", PROVISIONING), errors=(404,)
 )
 async def show(control: Control, request: Request) -> Response:
     """A VM's provisioning state: state, incarnation, the agents' reports."""
@@ -52,10 +49,7 @@ async def show(control: Control, request: Request) -> Response:
 
 
 @ROUTES.add(
-    "POST",
-    "/v1/vms/{vm}/provisioning/reset",
-    DocumentedReply(200, "Reset", PROVISIONING),
-    errors=(404,),
+    "POST", "/v1/vms/{vm}/provisioning/reset", Returns(200, "Reset", PROVISIONING), errors=(404,)
 )
 async def reset_provisioning(control: Control, request: Request) -> Response:
     """Make a VM not provisioned again, with a new incarnation (as a re-image would)."""

@@ -10,16 +10,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import (
-    ERROR,
-    ApiError,
-    Control,
-    DocumentedReply,
-    Endpoint,
-    Parameter,
-    Routes,
-    Schema,
-)
+from azimds.admin.core import ERROR, ApiError, Control, Endpoint, Parameter, Returns, Routes, Schema
 from azimds.admin.openapi import document
 
 # The attestation CA's certificates; the leaf's AIA names the intermediate's URL.
@@ -46,7 +37,7 @@ async def openapi(control: Control, request: Request) -> Response:
     return JSONResponse(document(control.routes))
 
 
-@ROUTES.add("GET", "/healthz", DocumentedReply(200, "The node runs", HEALTH), public=True)
+@ROUTES.add("GET", "/healthz", Returns(200, "The node runs", HEALTH), public=True)
 async def healthz(control: Control, request: Request) -> Response:
     """Liveness."""
     return JSONResponse({"status": "ok"})
@@ -70,10 +61,10 @@ ROUTES.extend(
         ca_certificate,
         f"The attestation {which} certificate ({form.upper()})",
         (
-            DocumentedReply(
+            Returns(
                 200, "Certificate", {"type": "string", "format": "binary"}, CERTIFICATE_MEDIA[form]
             ),
-            DocumentedReply(404, "The CA is not created yet", ERROR),
+            Returns(404, "The CA is not created yet", ERROR),
         ),
         public=True,
     )
@@ -81,11 +72,11 @@ ROUTES.extend(
 )
 
 
-@ROUTES.add("GET", "/discovery/keys", DocumentedReply(200, "JWKS", JWKS), public=True)
+@ROUTES.add("GET", "/discovery/keys", Returns(200, "JWKS", JWKS), public=True)
 @ROUTES.add(
     "GET",
     "/{tenant}/discovery/keys",
-    DocumentedReply(200, "JWKS", JWKS),
+    Returns(200, "JWKS", JWKS),
     public=True,
     summary="JWKS, as Azure AD serves it per tenant",
 )
@@ -99,7 +90,7 @@ async def jwks(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "GET",
     "/{tenant}/.well-known/openid-configuration",
-    DocumentedReply(200, "Discovery document", DISCOVERY),
+    Returns(200, "Discovery document", DISCOVERY),
     public=True,
 )
 async def openid_configuration(control: Control, request: Request) -> Response:

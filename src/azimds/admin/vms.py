@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from azimds.admin.core import Body, Control, DocumentedReply, Parameter, Routes, Schema, read_json
+from azimds.admin.core import Body, Control, Parameter, Returns, Routes, Schema, read_json
 from azimds.fleet import schema
 from azimds.fleet.identity import USER_KEYS
 from azimds.fleet.limits import LIMIT_KEYS
@@ -141,7 +141,7 @@ async def change_vm(
     return await control.write(lambda txn: operation(txn, vm_id, body))
 
 
-@ROUTES.add("GET", "/v1/vms", DocumentedReply(200, "The VMs", VM_LIST))
+@ROUTES.add("GET", "/v1/vms", Returns(200, "The VMs", VM_LIST))
 async def list_vms(control: Control, request: Request) -> Response:
     """List VMs."""
     fleet = control.node.served
@@ -150,9 +150,7 @@ async def list_vms(control: Control, request: Request) -> Response:
     return JSONResponse({"revision": fleet.revision, "vms": shown})
 
 
-@ROUTES.add(
-    "POST", "/v1/vms", DocumentedReply(201, "Created", VM_SCHEMA), body=VM_SCHEMA, errors=(409,)
-)
+@ROUTES.add("POST", "/v1/vms", Returns(201, "Created", VM_SCHEMA), body=VM_SCHEMA, errors=(409,))
 async def create(control: Control, request: Request) -> Response:
     """Create a VM (fields not given are empty; vmId generated if absent)."""
     body = await read_json(request)
@@ -160,7 +158,7 @@ async def create(control: Control, request: Request) -> Response:
     return JSONResponse(shown(vm), status_code=201, headers={"Location": f"/v1/vms/{vm.vm_id}"})
 
 
-@ROUTES.add("GET", "/v1/vms/{vm}", DocumentedReply(200, "The VM", VM_SCHEMA), errors=(404,))
+@ROUTES.add("GET", "/v1/vms/{vm}", Returns(200, "The VM", VM_SCHEMA), errors=(404,))
 async def show(control: Control, request: Request) -> Response:
     """A VM's complete description."""
     vm = await control.resolve(request)
@@ -170,7 +168,7 @@ async def show(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "PUT",
     "/v1/vms/{vm}",
-    DocumentedReply(200, "Replaced", VM_SCHEMA),
+    Returns(200, "Replaced", VM_SCHEMA),
     body=VM_SCHEMA,
     errors=(404, 409),
     summary="Replace a VM's description (vmId stays)",
@@ -178,7 +176,7 @@ async def show(control: Control, request: Request) -> Response:
 @ROUTES.add(
     "PATCH",
     "/v1/vms/{vm}",
-    DocumentedReply(200, "Patched", VM_SCHEMA),
+    Returns(200, "Patched", VM_SCHEMA),
     body=MERGE_PATCH,
     errors=(404, 409),
     summary="JSON Merge Patch (RFC 7396) of a VM's description",
@@ -189,7 +187,7 @@ async def change(control: Control, request: Request) -> Response:
     return JSONResponse(shown(vm))
 
 
-@ROUTES.add("DELETE", "/v1/vms/{vm}", DocumentedReply(204, "Removed"), errors=(404,))
+@ROUTES.add("DELETE", "/v1/vms/{vm}", Returns(204, "Removed"), errors=(404,))
 async def delete(control: Control, request: Request) -> Response:
     """Remove a VM."""
     vm_id = (await control.resolve(request)).vm_id

@@ -18,12 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
-from azimds.client.errors import (
-    IMDSConnectionError,
-    IMDSResponseError,
-    error_for,
-    newest_versions,
-)
+from azimds.client.errors import IMDSConnectionError, IMDSResponseError, error_for, newest_versions
 from azimds.client.retry import Retrier, RetryPolicy, retry_after
 
 # Environment variable azure-identity, msal and @azure/identity read for the IMDS address.
