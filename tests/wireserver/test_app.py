@@ -212,8 +212,29 @@ def test_unknown_caller_is_refused(node: ServerThread) -> None:
     assert call(node, "hostplugin", "127.0.0.99", "GET", "/versions")[0] == 403
 
 
-def wait(node: ServerThread, vm: str, *args: str) -> subprocess.CompletedProcess[str]:
+def test_the_provisioning_and_reset_commands(node: ServerThread) -> None:
+    add_vm(node, "shown-vm", "127.0.0.18")
+    assert health(node, "127.0.0.18", "WALinuxAgent/2.7.3.0", "NotReady", "Provisioning") == 200
+    assert health(node, "127.0.0.18", "Cloud-Init/22.4.2", "Ready") == 200
+    shown = vm_command(node, "provisioning", "shown-vm")
+    assert shown.returncode == 0, shown.stderr
+    head, header, provisioning, ready = shown.stdout.splitlines()
+    assert head == "ready (incarnation 1)"
+    assert header.split() == ["TIME", "(UTC)", "AGENT", "STATUS", "SUBSTATUS", "DESCRIPTION"]
+    assert provisioning.split()[2:] == ["WALinuxAgent/2.7.3.0", "NotReady", "Provisioning", "-"]
+    assert ready.split()[2:] == ["Cloud-Init/22.4.2", "Ready", "-", "-"]
+
+    reset = vm_command(node, "reset", "shown-vm")
+    assert reset.stdout == "VM shown-vm is not provisioned (a new incarnation)\n"
+    as_json = json.loads(vm_command(node, "provisioning", "shown-vm", "--json").stdout)
+    assert (as_json["state"], as_json["incarnation"]) == ("not_provisioned", 2)
+    assert len(as_json["reports"]) == 2  # kept across the reset
+
+
+def vm_command(node: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "azimds", "vm", "--state-dir", str(node.state_dir)]
-    return subprocess.run(
-        [*command, "wait", vm, "--ready", *args], capture_output=True, text=True, timeout=30
-    )
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
+
+
+def wait(node: ServerThread, vm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return vm_command(node, "wait", vm, "--ready", *args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, Literal
 
 import click
 
-from azimds.admin.client import AdminClient, VMList
+from azimds.admin.client import AdminClient, Provisioning, VMList
 from azimds.cli.common import (
     client,
     control_plane_options,
@@ -212,6 +213,44 @@ def vm_wait(ctx: click.Context, vm_key: str, ready: bool, timeout: float) -> Non
 
 key_command(
     vm, "rm", "VM", "Remove a VM (by vmId or name).", AdminClient.delete_vm, "removed VM {}"
+)
+
+
+@vm.command("provisioning")
+@click.argument("vm_key", metavar="VM")
+@json_option
+@click.pass_context
+def vm_provisioning(ctx: click.Context, vm_key: str, as_json: bool) -> None:
+    """Show a VM's provisioning state: its state, the goal state's incarnation, and every
+    report its agents sent the WireServer (when, which agent, status, substatus, description)."""
+    show(client(ctx).provisioning(vm_key), as_json, _provisioning_text)
+
+
+def _provisioning_text(state: Provisioning) -> str:
+    head = f"{state['state']} (incarnation {state['incarnation']})"
+    if not state["reports"]:
+        return f"{head}; no reports"
+    rows = [
+        [
+            f"{dt.datetime.fromtimestamp(r['time'], dt.UTC):%Y-%m-%d %H:%M:%S}",
+            r["agent"],
+            r["status"],
+            r["substatus"] or "-",
+            r["description"] or "-",
+        ]
+        for r in state["reports"]
+    ]
+    return f"{head}\n" + table(rows, ["TIME (UTC)", "AGENT", "STATUS", "SUBSTATUS", "DESCRIPTION"])
+
+
+key_command(
+    vm,
+    "reset",
+    "VM",
+    "Make a VM not provisioned again, with a new goal-state incarnation, as a re-image would:"
+    " its agents provision it anew.",
+    AdminClient.reset_provisioning,
+    "VM {} is not provisioned (a new incarnation)",
 )
 
 
