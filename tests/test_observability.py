@@ -50,6 +50,8 @@ def test_metrics_count_exactly_what_happened(tmp_path: Path) -> None:
         assert metric(page, "azimds_tokens_issued_total") == 1
         assert metric(page, "azimds_attested_documents_signed_total") == 1
         assert metric(page, "azimds_vms") == 1
+        assert metric(page, "azimds_vms_provisioning", state="not_provisioned") == 1
+        assert metric(page, "azimds_vms_provisioning", state="ready") == 0
         assert metric(page, "azimds_store_revision_lag") == 0
         assert "# TYPE azimds_request_seconds histogram" in page
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -223,6 +224,9 @@ def test_the_provisioning_and_reset_commands(node: ServerThread) -> None:
     assert header.split() == ["TIME", "(UTC)", "AGENT", "STATUS", "SUBSTATUS", "DESCRIPTION"]
     assert provisioning.split()[2:] == ["WALinuxAgent/2.7.3.0", "NotReady", "Provisioning", "-"]
     assert ready.split()[2:] == ["Cloud-Init/22.4.2", "Ready", "-", "-"]
+
+    page = admin(node).metrics()
+    assert re.search(r'^azimds_vms_provisioning\{state="ready"\} [1-9]', page, re.M), page
 
     reset = vm_command(node, "reset", "shown-vm")
     assert reset.stdout == "VM shown-vm is not provisioned (a new incarnation)\n"

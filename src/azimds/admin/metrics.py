@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from azimds import __version__
 from azimds.admin.core import ApiError, Control, Parameter, Returns, Routes, Schema
+from azimds.fleet.provisioning import STATES
 from azimds.guest.observe import prometheus
 from azimds.store.base import StoreError
 
@@ -99,6 +100,9 @@ async def metrics(control: Control, request: Request) -> Response:
     states: dict[str, int] = {}
     for event in fleet.events.values():
         states[event.status] = states.get(event.status, 0) + 1
+    provisioned = dict.fromkeys(STATES, 0)
+    for vm_id in fleet.vms:
+        provisioned[fleet.provisioning_of(vm_id).state] += 1
     gauges: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]] = {
         "azimds_tokens_issued_total": (
             "Managed-identity tokens minted (cache misses).",
@@ -133,6 +137,10 @@ async def metrics(control: Control, request: Request) -> Response:
             },
         ),
         "azimds_vms": ("VMs this node serves.", {(): float(len(fleet.vms))}),
+        "azimds_vms_provisioning": (
+            "VMs this node serves by provisioning state, as their agents reported it.",
+            {(("state", state),): float(count) for state, count in provisioned.items()},
+        ),
         "azimds_store_revision_lag": (
             "Store revisions not yet served by this node (NaN: store unreachable).",
             {(): lag},
