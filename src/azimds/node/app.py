@@ -130,19 +130,19 @@ async def run(
 ) -> None:
     """Serve until SIGINT, SIGTERM or SIGHUP (or ``stop``). Off the main thread (the test kit
     runs a node in a thread of its own) signals are left to the program: ``stop`` ends it.
-    With ``config.link_local``, 169.254.169.254 is on ``lo`` while the node holds its state
-    directory (``host/link_local.held``)."""
+    With ``config.link_local``, Azure's addresses (``config.link_local_addresses``) are on
+    ``lo`` while the node holds its state directory (``host/link_local.held``)."""
     stop = stop or asyncio.Event()
     state.prepare(config.state_dir)
-    # Inside the lock: a second node, refused, must neither add the link-local address nor
+    # Inside the lock: a second node, refused, must neither add the link-local addresses nor
     # remove the first one's ready file or admin.json.
     with (
         state.locked(config.state_dir),
-        link_local.held() if config.link_local else contextlib.nullcontext(),
+        link_local.held(config.link_local_addresses),
         _ready_file_kept(config.ready_file),
         state.admin_address_kept(config.state_dir),
     ):
-        # After link_local.held, which ends the process on SIGTERM (removing the address)
+        # After link_local.held, which ends the process on SIGTERM (removing the addresses)
         # until the event loop takes the signal over here to stop the node cleanly.
         if threading.current_thread() is threading.main_thread():
             loop = asyncio.get_running_loop()
