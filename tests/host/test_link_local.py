@@ -124,6 +124,8 @@ def test_link_local_adds_serves_and_removes_the_addresses(tmp_path: Path) -> Non
     assert found["after"] == "127.0.0.1/8", log  # both gone after SIGTERM
     assert "UP" not in found["lo"].strip("<>").split(","), found["lo"]
     assert "listening on http://169.254.169.254/metadata" in log
+    assert "  WireServer on http://168.63.129.16\n" in log
+    assert "  host plugin on http://168.63.129.16:32526\n" in log
     # Instead of the default address: nothing on 127.0.0.1:16925.
     assert "16925" not in log
     for address in ("169.254.169.254", "168.63.129.16"):
