@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def test_the_ready_file_appears_once_the_node_serves_and_goes_when_it_stops(
         admin = urlsplit(written["controlPlane"]).port or 0
         assert get(admin, "/healthz", metadata=None).status == 200
         assert written["controlPlane"] == state.read_admin(tmp_path / "state")["url"]
+        assert (written["wireserver"], written["hostplugin"]) == (None, None)  # not served
     finally:
         assert stop(process) == 0
     assert not ready.exists()
@@ -132,9 +134,11 @@ def test_status_describes_the_running_node(tmp_path: Path) -> None:
         assert status["vms"] == 1
         assert status["revision"] > 0
         assert 0 <= status["uptime"] < 60
+        assert (status["wireserver"], status["hostplugin"]) == (None, None)
         text = azimds("status", "--state-dir", str(tmp_path)).stdout
         assert f"guest plane    http://127.0.0.1:{node.port}\n" in text
         assert "store          memory: (reachable), revision" in text
+        assert "WireServer" not in text and "host plugin" not in text
     finally:
         node.stop()
     stopped = azimds("status", "--state-dir", str(tmp_path))  # its admin.json went with it
@@ -143,3 +147,28 @@ def test_status_describes_the_running_node(tmp_path: Path) -> None:
     nothing = azimds("status", "--state-dir", str(tmp_path / "none"))
     assert nothing.returncode == 1
     assert f"no running azimds found in {tmp_path / 'none'}" in nothing.stderr
+
+
+def test_the_wireservers_listeners_are_listed_everywhere_the_guest_planes_are(
+    tmp_path: Path,
+) -> None:
+    ready = tmp_path / "ready.json"
+    wire = ("--wireserver-listen", "127.0.0.1:0", "--hostplugin-listen", "127.0.0.1:0")
+    node = ServerProcess("--store", "memory:", "--ready-file", str(ready), *wire)
+    try:
+        wireserver = re.search(r"\n  WireServer on (http://127\.0\.0\.1:\d+)\n", node.banner)
+        hostplugin = re.search(r"\n  host plugin on (http://127\.0\.0\.1:\d+)\n", node.banner)
+        assert wireserver and hostplugin, node.banner
+        urls = {"wireserver": wireserver.group(1), "hostplugin": hostplugin.group(1)}
+        assert get(urlsplit(urls["wireserver"]).port or 0, "/?comp=versions").status == 200
+        assert get(urlsplit(urls["hostplugin"]).port or 0, "/versions").status == 200
+        admin_json = json.loads((node.state_dir / state.ADMIN_FILE).read_text())
+        for found in (read_json(ready), admin_json):
+            assert {key: found[key] for key in urls} == urls
+        status = json.loads(azimds("status", "--json", "--state-dir", str(node.state_dir)).stdout)
+        assert {key: status[key] for key in urls} == urls
+        text = azimds("status", "--state-dir", str(node.state_dir)).stdout
+        assert f"\n  WireServer     {urls['wireserver']}\n" in text
+        assert f"\n  host plugin    {urls['hostplugin']}\n" in text
+    finally:
+        node.stop()

@@ -50,12 +50,13 @@ def test_documentation_command_against_the_link_local_address(tmp_path: Path) ->
     assert "listening on http://169.254.169.254/metadata" in log.read_text()
 
 
-# `azimds serve --link-local`: the address added, served, and removed again. Each test runs
-# azimds in a private network namespace (`unshare --net`), so the host's loopback device is
-# never touched.
+# `azimds serve --link-local`: the addresses (169.254.169.254, and 168.63.129.16 for the
+# WireServer) added, served, and removed again. Each test runs azimds in a private network
+# namespace (`unshare --net`), so the host's loopback device is never touched.
 
 # Starts azimds with the given options in the background, waits for its banner, runs the
-# documentation's command, stops azimds with SIGTERM and shows lo's addresses afterwards.
+# documentation's command, asks the WireServer and its host plugin what an agent asks first
+# (000: nothing answers), stops azimds with SIGTERM and shows lo's addresses afterwards.
 SERVE_SCRIPT = r"""
 "$PYTHON" -m azimds serve --state-dir "$STATE" $OPTIONS > "$LOG" 2>&1 &
 server=$!
@@ -68,6 +69,10 @@ echo "during: $(ip -o -4 addr show dev lo | awk '{print $4}' | sort | tr '\n' ' 
 curl -s -H Metadata:true --noproxy "*" \
   "http://169.254.169.254/metadata/instance/compute/vmId?api-version=2017-08-01&format=text"
 echo
+curl -s -o /dev/null -w "wireserver: %{http_code}\n" "http://168.63.129.16/?comp=versions"
+curl -s -o /dev/null -w "goalstate: %{http_code}\n" -H x-ms-agent-name:WALinuxAgent \
+  -H x-ms-version:2012-11-30 "http://168.63.129.16/machine/?comp=goalstate"
+curl -s -o /dev/null -w "hostplugin: %{http_code}\n" "http://168.63.129.16:32526/versions"
 kill -${SIGNAL:-TERM} $server
 wait $server
 echo "exit: $?"
@@ -109,19 +114,38 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a 
 
 
 @needs_root
-def test_link_local_adds_serves_and_removes_the_address(tmp_path: Path) -> None:
+def test_link_local_adds_serves_and_removes_the_addresses(tmp_path: Path) -> None:
     # A fresh namespace's lo is down: azimds brings it up and, leaving, down again.
     found, log = in_network_namespace(tmp_path, SERVE_SCRIPT, "--link-local")
-    assert found["during"] == "127.0.0.1/8 169.254.169.254/32", log
+    assert found["during"] == "127.0.0.1/8 168.63.129.16/32 169.254.169.254/32", log
     assert found["answers"] == "02aab8a4-74ef-476e-8182-f6d2ba4166a6\n", log
+    assert (found["wireserver"], found["goalstate"], found["hostplugin"]) == ("200",) * 3, log
     assert found["exit"] == "0", log
-    assert found["after"] == "127.0.0.1/8", log  # gone after SIGTERM
+    assert found["after"] == "127.0.0.1/8", log  # both gone after SIGTERM
     assert "UP" not in found["lo"].strip("<>").split(","), found["lo"]
     assert "listening on http://169.254.169.254/metadata" in log
+    assert "  WireServer on http://168.63.129.16\n" in log
+    assert "  host plugin on http://168.63.129.16:32526\n" in log
     # Instead of the default address: nothing on 127.0.0.1:16925.
     assert "16925" not in log
-    assert "added 169.254.169.254/32 to lo" in log
-    assert "removed 169.254.169.254/32 from lo" in log
+    for address in ("169.254.169.254", "168.63.129.16"):
+        assert f"added {address}/32 to lo" in log
+        assert f"removed {address}/32 from lo" in log
+
+
+@needs_root
+def test_link_local_with_the_wireserver_elsewhere_adds_only_the_imds_address(
+    tmp_path: Path,
+) -> None:
+    options = "--link-local --wireserver-listen 127.0.0.1:16980 --hostplugin-listen 127.0.0.1:16981"
+    script = SERVE_SCRIPT.replace("168.63.129.16:32526", "127.0.0.1:16981").replace(
+        "168.63.129.16", "127.0.0.1:16980"
+    )
+    found, log = in_network_namespace(tmp_path, script, options)
+    assert found["during"] == "127.0.0.1/8 169.254.169.254/32", log
+    assert (found["wireserver"], found["goalstate"], found["hostplugin"]) == ("200",) * 3, log
+    assert found["after"] == "127.0.0.1/8", log
+    assert "168.63.129.16" not in log, log
 
 
 @needs_root
@@ -137,9 +161,10 @@ def test_link_local_removes_the_address_when_the_terminal_closes(tmp_path: Path)
 @needs_root
 def test_link_local_besides_an_explicit_listen_address(tmp_path: Path) -> None:
     script = SERVE_SCRIPT.replace(
-        "echo\nkill",
+        "echo\ncurl",
         'echo\ncurl -s -H Metadata:true "http://127.0.0.1:16999/metadata/instance/compute/'
-        'name?api-version=2021-02-01&format=text"; echo\nkill',
+        'name?api-version=2021-02-01&format=text"; echo\ncurl',
+        1,
     )
     found, log = in_network_namespace(
         tmp_path, "ip link set lo up\n" + script, "--link-local --listen 127.0.0.1:16999"
@@ -159,9 +184,13 @@ def test_link_local_leaves_an_address_that_was_there(tmp_path: Path) -> None:
     script = "ip link set lo up\nip addr add 169.254.169.254/32 dev lo\n" + SERVE_SCRIPT
     found, log = in_network_namespace(tmp_path, script, "--link-local")
     assert found["answers"] == "02aab8a4-74ef-476e-8182-f6d2ba4166a6\n", log
+    assert found["wireserver"] == "200", log
     assert found["exit"] == "0", log
-    assert found["after"] == "127.0.0.1/8 169.254.169.254/32", log  # still there
-    assert "already on this host" in log
+    # Still there; the WireServer's address, which azimds added, is gone.
+    assert found["after"] == "127.0.0.1/8 169.254.169.254/32", log
+    assert "169.254.169.254 is already on this host" in log
+    assert "removed 168.63.129.16/32 from lo" in log
+    assert "removed 169.254.169.254" not in log
 
 
 @needs_root
@@ -196,8 +225,9 @@ echo "after: $(ip -o -4 addr show dev lo | awk '{print $4}' | sort | tr '\n' ' '
 """
     found, log = in_network_namespace(tmp_path, script)
     assert found["exit"] == "1", log
-    assert "needs root (CAP_NET_ADMIN)" in log, log
+    assert "adding 169.254.169.254 and 168.63.129.16 to lo needs root (CAP_NET_ADMIN)" in log, log
     assert "sudo azimds serve --link-local" in log
+    assert "sudo ip addr add 168.63.129.16/32 dev lo" in log
     assert found["after"] == "127.0.0.1/8", log
 
 
@@ -212,8 +242,24 @@ def test_link_local_setting() -> None:
     once = load(None, {"link_local": True, "listen": ("169.254.169.254:80",)}, environ={})
     assert once.listen == (real,)
     assert load(None, {}, environ={"AZIMDS_LINK_LOCAL": "true"}).listen == (real,)
+    assert load(None, {}, environ={}).link_local_addresses == ()
     with pytest.raises(ConfigError, match="AZIMDS_LINK_LOCAL: link_local: 'yes' is not allowed"):
         load(None, {}, environ={"AZIMDS_LINK_LOCAL": "yes"})
+
+
+def test_link_local_serves_the_wireserver_at_its_address_unless_told_otherwise() -> None:
+    plain = load(None, {}, environ={})
+    assert (plain.wireserver_listen, plain.hostplugin_listen) == (None, None)
+    config = load(None, {"link_local": True}, environ={})
+    wire = (config.wireserver_listen, config.hostplugin_listen)
+    assert wire == (("168.63.129.16", 80), ("168.63.129.16", 32526))
+    assert config.link_local_addresses == ("169.254.169.254", "168.63.129.16")
+    one = load(None, {"link_local": True, "wireserver_listen": "127.0.0.1:1"}, environ={})
+    assert (one.wireserver_listen, one.hostplugin_listen) == (("127.0.0.1", 1), wire[1])
+    assert one.link_local_addresses == ("169.254.169.254", "168.63.129.16")  # the plugin's
+    elsewhere = {"link_local": True, "wireserver_listen": "127.0.0.1:1"}
+    environ = {"AZIMDS_HOSTPLUGIN_LISTEN": "127.0.0.1:2"}
+    assert load(None, elsewhere, environ=environ).link_local_addresses == ("169.254.169.254",)
 
 
 def test_link_local_in_a_config_file(tmp_path: Path) -> None:
@@ -242,4 +288,5 @@ echo "after: $(ip -o -4 addr show dev lo | awk '{print $4}' | sort | tr '\n' ' '
     assert found["exit"] == "1", log
     assert "is in use by another azimds" in log, log
     assert "169.254.169.254" not in log, log  # neither added nor removed
+    assert "168.63.129.16" not in log, log
     assert found["after"] == "127.0.0.1/8", log

@@ -431,3 +431,32 @@ def test_a_config_file_describes_the_vm(tmp_path: Path) -> None:
         NAME_URL.format("name"),
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "web-1", "")
+
+
+def test_the_wireserver_answers_at_its_real_address(tmp_path: Path) -> None:
+    # What a provisioning agent asks first, at the address it hard-codes (or gets by DHCP),
+    # with a proxy set: azimds run puts 168.63.129.16 in no_proxy as it does 169.254.169.254.
+    script = r"""
+set -e
+curl -sf -o versions.xml -H x-ms-version:2012-11-30 "http://168.63.129.16/?comp=versions"
+curl -sf -o goalstate.xml -H x-ms-agent-name:WALinuxAgent -H x-ms-version:2012-11-30 \
+  "http://168.63.129.16/machine/?comp=goalstate"
+curl -sf -o plugin.json "http://168.63.129.16:32526/versions"
+echo "$no_proxy"
+"$PYTHON" -m azimds status --json
+"""
+    env = environment(tmp_path, PYTHON=sys.executable, http_proxy="http://127.0.0.1:9")
+    result = azimds_run(tmp_path, "--", "sh", "-c", script, env=env)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    versions = (tmp_path / "versions.xml").read_text()
+    assert "<Preferred>" in versions and "2012-11-30" in versions
+    goal_state = (tmp_path / "goalstate.xml").read_text()
+    assert "<Incarnation>1</Incarnation>" in goal_state
+    assert "http://168.63.129.16/machine/" in goal_state  # its links use the Host asked for
+    assert json.loads((tmp_path / "plugin.json").read_text())
+    no_proxy, status = result.stdout.split("\n", 1)
+    assert no_proxy == "169.254.169.254,168.63.129.16"
+    listeners = json.loads(status)
+    assert listeners["guest"] == ["http://169.254.169.254:80"]
+    assert listeners["wireserver"] == "http://168.63.129.16:80"
+    assert listeners["hostplugin"] == "http://168.63.129.16:32526"

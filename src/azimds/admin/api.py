@@ -12,7 +12,7 @@ after it sees the new data.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 
 from starlette.applications import Starlette
@@ -55,6 +55,7 @@ class AdminAPI:
         terminate_notice: int = 600,
         observed: Observed | None = None,
         guest: list[str] | None = None,
+        wire: Mapping[str, str | None] | None = None,
     ) -> None:
         self._token = token.encode()
         self.control = Control(
@@ -66,6 +67,7 @@ class AdminAPI:
             observed or Observed(Recorder(), Services(), Faults(), Clients()),
             guest or [],
             ROUTES,
+            wire=wire or {},
         )
         # A path is public when a public route has it, whatever the method (a wrong method on
         # it is a 405, not a 401).

@@ -66,6 +66,8 @@ class Status(TypedDict):
     defaultVm: str
     guest: list[str]
     controlPlane: str
+    wireserver: str | None
+    hostplugin: str | None
     uptime: float
     pid: int
 

@@ -152,6 +152,8 @@ class Control:
     guest: list[str]  # the guest plane's URLs, for /v1/status
     routes: Sequence[Endpoint]  # the route table, for /openapi.json
     started: float = field(default_factory=time.monotonic)  # for the uptime /v1/status reports
+    # The WireServer's URLs by category (wireserver, hostplugin; None: not served), for /v1/status
+    wire: Mapping[str, str | None] = field(default_factory=dict)
 
     async def write(self, work: Callable[[Transaction], T]) -> T:
         """Run a change in one transaction; answer once this node serves it."""

@@ -29,6 +29,8 @@ STATUS = Schema(
             "defaultVm": {"type": ["string", "null"]},
             "guest": {"type": "array", "items": {"type": "string"}},
             "controlPlane": {"type": "string"},
+            "wireserver": {"type": ["string", "null"], "description": "null: not served"},
+            "hostplugin": {"type": ["string", "null"], "description": "null: not served"},
             "uptime": {"type": "number", "description": "seconds since start-up"},
             "pid": {"type": "integer"},
         },
@@ -41,7 +43,8 @@ ROUTES = Routes()
 
 @ROUTES.add("GET", "/v1/status", Returns(200, "Status", STATUS))
 async def status(control: Control, request: Request) -> Response:
-    """The node: revision served, store, VM count, listeners, uptime, pid."""
+    """The node: revision served, store, VM count, listeners (the WireServer's too), uptime,
+    pid."""
     fleet = control.node.served
     return JSONResponse(
         {
@@ -54,6 +57,8 @@ async def status(control: Control, request: Request) -> Response:
             "defaultVm": fleet.default_vm_id,
             "guest": control.guest,
             "controlPlane": control.url,
+            "wireserver": control.wire.get("wireserver"),
+            "hostplugin": control.wire.get("hostplugin"),
             "uptime": round(time.monotonic() - control.started, 3),
             "pid": os.getpid(),
         }

@@ -1,4 +1,5 @@
-"""``azimds run``: a command in a private network namespace where 169.254.169.254 is azimds."""
+"""``azimds run``: a command in a private network namespace where 169.254.169.254 (and
+168.63.129.16, the WireServer) is azimds."""
 
 from __future__ import annotations
 
@@ -12,11 +13,20 @@ from azimds.cli.common import main
 from azimds.cli.serve import config_option, settings_options
 from azimds.config.settings import SETTINGS, ConfigError, load
 from azimds.host import sandbox
-from azimds.host.link_local import ADDRESS, PORT
 
-# Settings `azimds run` decides itself: the guest address is the real one, every caller is
-# the default VM, the control plane is a socket in the state directory.
-OWN_SETTINGS = frozenset({"listen", "link_local", "admin_listen", "caller_mode", "state_dir"})
+# Settings `azimds run` decides itself: the guest and WireServer addresses are the real ones,
+# every caller is the default VM, the control plane is a socket in the state directory.
+OWN_SETTINGS = frozenset(
+    {
+        "listen",
+        "link_local",
+        "admin_listen",
+        "wireserver_listen",
+        "hostplugin_listen",
+        "caller_mode",
+        "state_dir",
+    }
+)
 RUN_SETTINGS = tuple(setting for setting in SETTINGS if setting.name not in OWN_SETTINGS)
 
 
@@ -71,7 +81,9 @@ def run(
     """Run COMMAND where http://169.254.169.254 is azimds, as on an Azure VM.
 
     COMMAND runs in a private network namespace in which 169.254.169.254:80 is azimds,
-    so any client (curl, azure-identity, msal, cloud-init, your code) reaches it unmodified.
+    so any client (curl, azure-identity, msal, cloud-init, your code) reaches it unmodified;
+    168.63.129.16 is its WireServer (port 80) and host GA plugin (port 32526), which
+    provisioning agents (cloud-init, waagent, azure-init) report to.
     COMMAND keeps its terminal, environment and user; the namespace has no other network.
     Signals are passed on to COMMAND; azimds stops when COMMAND exits.
 
@@ -91,7 +103,11 @@ def run(
     """
     # The whole configuration, checked before any namespace exists (the socket path is only
     # parsed here; the node gets the real one).
-    fixed = {"listen": (f"{ADDRESS}:{PORT}",), "admin_listen": "unix:admin.sock"}
+    fixed = {
+        **sandbox.LISTENERS,
+        "listen": (sandbox.LISTENERS["listen"],),  # a list of addresses
+        "admin_listen": "unix:admin.sock",
+    }
     try:
         load(config_file, {**flags, **fixed, "caller_mode": "single"})
     except ConfigError as exc:

@@ -24,6 +24,8 @@ from azimds.store.base import redact
 
 log = logging.getLogger("azimds")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The banner's names of the WireServer's listeners, by category (`app.Ready.wireserver`).
+WIRE_NAMES = {"wireserver": "WireServer", "hostplugin": "host plugin"}
 
 
 def _url(host: str, port: int) -> str:
@@ -41,6 +43,9 @@ def _announce(config: Config, ready: Any) -> None:
         serving = f"{len(fleet.vms)} VM(s), each to its own private address ({config.caller_mode})"
     lines = [f"azimds {__version__}: Azure IMDS serving {serving}"]
     lines += [f"  listening on {_url(host, port)}/metadata" for host, port in ready.guest]
+    lines += [
+        f"  {WIRE_NAMES[category]} on {_url(*at)}" for category, at in ready.wireserver.items()
+    ]
     # In source-ip mode this host is no VM: its own curl would get the unknown caller's 403.
     where = "" if config.caller_mode == "single" else " from a VM (any other caller gets 403)"
     lines += [
@@ -114,7 +119,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
       azimds serve
       azimds serve --config vm.yaml --listen 0.0.0.0:16925
       sudo azimds serve --listen 169.254.169.254:80
-      sudo azimds serve --link-local     # adds 169.254.169.254 to lo, removes it on exit
+      sudo azimds serve --link-local     # adds Azure's addresses to lo, removes them on exit
       azimds serve --caller-mode source-ip --fleet fleet.yaml --watch \\
                    --store postgresql://azimds@db/azimds
     """
@@ -130,7 +135,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         sys.stdout.flush()
 
     try:
-        uvloop.run(app.run(config, on_ready=ready))  # --link-local: app.run adds the address
+        uvloop.run(app.run(config, on_ready=ready))  # --link-local: app.run adds the addresses
     except (
         ConfigError,
         ListenError,

@@ -118,8 +118,13 @@ def _report(status: Status) -> str:
     reachable = "reachable" if status["storeReachable"] else "UNREACHABLE"
     lines = [f"azimds {status['version']} (pid {status['pid']}), up {_duration(status['uptime'])}"]
     lines += [f"  guest plane    {url}" for url in status["guest"]]
+    lines.append(f"  control plane  {status['controlPlane']}")
+    # Null when not served; an older node, without a WireServer, has neither key.
+    if wireserver := status.get("wireserver"):
+        lines.append(f"  WireServer     {wireserver}")
+    if hostplugin := status.get("hostplugin"):
+        lines.append(f"  host plugin    {hostplugin}")
     lines += [
-        f"  control plane  {status['controlPlane']}",
         f"  store          {status['store']} ({reachable}), revision {status['revision']} served",
         f"  VMs            {status['vms']} (caller mode {status['callerMode']})",
     ]
@@ -137,6 +142,7 @@ def status(
     token: str | None,
     as_json: bool,
 ) -> None:
-    """Show the local node: version, pid, uptime, its listeners, its store (reachable?) and
-    the revision it serves, its VMs. Exits 1 when no node answers."""
+    """Show the local node: version, pid, uptime, its listeners (the WireServer and its host
+    plugin too, when served), its store (reachable?) and the revision it serves, its VMs.
+    Exits 1 when no node answers."""
     show(client(ctx).status(), as_json, _report)

@@ -22,7 +22,15 @@ import yaml
 from azimds.errors import Problem
 from azimds.fleet.limits import OFF, Limits
 from azimds.fleet.schema import DocumentError
-from azimds.fleet.vm import IMDS_ADDRESS, IMDS_PORT, VM, vm_from_patch
+from azimds.fleet.vm import (
+    HOSTPLUGIN_PORT,
+    IMDS_ADDRESS,
+    IMDS_PORT,
+    VM,
+    WIRESERVER_ADDRESS,
+    WIRESERVER_PORT,
+    vm_from_patch,
+)
 from azimds.host.state import default_state_dir
 from azimds.serving.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, REQUEST_TIMEOUT
 
@@ -78,9 +86,12 @@ SETTINGS: tuple[Setting, ...] = (
         "--link-local",
         "AZIMDS_LINK_LOCAL",
         "false",
-        "Serve at the real address: add 169.254.169.254/32 to the loopback device (needs "
-        "root), listen on 169.254.169.254:80 instead of the default address (and besides any "
-        "--listen given), and remove the address on exit unless it was there before.",
+        "Serve at the real addresses: add 169.254.169.254/32 and 168.63.129.16/32 to the "
+        "loopback device (needs root), listen on 169.254.169.254:80 instead of the default "
+        "address (and besides any --listen given), serve the WireServer on 168.63.129.16:80 "
+        "and its host plugin on 168.63.129.16:32526 unless --wireserver-listen or "
+        "--hostplugin-listen say otherwise, and remove the addresses on exit unless they were "
+        "there before.",
         choices=("true", "false"),
     ),
     Setting(
@@ -97,7 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_WIRESERVER_LISTEN",
         "",
         "Address the WireServer (goal state, health reports; Azure's 168.63.129.16:80) listens "
-        "on, HOST:PORT; none: not served. Callers are identified as on the guest plane.",
+        "on, HOST:PORT; none: not served (168.63.129.16:80 with --link-local). Callers are "
+        "identified as on the guest plane.",
     ),
     Setting(
         "hostplugin_listen",
@@ -105,7 +117,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AZIMDS_HOSTPLUGIN_LISTEN",
         "",
         "Address the WireServer's host GA plugin (Azure's 168.63.129.16:32526) listens on, "
-        "HOST:PORT; none: not served.",
+        "HOST:PORT; none: not served (168.63.129.16:32526 with --link-local).",
     ),
     Setting(
         "caller_mode",
@@ -330,12 +342,24 @@ class Config:
     vm: VM  # the default VM: the example changed by the file's `vm:`
     vm_declared: bool  # `vm:` given, or single mode: the default VM is declared at start
     source: str | None  # the config file, if any
-    link_local: bool = False  # add 169.254.169.254 to lo while serving (link_local.held)
+    link_local: bool = False  # add Azure's addresses to lo while serving (link_local.held)
     request_timeout: float = REQUEST_TIMEOUT  # seconds to send a head, and again a body
     connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT  # guest connections per address
     ready_file: Path | None = None  # written once serving, removed on stop
     wireserver_listen: Address | None = None  # None: the WireServer is not served
     hostplugin_listen: Address | None = None  # None: its host plugin is not served
+
+    @property
+    def link_local_addresses(self) -> tuple[str, ...]:
+        """What ``link_local`` adds to lo: without it none; with it IMDS's address, and the
+        WireServer's unless neither the WireServer nor its host plugin listens there (the
+        settings put them elsewhere)."""
+        if not self.link_local:
+            return ()
+        wire = (self.wireserver_listen, self.hostplugin_listen)
+        if any(address is not None and address[0] == WIRESERVER_ADDRESS for address in wire):
+            return (IMDS_ADDRESS, WIRESERVER_ADDRESS)
+        return (IMDS_ADDRESS,)
 
 
 def parse_listen(text: str, source: str, where: str = "listen", unix: bool = False) -> Address:
@@ -571,8 +595,11 @@ def load(
         )
 
     wire: dict[str, Address | None] = {}
-    for name in ("wireserver_listen", "hostplugin_listen"):
+    wire_ports = {"wireserver_listen": WIRESERVER_PORT, "hostplugin_listen": HOSTPLUGIN_PORT}
+    for name, port in wire_ports.items():
         value, where = given.pick(name)
+        if where == "defaults" and link_local:  # as for listen: Azure's address unless given
+            value = f"{WIRESERVER_ADDRESS}:{port}"
         address = parse_listen(str(value), where, name) if value else None
         if address is not None and address[1] != 0 and address in (*listen, admin, *wire.values()):
             raise ConfigError(where, name, "is another listener's address", "give it its own")

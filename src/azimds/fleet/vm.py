@@ -25,6 +25,10 @@ VM_KIND = "vm"  # the store kind of a VM record
 # Where a VM reaches IMDS: the link-local address the real service answers at.
 IMDS_ADDRESS = "169.254.169.254"
 IMDS_PORT = 80
+# Where a VM reaches the WireServer and its host GA plugin: Azure's virtual public address.
+WIRESERVER_ADDRESS = "168.63.129.16"
+WIRESERVER_PORT = 80
+HOSTPLUGIN_PORT = 32526
 VM_KEYS = (
     "compute",
     "network",

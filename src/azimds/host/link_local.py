@@ -1,7 +1,8 @@
-"""The link-local address, 169.254.169.254, on the loopback device.
+"""Azure's addresses on the loopback device: 169.254.169.254 (IMDS) and 168.63.129.16 (the
+WireServer).
 
-For ``azimds serve --link-local`` (``held``: add the address for as long as the node runs,
-then remove it) and ``azimds run`` (``add`` inside its private network namespace). Addresses
+For ``azimds serve --link-local`` (``held``: add them for as long as the node runs, then
+remove them) and ``azimds run`` (``add`` inside its private network namespace). Addresses
 are managed with the ``ip`` command (iproute2), as an operator would by hand.
 """
 
@@ -14,15 +15,16 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from azimds.fleet.vm import IMDS_ADDRESS, IMDS_PORT
+from azimds.fleet.vm import IMDS_ADDRESS, IMDS_PORT, WIRESERVER_ADDRESS
 
 log = logging.getLogger(__name__)
 
 ADDRESS, PORT = IMDS_ADDRESS, IMDS_PORT
+ADDRESSES = (IMDS_ADDRESS, WIRESERVER_ADDRESS)  # what `azimds run` gives its namespace
 DEVICE = "lo"
 # Where `ip` lives on distributions that leave sbin off ordinary users' PATH.
 SBIN = ("/usr/sbin", "/sbin")
@@ -115,30 +117,38 @@ def _signals_ignored() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def held(address: str = ADDRESS, device: str = DEVICE) -> Iterator[bool]:
-    """``address`` on ``device`` for the duration of the block; yields whether it was added.
+def held(addresses: Sequence[str], device: str = DEVICE) -> Iterator[tuple[str, ...]]:
+    """``addresses`` on ``device`` for the duration of the block; yields those it added.
 
     An address some interface already has is left alone, during and after. One this adds is
     removed on the way out, also when the block fails, and on SIGHUP or on a SIGTERM that
     arrives before an event loop takes it over (these exit with 128 + the signal's number).
     Only SIGKILL leaves it behind.
     A loopback device that is down (a fresh network namespace) is brought up, and down again.
+    No addresses: nothing is done.
     """
-    ip_command()  # a clear error before anything else
-    if present(address):
-        log.info("%s is already on this host; azimds leaves it there", address)
-        yield False
+    missing = []
+    for address in addresses:  # without `ip`, a clear error before anything else
+        if present(address):
+            log.info("%s is already on this host; azimds leaves it there", address)
+        else:
+            missing.append(address)
+    if not missing:
+        yield ()
         return
     if not has_net_admin():
+        by_hand = "; ".join(f"sudo ip addr add {address}/32 dev {device}" for address in missing)
+        them = "them" if len(missing) > 1 else "it"
         raise LinkLocalError(
-            f"adding {address} to {device} needs root (CAP_NET_ADMIN). Fix: run as root "
-            f"(sudo azimds serve --link-local), or add it once yourself (sudo ip addr add "
-            f"{address}/32 dev {device}) and serve with --listen {address}:{PORT} as a user "
-            "allowed to bind port 80 (CAP_NET_BIND_SERVICE)"
+            f"adding {' and '.join(missing)} to {device} needs root (CAP_NET_ADMIN). Fix: run "
+            f"as root (sudo azimds serve --link-local), or add {them} once yourself ({by_hand}) "
+            "and serve with --link-local as a user allowed to bind ports below 1024 "
+            "(CAP_NET_BIND_SERVICE)"
         )
     on_main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.getsignal(sig) for sig in ENDING} if on_main else {}
-    brought_up = added = False
+    brought_up = False
+    added: list[str] = []
     try:
         for sig in previous:
             signal.signal(sig, _exit_on_signal)
@@ -146,20 +156,26 @@ def held(address: str = ADDRESS, device: str = DEVICE) -> Iterator[bool]:
             set_up(device)
             brought_up = True
             log.info("brought %s up; it goes down again when azimds stops", device)
-        add(address, device)
-        added = True
-        log.info("added %s/32 to %s; it is removed when azimds stops", address, device)
-        yield True
+        for address in missing:
+            add(address, device)
+            added.append(address)
+            log.info("added %s/32 to %s; it is removed when azimds stops", address, device)
+        yield tuple(added)
     finally:
         with _signals_ignored():
-            try:
-                if added:
+            for address in reversed(added):
+                try:
                     remove(address, device)
                     log.info("removed %s/32 from %s", address, device)
-                if brought_up:
+                except LinkLocalError as exc:
+                    log.error(
+                        "%s (remove it by hand: ip addr del %s/32 dev %s)", exc, address, device
+                    )
+            if brought_up:
+                try:
                     set_up(device, up=False)
-            except LinkLocalError as exc:
-                log.error("%s (remove it by hand: ip addr del %s/32 dev %s)", exc, address, device)
+                except LinkLocalError as exc:
+                    log.error("%s (bring it down by hand: ip link set %s down)", exc, device)
         for sig, handler in previous.items():
             if handler is not None:
                 signal.signal(sig, handler)

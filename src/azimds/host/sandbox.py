@@ -1,20 +1,22 @@
 """``azimds run``'s sandbox: a command run in a private network namespace in which
-169.254.169.254 is azimds on port 80, so that any client reaches it unmodified.
+169.254.169.254 is azimds on port 80, and 168.63.129.16 its WireServer (port 80) and host GA
+plugin (port 32526), so that any client, provisioning agents too, reaches it unmodified.
 
 ::
 
     azimds run                       this process, single-threaded throughout
       1. unshare(2): a new network namespace; unless root, inside a new user namespace in
          which the caller is root, so that it may configure that namespace's network
-      2. ip link set lo up; ip addr add 169.254.169.254/32 dev lo
+      2. ip link set lo up; ip addr add 169.254.169.254/32 dev lo (and 168.63.129.16/32)
       3. python -m azimds serve --listen 169.254.169.254:80 --admin-listen unix:STATE/admin.sock
+         --wireserver-listen 168.63.129.16:80 --hostplugin-listen 168.63.129.16:32526
          in a session of its own (the terminal's Ctrl+C is the command's, not the node's),
          writing to a log file, never to the command's output
       4. COMMAND, with this process's terminal, process group and environment; a non-root
          caller gets its own uid and gid back through a nested user namespace
       5. signals forwarded to COMMAND until it exits; the node stopped; COMMAND's status returned
 
-Nothing outside the namespace changes but the state directory: the namespace, its address
+Nothing outside the namespace changes but the state directory: the namespace, its addresses
 and routes vanish with the last process in it.
 """
 
@@ -38,6 +40,8 @@ from pathlib import Path
 from typing import IO
 
 from azimds.client.protocol import SDK_ENDPOINT_ENV
+from azimds.config.settings import SETTING
+from azimds.fleet.vm import HOSTPLUGIN_PORT, WIRESERVER_ADDRESS, WIRESERVER_PORT
 from azimds.host import link_local, state
 
 CLONE_NEWUSER = 0x10000000
@@ -54,6 +58,12 @@ POLL_INTERVAL = 0.02
 ADMIN_SOCKET = "admin.sock"
 LOG_FILE = "azimds.log"
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes, the last a NUL
+# Where the node listens in the namespace, by setting: Azure's own addresses.
+LISTENERS = {
+    "listen": f"{link_local.ADDRESS}:{link_local.PORT}",
+    "wireserver_listen": f"{WIRESERVER_ADDRESS}:{WIRESERVER_PORT}",
+    "hostplugin_listen": f"{WIRESERVER_ADDRESS}:{HOSTPLUGIN_PORT}",
+}
 
 # Signals passed on to COMMAND. One the kernel sends because of the terminal (Ctrl+C, Ctrl+\,
 # hang-up) goes to the whole foreground process group, COMMAND included: it is not sent twice.
@@ -216,10 +226,12 @@ def enter_namespace() -> Namespace:
 
 
 def configure_network(namespace: Namespace) -> None:
-    """Loopback up, with the link-local address: 169.254.169.254 is this namespace's own."""
+    """Loopback up, with Azure's addresses: 169.254.169.254 and 168.63.129.16 are this
+    namespace's own."""
     try:
         link_local.set_up(link_local.DEVICE)
-        link_local.add(link_local.ADDRESS, link_local.DEVICE)
+        for address in link_local.ADDRESSES:
+            link_local.add(address, link_local.DEVICE)
     except link_local.LinkLocalError as exc:
         fixes = [*_userns_fixes(), ROOT_FIX] if namespace.user else [CONTAINER_FIX]
         raise SandboxError(
@@ -234,8 +246,8 @@ def _node_child() -> None:
 
 
 class NamespaceServer:
-    """The ``azimds serve`` child: on 169.254.169.254:80 inside the namespace, in a session of
-    its own."""
+    """The ``azimds serve`` child: on 169.254.169.254:80 (and the WireServer's ports of
+    168.63.129.16) inside the namespace, in a session of its own."""
 
     def __init__(
         self,
@@ -251,7 +263,7 @@ class NamespaceServer:
         self._before = self._admin_stamp()  # a stale admin.json is not readiness
         command = [
             sys.executable, "-m", "azimds", "serve", *serve_args,
-            "--listen", f"{link_local.ADDRESS}:{link_local.PORT}",
+            *(arg for name, at in LISTENERS.items() for arg in (SETTING[name].flag, at)),
             "--admin-listen", self.admin_url,
             "--state-dir", str(state_dir),
             "--caller-mode", "single",
@@ -328,11 +340,13 @@ def command_environment(
     env["AZIMDS_ADMIN_URL"] = admin_url
     env["AZIMDS_ADMIN_TOKEN"] = token
     if any(env.get(name) for name in PROXY_VARIABLES):
-        # No proxy is reachable from the namespace; IMDS is never reached through one.
+        # No proxy is reachable from the namespace; IMDS and the WireServer are never reached
+        # through one.
         for name in ("no_proxy", "NO_PROXY"):
             hosts = [host for host in env.get(name, "").split(",") if host.strip()]
-            if link_local.ADDRESS not in hosts:
-                env[name] = ",".join([*hosts, link_local.ADDRESS])
+            missing = [address for address in link_local.ADDRESSES if address not in hosts]
+            if missing:
+                env[name] = ",".join([*hosts, *missing])
     return env
 
 
@@ -423,7 +437,8 @@ def _signals_blocked() -> Iterator[None]:
 
 
 def run(sandbox: Sandbox) -> int:
-    """Run ``sandbox.command`` where 169.254.169.254 is azimds; its exit status.
+    """Run ``sandbox.command`` where 169.254.169.254 and 168.63.129.16 are azimds; its exit
+    status.
 
     Raises ``SandboxError`` (with ``exit_code``) when azimds run cannot do its part.
     """

@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +88,13 @@ def admin_token(state_dir: Path) -> str:
     return token
 
 
-def write_admin_address(state_dir: Path, url: str, guest: list[str]) -> None:
-    """Record where this node's control plane and guest plane listen, and its pid, for the CLI."""
-    address = {"url": url, "guest": guest, "pid": os.getpid()}
+def write_admin_address(
+    state_dir: Path, url: str, guest: list[str], wire: Mapping[str, str | None] | None = None
+) -> None:
+    """Record where this node's control plane and guest plane listen (and the WireServer's
+    listeners, by category: ``wireserver``, ``hostplugin``, null when not served), and its
+    pid, for the CLI."""
+    address = {"url": url, "guest": guest, **(wire or {}), "pid": os.getpid()}
     write_private(state_dir / ADMIN_FILE, json.dumps(address) + "\n")
 
 

@@ -130,19 +130,19 @@ async def run(
 ) -> None:
     """Serve until SIGINT, SIGTERM or SIGHUP (or ``stop``). Off the main thread (the test kit
     runs a node in a thread of its own) signals are left to the program: ``stop`` ends it.
-    With ``config.link_local``, 169.254.169.254 is on ``lo`` while the node holds its state
-    directory (``host/link_local.held``)."""
+    With ``config.link_local``, Azure's addresses (``config.link_local_addresses``) are on
+    ``lo`` while the node holds its state directory (``host/link_local.held``)."""
     stop = stop or asyncio.Event()
     state.prepare(config.state_dir)
-    # Inside the lock: a second node, refused, must neither add the link-local address nor
+    # Inside the lock: a second node, refused, must neither add the link-local addresses nor
     # remove the first one's ready file or admin.json.
     with (
         state.locked(config.state_dir),
-        link_local.held() if config.link_local else contextlib.nullcontext(),
+        link_local.held(config.link_local_addresses),
         _ready_file_kept(config.ready_file),
         state.admin_address_kept(config.state_dir),
     ):
-        # After link_local.held, which ends the process on SIGTERM (removing the address)
+        # After link_local.held, which ends the process on SIGTERM (removing the addresses)
         # until the event loop takes the signal over here to stop the node cleanly.
         if threading.current_thread() is threading.main_thread():
             loop = asyncio.get_running_loop()
@@ -165,9 +165,11 @@ def _ready_file_kept(path: Path | None) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def _write_ready_file(path: Path, guest_urls: list[str], admin_url: str) -> None:
+def _write_ready_file(
+    path: Path, guest_urls: list[str], admin_url: str, wire_urls: dict[str, str | None]
+) -> None:
     """Atomically (a reader never sees half of it): where this node serves, and its pid."""
-    ready = {"pid": os.getpid(), "guest": guest_urls, "controlPlane": admin_url}
+    ready = {"pid": os.getpid(), "guest": guest_urls, "controlPlane": admin_url, **wire_urls}
     state.write_private(path, json.dumps(ready) + "\n")
 
 
@@ -273,6 +275,12 @@ async def _serve(
         fleet = node.served
         token = state.admin_token(config.state_dir)
         guest_urls = [_http_url(host, port) for host, port in guest_addresses]
+        # By category, null when not served: the keys `wireserver` and `hostplugin` of the
+        # ready file, admin.json and /v1/status.
+        wire_urls = {
+            category: _http_url(*wire_listeners[category]) if category in wire_listeners else None
+            for category in (WIRESERVER, HOSTPLUGIN)
+        }
         admin = AdminAPI(
             node,
             token,
@@ -282,6 +290,7 @@ async def _serve(
             config.terminate_notice,
             Observed(recorder, services, faults, clients),
             guest_urls,
+            wire_urls,
         ).app()
 
         started = asyncio.Event()
@@ -304,9 +313,9 @@ async def _serve(
             ready.cancel()
             await serving  # a listener failed (its ListenError), or the node was stopped
             return
-        state.write_admin_address(config.state_dir, admin_url, guest_urls)
+        state.write_admin_address(config.state_dir, admin_url, guest_urls, wire_urls)
         if config.ready_file is not None:  # after admin.json: the CLI finds the node then
-            _write_ready_file(config.ready_file, guest_urls, admin_url)
+            _write_ready_file(config.ready_file, guest_urls, admin_url, wire_urls)
         engine = asyncio.create_task(run_event_engine(node, stop))
         access_log = asyncio.create_task(recorder.write_access_log(stop))
         watcher = None

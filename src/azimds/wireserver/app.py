@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 
 from azimds.fleet.provisioning import Report, add_report
 from azimds.fleet.snapshot import Fleet
-from azimds.fleet.vm import VM
+from azimds.fleet.vm import VM, WIRESERVER_ADDRESS
 from azimds.guest.callers import CallerIdentifier
 from azimds.guest.events import Writer
 from azimds.guest.observe import Recorder
@@ -30,7 +30,7 @@ from azimds.wireserver.documents import Ids, ids_of
 MAX_BODY = 64 * 1024  # bytes: a health report's description is trimmed to 4 KB by waagent
 WIRESERVER = "wireserver"  # the request log's categories
 HOSTPLUGIN = "hostplugin"
-DEFAULT_HOST = "168.63.129.16"
+DEFAULT_HOST = WIRESERVER_ADDRESS  # for goal-state links when the agent sent no Host
 XML = (("content-type", "text/xml; charset=utf-8"),)
 JSON = (("content-type", "application/json; charset=utf-8"),)
 # The host plugin's API versions, as hosts list them (waagent only checks the status).
