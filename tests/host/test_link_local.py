@@ -20,10 +20,11 @@ SCRIPT = r"""
 set -e
 ip link set lo up
 ip addr add 169.254.169.254/32 dev lo
-"$PYTHON" -m azimds serve --listen 169.254.169.254:80 > "$LOG" 2>&1 &
+"$PYTHON" -m azimds serve --state-dir "$STATE" --listen 169.254.169.254:80 > "$LOG" 2>&1 &
 server=$!
-trap 'kill $server' EXIT
-for _ in $(seq 100); do
+# Stopped and waited for, so its log is whole when the test reads it.
+trap 'kill $server; wait $server' EXIT
+for _ in $(seq 300); do
   curl -s -o /dev/null http://169.254.169.254/ && break
   sleep 0.05
 done
@@ -43,7 +44,7 @@ def test_documentation_command_against_the_link_local_address(tmp_path: Path) ->
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHON": sys.executable, "LOG": str(log)},
+        env={**os.environ, "PYTHON": sys.executable, "LOG": str(log), "STATE": str(tmp_path)},
     )
     assert result.returncode == 0, (result.stderr, log.read_text())
     assert result.stdout == "02aab8a4-74ef-476e-8182-f6d2ba4166a6"

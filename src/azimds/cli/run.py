@@ -11,7 +11,7 @@ import click
 
 from azimds.cli.common import main
 from azimds.cli.serve import config_option, settings_options
-from azimds.config.settings import SETTINGS, ConfigError, load
+from azimds.config.settings import SETTING, SETTINGS, ConfigError, load
 from azimds.host import sandbox
 
 # Settings `azimds run` decides itself: the guest and WireServer addresses are the real ones,
@@ -37,8 +37,11 @@ class RunError(click.ClickException):
 
 
 def serve_args(config_file: Path | None, flags: dict[str, Any]) -> list[str]:
-    """The node's settings as `azimds serve` options (its environment is the same as ours)."""
+    """The node's settings as `azimds serve` options (its environment is the same as ours),
+    first the namespace's own listeners (``sandbox.LISTENERS``)."""
     args = ["--config", str(config_file)] if config_file is not None else []
+    for name, address in sandbox.LISTENERS.items():
+        args += [SETTING[name].flag, address]
     for setting in RUN_SETTINGS:
         value = flags.get(setting.name)
         if value in (None, (), ""):

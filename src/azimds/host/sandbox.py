@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import IO
 
 from azimds.client.protocol import SDK_ENDPOINT_ENV
-from azimds.config.settings import SETTING
 from azimds.fleet.vm import HOSTPLUGIN_PORT, WIRESERVER_ADDRESS, WIRESERVER_PORT
 from azimds.host import link_local, state
 
@@ -151,7 +150,7 @@ class Sandbox:
     """What ``azimds run`` was asked to do."""
 
     command: Sequence[str]
-    serve_args: Sequence[str] = ()  # node settings for `azimds serve`, besides addresses
+    serve_args: Sequence[str] = ()  # node settings for `azimds serve`, LISTENERS' included
     state_dir: Path | None = None  # None: a throwaway directory, removed afterwards
     log_file: str | None = None  # None: azimds.log in the state directory; "-": stderr
     environ: Mapping[str, str] | None = None  # None: os.environ
@@ -263,7 +262,6 @@ class NamespaceServer:
         self._before = self._admin_stamp()  # a stale admin.json is not readiness
         command = [
             sys.executable, "-m", "azimds", "serve", *serve_args,
-            *(arg for name, at in LISTENERS.items() for arg in (SETTING[name].flag, at)),
             "--admin-listen", self.admin_url,
             "--state-dir", str(state_dir),
             "--caller-mode", "single",
