@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -206,6 +207,25 @@ def test_vm_a_never_touches_vm_b(node: ServerThread) -> None:
     assert call(node, "wireserver", "127.0.0.16", "POST", "/machine?comp=health", forged)[0] == 400
     assert admin(node).provisioning(a)["state"] == "ready"
     assert admin(node).provisioning(b)["state"] == "not_provisioned"
+
+
+def test_a_flood_of_reports_is_throttled_and_trimmed(node: ServerThread) -> None:
+    """Reports are store writes every VM shares: a VM gets a few a second, the rest are 429s,
+    and a description is kept to 4 KB; another VM's report still goes through at once."""
+    noisy = add_vm(node, "noisy-vm", "127.0.0.19")
+    add_vm(node, "quiet-vm", "127.0.0.20")
+    started = time.monotonic()
+    statuses = [
+        health(node, "127.0.0.19", "x" * 1000, "NotReady", "Provisioning", "d" * 10_000)
+        for _ in range(30)
+    ]
+    elapsed = time.monotonic() - started
+    assert statuses[0] == 200 and set(statuses) == {200, 429}
+    assert statuses.count(200) <= 5 + 5 * elapsed + 1  # the burst, then 5 a second
+    reports = admin(node).provisioning(noisy)["reports"]
+    assert len(reports) == statuses.count(200)
+    assert {(len(r["agent"]), len(r["description"])) for r in reports} == {(256, 4096)}
+    assert health(node, "127.0.0.20", "Cloud-Init/22.4.2", "Ready") == 200
 
 
 def test_unknown_caller_is_refused(node: ServerThread) -> None:

@@ -13,14 +13,16 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl
 
+from azimds.fleet.limits import Limits
 from azimds.fleet.provisioning import Report, add_report
 from azimds.fleet.snapshot import Fleet
 from azimds.fleet.vm import VM, WIRESERVER_ADDRESS
 from azimds.guest.callers import CallerIdentifier
 from azimds.guest.events import Writer
+from azimds.guest.limits import GENERAL, RateLimiter
 from azimds.guest.observe import Recorder
 from azimds.serving.exchange import BodyAbandoned, Exchange, ResponseHeaders
 from azimds.store.base import StoreError
@@ -28,6 +30,12 @@ from azimds.wireserver import documents
 from azimds.wireserver.documents import Ids, ids_of
 
 MAX_BODY = 64 * 1024  # bytes: a health report's description is trimmed to 4 KB by waagent
+# A report is a store write, shared by every VM of the fleet: each VM gets a few a second (its
+# agents send a handful in all), more are 429s, which waagent and cloud-init retry. What is kept
+# of one is bounded too (waagent trims descriptions to 4 KB itself).
+REPORTS = Limits(rate=5, identity_rate=0, identity_concurrency=0)
+MAX_DESCRIPTION = 4096  # characters kept of a report's description
+MAX_AGENT = 256  # characters kept of the header naming the agent
 WIRESERVER = "wireserver"  # the request log's categories
 HOSTPLUGIN = "hostplugin"
 DEFAULT_HOST = WIRESERVER_ADDRESS  # for goal-state links when the agent sent no Host
@@ -87,6 +95,7 @@ class WireApp:
         self.writer = writer
         self.recorder = recorder
         self.real_time = real_time
+        self.reports = RateLimiter(REPORTS)
 
     def replace_fleet(self, fleet: Fleet) -> None:
         self.fleet = fleet
@@ -128,6 +137,11 @@ class WireApp:
     async def report(self, call: WireRequest, report: Report) -> WireAnswer:
         """Keep a health report in the VM's provisioning state; 200 once it is written."""
         vm_id = call.vm.vm_id
+        if not self.reports.admit(vm_id, GENERAL, REPORTS):
+            return 429, (), b""
+        report = replace(
+            report, agent=report.agent[:MAX_AGENT], description=report.description[:MAX_DESCRIPTION]
+        )
         try:
             await self.writer.write(lambda txn: add_report(txn, vm_id, report))
         except StoreError:
